@@ -1,0 +1,384 @@
+//! RTMP ingest: the listener, per-IP and total connection limits, and one task per
+//! connection that drives the sans-IO [`ServerSession`] with deadlines. Any protocol or
+//! limit violation closes only that connection, with a log line naming the reason.
+
+use crate::metrics::{OriginMetrics, ReasonLabels};
+use crate::stream::{valid_key, ClaimError, Publisher, Streams};
+use bytes::Bytes;
+use ferrocast_media::rtmp::{Limits, ServerEvent, ServerSession};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// Limits and deadlines of the RTMP listener.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// The handshake must complete within this time.
+    pub handshake_timeout: Duration,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// A write that cannot complete in this time (peer not reading) closes the connection.
+    pub write_timeout: Duration,
+    /// Most RTMP connections at once.
+    pub max_connections: usize,
+    /// Most RTMP connections from one IP address at once.
+    pub max_connections_per_ip: usize,
+    /// Chunk, message and buffer limits of the protocol decoder.
+    pub limits: Limits,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            max_connections_per_ip: 32,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Counts connections per IP; a guard gives its slot back on drop.
+#[derive(Debug, Default)]
+struct PerIp {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+#[derive(Debug)]
+struct PerIpGuard {
+    owner: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn try_acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<PerIpGuard> {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = c.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PerIpGuard {
+            owner: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerIpGuard {
+    fn drop(&mut self) {
+        let mut c = self.owner.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = c.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accepts RTMP connections until `shutdown`, then closes them (publishers reconnect to
+/// another origin; what they sent is already packaged).
+pub async fn serve(
+    listener: TcpListener,
+    cfg: IngestConfig,
+    streams: Arc<Streams>,
+    metrics: Arc<OriginMetrics>,
+    shutdown: CancellationToken,
+) {
+    let total = Arc::new(Semaphore::new(cfg.max_connections));
+    let per_ip = Arc::new(PerIp::default());
+    let tracker = TaskTracker::new();
+    let cfg = Arc::new(cfg);
+    loop {
+        let (sock, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(%error, "rtmp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = total.clone().try_acquire_owned() else {
+            reject(&metrics, "too_many_connections", peer);
+            continue;
+        };
+        let Some(ip_guard) = per_ip.try_acquire(peer.ip(), cfg.max_connections_per_ip) else {
+            reject(&metrics, "too_many_connections_from_ip", peer);
+            continue;
+        };
+        metrics.ingest_connections.inc();
+        let (cfg, streams, metrics, shutdown) = (
+            cfg.clone(),
+            streams.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        let span = tracing::info_span!("rtmp", conn = %peer);
+        let task = async move {
+            let _guards = (permit, ip_guard);
+            metrics.ingest_connections_open.inc();
+            let result = Connection::new(sock, peer, &cfg, &streams)
+                .run(&shutdown)
+                .await;
+            match result {
+                Ok(()) => tracing::info!(%peer, "rtmp connection closed"),
+                Err(e) => {
+                    tracing::warn!(%peer, reason = %e, "rtmp connection closed on error");
+                    metrics
+                        .ingest_rejected
+                        .get_or_create(&ReasonLabels { reason: e.label() })
+                        .inc();
+                }
+            }
+            metrics.ingest_connections_open.dec();
+        };
+        tracker.spawn(task.instrument(span));
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+fn reject(metrics: &OriginMetrics, reason: &'static str, peer: SocketAddr) {
+    tracing::warn!(%peer, reason, "rtmp connection refused");
+    metrics
+        .ingest_rejected
+        .get_or_create(&ReasonLabels { reason })
+        .inc();
+}
+
+/// Why a connection was closed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnError {
+    /// The handshake did not complete in time.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// Nothing arrived for the idle timeout.
+    #[error("idle timeout")]
+    IdleTimeout,
+    /// The peer did not read what we sent.
+    #[error("write timed out")]
+    WriteTimeout,
+    /// Socket error.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Malformed RTMP or a protocol limit.
+    #[error("protocol: {0}")]
+    Protocol(#[from] ferrocast_media::rtmp::RtmpError),
+    /// Malformed media or a packaging limit.
+    #[error("media: {0}")]
+    Media(#[from] crate::stream::IngestError),
+    /// Publish refused.
+    #[error("publish refused: {0}")]
+    Refused(String),
+}
+
+impl ConnError {
+    /// A bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::IdleTimeout => "idle_timeout",
+            Self::WriteTimeout => "write_timeout",
+            Self::Io(_) => "io",
+            Self::Protocol(_) => "protocol",
+            Self::Media(_) => "media",
+            Self::Refused(_) => "publish_refused",
+        }
+    }
+}
+
+struct Connection<'a> {
+    sock: TcpStream,
+    peer: SocketAddr,
+    cfg: &'a IngestConfig,
+    streams: &'a Arc<Streams>,
+    session: ServerSession,
+    publisher: Option<(u32, Publisher)>,
+}
+
+/// Cheap non-cryptographic randomness for the handshake's S1 (it only has to differ
+/// between connections; RTMP's handshake is no security boundary).
+fn handshake_random(peer: SocketAddr) -> Vec<u8> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = nanos ^ u64::from(peer.port()).rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
+    (0..1528)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+impl<'a> Connection<'a> {
+    fn new(
+        sock: TcpStream,
+        peer: SocketAddr,
+        cfg: &'a IngestConfig,
+        streams: &'a Arc<Streams>,
+    ) -> Self {
+        let _ = sock.set_nodelay(true);
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u32)
+            .unwrap_or(0);
+        let session = ServerSession::new(cfg.limits.clone(), &handshake_random(peer), epoch);
+        Self {
+            sock,
+            peer,
+            cfg,
+            streams,
+            session,
+            publisher: None,
+        }
+    }
+
+    async fn run(mut self, shutdown: &CancellationToken) -> Result<(), ConnError> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let handshake_deadline = Instant::now() + self.cfg.handshake_timeout;
+        loop {
+            let deadline = if self.session.handshake_done() {
+                Instant::now() + self.cfg.idle_timeout
+            } else {
+                handshake_deadline
+            };
+            let n = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = tokio::time::timeout_at(deadline, self.sock.read(&mut buf)) => match r {
+                    Err(_) if self.session.handshake_done() => return Err(ConnError::IdleTimeout),
+                    Err(_) => return Err(ConnError::HandshakeTimeout),
+                    Ok(r) => r?,
+                },
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            let fed = self.session.feed(&buf[..n]);
+            // Events parsed before an error still count: media already accepted is kept.
+            let handled = self.handle_events();
+            self.flush().await?;
+            fed?;
+            handled?;
+        }
+    }
+
+    fn handle_events(&mut self) -> Result<(), ConnError> {
+        while let Some(ev) = self.session.poll_event() {
+            match ev {
+                ServerEvent::Publish {
+                    stream_id,
+                    app,
+                    name,
+                    ..
+                } => self.on_publish(stream_id, &app, &name)?,
+                ServerEvent::Video {
+                    stream_id,
+                    timestamp,
+                    payload,
+                } => self.on_media(stream_id, timestamp, payload, true)?,
+                ServerEvent::Audio {
+                    stream_id,
+                    timestamp,
+                    payload,
+                } => self.on_media(stream_id, timestamp, payload, false)?,
+                ServerEvent::Unpublish { stream_id }
+                    if self
+                        .publisher
+                        .as_ref()
+                        .is_some_and(|(id, _)| *id == stream_id) =>
+                {
+                    self.publisher = None;
+                }
+                ServerEvent::Play { stream_id, .. } => {
+                    self.session.reject_play(
+                        stream_id,
+                        "RTMP playback is not offered; play the HLS stream instead",
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn on_publish(&mut self, stream_id: u32, app: &str, name: &str) -> Result<(), ConnError> {
+        let app = app.split('?').next().unwrap_or("").trim_end_matches('/');
+        let key = name.split('?').next().unwrap_or("");
+        let refusal = if app != "live" {
+            Some(format!(
+                "unknown application {app:?}: publish to rtmp://host/live/KEY"
+            ))
+        } else if self.publisher.is_some() {
+            Some("this connection is already publishing".to_owned())
+        } else if !valid_key(key) {
+            Some(ClaimError::InvalidKey(key.chars().take(80).collect()).to_string())
+        } else {
+            match self.streams.claim(key) {
+                Ok(p) => {
+                    self.publisher = Some((stream_id, p));
+                    self.session.accept_publish(stream_id);
+                    tracing::info!(peer = %self.peer, stream = key, "publishing");
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            }
+        };
+        match refusal {
+            None => Ok(()),
+            Some(reason) => {
+                self.session
+                    .reject_publish(stream_id, "NetStream.Publish.BadName", &reason);
+                Err(ConnError::Refused(reason))
+            }
+        }
+    }
+
+    fn on_media(
+        &mut self,
+        stream_id: u32,
+        ts: u32,
+        payload: Bytes,
+        video: bool,
+    ) -> Result<(), ConnError> {
+        let Some((id, p)) = &mut self.publisher else {
+            return Ok(());
+        };
+        if *id != stream_id {
+            return Ok(());
+        }
+        if video {
+            p.video(ts, &payload)?;
+        } else {
+            p.audio(ts, &payload)?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnError> {
+        while let Some(out) = self.session.take_output() {
+            timeout(self.cfg.write_timeout, self.sock.write_all(&out))
+                .await
+                .map_err(|_| ConnError::WriteTimeout)??;
+        }
+        Ok(())
+    }
+}

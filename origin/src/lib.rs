@@ -1,0 +1,200 @@
+//! The Ferrocast origin: accepts RTMP publishers, packages each stream into CMAF parts
+//! and segments, and serves LL-HLS over HTTP. `Origin::bind` validates and binds;
+//! `Origin::run` serves until cancelled, then drains in order.
+
+pub mod ingest;
+pub mod metrics;
+pub mod package;
+pub mod serve;
+pub mod stream;
+
+use ferrocast_runtime::http::ServerLimits;
+use ferrocast_runtime::metrics::Metrics;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Everything an origin needs to start.
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    /// RTMP listen address (default 0.0.0.0:1935).
+    pub rtmp_listen: SocketAddr,
+    /// HTTP listen address (default 0.0.0.0:8081).
+    pub http_listen: SocketAddr,
+    /// RTMP limits and deadlines.
+    pub ingest: ingest::IngestConfig,
+    /// Packaging, grace period and stream limits.
+    pub streams: stream::StreamConfig,
+    /// HTTP server limits.
+    pub http: ServerLimits,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        Self {
+            rtmp_listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            ingest: Default::default(),
+            streams: Default::default(),
+            http: Default::default(),
+        }
+    }
+}
+
+/// Configuration that cannot work, named by field.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A field is out of range.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The configuration key.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl OriginConfig {
+    /// Checks every field before any socket is bound.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.streams.packager;
+        let invalid = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if !(0.05..=10.0).contains(&p.part_target) {
+            return invalid("part-target", "must be between 0.05 and 10 seconds");
+        }
+        if !(0.5..=60.0).contains(&p.segment_target) {
+            return invalid("segment-target", "must be between 0.5 and 60 seconds");
+        }
+        if p.part_target > p.segment_target {
+            return invalid("part-target", "must not exceed segment-target");
+        }
+        if !(3..=1000).contains(&p.window_segments) {
+            return invalid("window-segments", "must be between 3 and 1000");
+        }
+        if p.max_segment_duration < p.segment_target {
+            return invalid("max-segment-duration", "must be at least segment-target");
+        }
+        if self.streams.max_streams == 0 {
+            return invalid("max-streams", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// A bound, not yet running origin.
+#[derive(Debug)]
+pub struct Origin {
+    cfg: OriginConfig,
+    rtmp: TcpListener,
+    http: TcpListener,
+    streams: Arc<stream::Streams>,
+    state: Arc<serve::HttpState>,
+}
+
+impl Origin {
+    /// Validates `cfg`, binds both listeners and registers metrics into `registry`.
+    pub async fn bind(cfg: OriginConfig, registry: Arc<Metrics>) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let rtmp =
+            TcpListener::bind(cfg.rtmp_listen)
+                .await
+                .map_err(|source| ConfigError::Bind {
+                    what: "rtmp",
+                    addr: cfg.rtmp_listen,
+                    source,
+                })?;
+        let http =
+            TcpListener::bind(cfg.http_listen)
+                .await
+                .map_err(|source| ConfigError::Bind {
+                    what: "http",
+                    addr: cfg.http_listen,
+                    source,
+                })?;
+        let metrics = Arc::new(metrics::OriginMetrics::new());
+        metrics.register(&registry);
+        let streams = stream::Streams::new(cfg.streams.clone(), metrics.clone());
+        let state = Arc::new(serve::HttpState {
+            streams: streams.clone(),
+            metrics,
+            registry,
+            ready: false.into(),
+        });
+        Ok(Self {
+            cfg,
+            rtmp,
+            http,
+            streams,
+            state,
+        })
+    }
+
+    /// The RTMP address actually bound.
+    pub fn rtmp_addr(&self) -> SocketAddr {
+        self.rtmp.local_addr().unwrap_or(self.cfg.rtmp_listen)
+    }
+
+    /// The HTTP address actually bound.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or(self.cfg.http_listen)
+    }
+
+    /// The stream registry (the demo publisher feeds it directly).
+    pub fn streams(&self) -> Arc<stream::Streams> {
+        self.streams.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled: then readiness goes false, ingest stops,
+    /// and HTTP drains within its grace period.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Self {
+            cfg,
+            rtmp,
+            http,
+            streams,
+            state,
+        } = self;
+        tracing::info!(rtmp = %rtmp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            http = %http.local_addr().map(|a| a.to_string()).unwrap_or_default(), "origin listening");
+        let http_token = CancellationToken::new();
+        let handler_state = state.clone();
+        let http_task = tokio::spawn(ferrocast_runtime::http::serve(
+            http,
+            move |req| serve::handle(handler_state.clone(), req),
+            cfg.http.clone(),
+            http_token.clone(),
+        ));
+        let ingest_task = tokio::spawn(ingest::serve(
+            rtmp,
+            cfg.ingest.clone(),
+            streams,
+            state.metrics.clone(),
+            shutdown.clone(),
+        ));
+        state.ready.store(true, Ordering::Relaxed);
+        shutdown.cancelled().await;
+        state.ready.store(false, Ordering::Relaxed);
+        let _ = ingest_task.await;
+        http_token.cancel();
+        let _ = http_task.await;
+        tracing::info!("origin stopped");
+    }
+}

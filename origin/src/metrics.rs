@@ -1,0 +1,91 @@
+//! The origin's Prometheus metrics (`ferrocast_<area>_<what>_<unit>`).
+
+use ferrocast_runtime::metrics::Metrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+/// Labels of an HTTP request counter: what was asked for and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// playlist, part, segment, init, page, api, admin, other.
+    pub kind: &'static str,
+    /// HTTP status code.
+    pub status: u16,
+}
+
+/// Labels naming why an ingest connection was closed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// A short fixed reason (bounded set).
+    pub reason: &'static str,
+}
+
+/// Every metric the origin exports.
+#[derive(Debug, Default)]
+pub struct OriginMetrics {
+    /// RTMP connections accepted.
+    pub ingest_connections: Counter,
+    /// RTMP connections open now.
+    pub ingest_connections_open: Gauge,
+    /// RTMP connections closed for a protocol or limit violation, by reason.
+    pub ingest_rejected: Family<ReasonLabels, Counter>,
+    /// Media bytes received from publishers.
+    pub ingest_bytes: Counter,
+    /// Streams held.
+    pub streams: Gauge,
+    /// HTTP requests by kind and status.
+    pub http_requests: Family<RequestLabels, Counter>,
+    /// HTTP response body bytes sent.
+    pub http_response_bytes: Counter,
+}
+
+impl OriginMetrics {
+    /// Fresh metrics, not yet registered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers every metric under the `ferrocast` prefix.
+    pub fn register(&self, metrics: &Metrics) {
+        metrics.register(|r| {
+            let r = r.sub_registry_with_prefix("ferrocast");
+            r.register(
+                "ingest_connections",
+                "RTMP connections accepted",
+                self.ingest_connections.clone(),
+            );
+            r.register(
+                "ingest_connections_open",
+                "RTMP connections open now",
+                self.ingest_connections_open.clone(),
+            );
+            r.register(
+                "ingest_rejected",
+                "RTMP connections closed for bad input or limits",
+                self.ingest_rejected.clone(),
+            );
+            r.register(
+                "ingest_media_bytes",
+                "Media bytes received from publishers",
+                self.ingest_bytes.clone(),
+            );
+            r.register(
+                "origin_streams",
+                "Streams held by this origin",
+                self.streams.clone(),
+            );
+            r.register(
+                "http_requests",
+                "HTTP requests by kind and status",
+                self.http_requests.clone(),
+            );
+            r.register(
+                "http_response_bytes",
+                "HTTP response body bytes",
+                self.http_response_bytes.clone(),
+            );
+        });
+    }
+}

@@ -1,0 +1,401 @@
+//! The live streams an origin holds: who publishes each one, its packager, and the
+//! snapshots its viewers read. A publisher holds a [`Publisher`] guard; when the guard
+//! drops, the stream waits out the grace period for the publisher to come back before it
+//! ends (EXT-X-ENDLIST) and, later, ages out. Stream numbering survives a restart of the
+//! same key: the last continuity state of each ended key is remembered (bounded).
+
+use crate::metrics::OriginMetrics;
+use crate::package::{Continuity, PackageError, Packager, PackagerConfig, Snapshot};
+use bytes::Bytes;
+use ferrocast_media::flv;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// How streams behave over time.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// Cutting and window rules.
+    pub packager: PackagerConfig,
+    /// A publisher that comes back within this time continues the same stream.
+    pub reconnect_grace: Duration,
+    /// An ended stream stays fetchable this long before it is dropped.
+    pub linger: Duration,
+    /// Most streams this origin holds at once.
+    pub max_streams: usize,
+    /// Ended stream keys whose numbering is remembered.
+    pub remembered_keys: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            packager: PackagerConfig::default(),
+            reconnect_grace: Duration::from_secs(10),
+            linger: Duration::from_secs(30),
+            max_streams: 1000,
+            remembered_keys: 10_000,
+        }
+    }
+}
+
+/// Why a publisher may not publish.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClaimError {
+    /// Another publisher is live on this key.
+    #[error("stream {0:?} is already being published")]
+    AlreadyLive(String),
+    /// The key is not `[A-Za-z0-9_-]{1,64}`.
+    #[error("invalid stream key {0:?}: expected 1 to 64 of A-Z a-z 0-9 _ -")]
+    InvalidKey(String),
+    /// The origin holds as many streams as it may.
+    #[error("origin is at its limit of {0} streams")]
+    TooManyStreams(usize),
+}
+
+/// Whether `key` is an acceptable stream key.
+pub fn valid_key(key: &str) -> bool {
+    (1..=64).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[derive(Debug, Default)]
+struct PublishState {
+    /// Session id of the live publisher, if any.
+    live: Option<u64>,
+    /// Bumped on each claim and each release, so stale timers do nothing.
+    generation: u64,
+}
+
+/// One stream.
+#[derive(Debug)]
+pub struct Stream {
+    name: String,
+    packager: Mutex<Packager>,
+    publish: Mutex<PublishState>,
+    tx: watch::Sender<Arc<Snapshot>>,
+}
+
+impl Stream {
+    /// The stream key.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Latest snapshot, and a receiver to wait for the next one.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.tx.subscribe()
+    }
+
+    /// Latest snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.tx.borrow().clone()
+    }
+
+    /// Whether a publisher is connected now.
+    pub fn has_publisher(&self) -> bool {
+        lock(&self.publish).live.is_some()
+    }
+
+    fn with_packager<R>(&self, f: impl FnOnce(&mut Packager) -> R) -> R {
+        let mut p = lock(&self.packager);
+        let before = p.version();
+        let r = f(&mut p);
+        if p.version() != before {
+            let snap = Arc::new(p.snapshot());
+            drop(p);
+            self.tx.send_replace(snap);
+        }
+        r
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take every stream down with it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// All streams of one origin.
+#[derive(Debug)]
+pub struct Streams {
+    cfg: StreamConfig,
+    streams: Mutex<HashMap<String, Arc<Stream>>>,
+    remembered: Mutex<(HashMap<String, Continuity>, VecDeque<String>)>,
+    next_session: std::sync::atomic::AtomicU64,
+    metrics: Arc<OriginMetrics>,
+}
+
+impl Streams {
+    /// An empty registry.
+    pub fn new(cfg: StreamConfig, metrics: Arc<OriginMetrics>) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            streams: Mutex::default(),
+            remembered: Mutex::default(),
+            next_session: 1.into(),
+            metrics,
+        })
+    }
+
+    /// The configuration streams run with.
+    pub fn config(&self) -> &StreamConfig {
+        &self.cfg
+    }
+
+    /// A stream by key.
+    pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
+        lock(&self.streams).get(name).cloned()
+    }
+
+    /// All streams, sorted by key.
+    pub fn list(&self) -> Vec<Arc<Stream>> {
+        let mut v: Vec<_> = lock(&self.streams).values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Claims `name` for a new publisher. A stream within its grace period (or ended but
+    /// not yet aged out) goes on with a discontinuity; a live one refuses.
+    pub fn claim(self: &Arc<Self>, name: &str) -> Result<Publisher, ClaimError> {
+        if !valid_key(name) {
+            return Err(ClaimError::InvalidKey(name.chars().take(80).collect()));
+        }
+        let session = self
+            .next_session
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stream = {
+            let mut map = lock(&self.streams);
+            match map.get(name) {
+                Some(s) => s.clone(),
+                None => {
+                    if map.len() >= self.cfg.max_streams {
+                        return Err(ClaimError::TooManyStreams(self.cfg.max_streams));
+                    }
+                    let continuity = self.take_remembered(name);
+                    let packager = Packager::new(self.cfg.packager.clone(), continuity);
+                    let snap = Arc::new(packager.snapshot());
+                    let s = Arc::new(Stream {
+                        name: name.to_owned(),
+                        packager: Mutex::new(packager),
+                        publish: Mutex::default(),
+                        tx: watch::channel(snap).0,
+                    });
+                    map.insert(name.to_owned(), s.clone());
+                    self.metrics.streams.set(map.len() as i64);
+                    s
+                }
+            }
+        };
+        {
+            let mut st = lock(&stream.publish);
+            if st.live.is_some() {
+                return Err(ClaimError::AlreadyLive(name.to_owned()));
+            }
+            st.live = Some(session);
+            st.generation += 1;
+        }
+        stream.with_packager(|p| p.begin_session());
+        tracing::info!(stream = name, session, "publisher claimed stream");
+        Ok(Publisher {
+            streams: self.clone(),
+            stream,
+            session,
+            clock: TimestampUnwrapper::default(),
+        })
+    }
+
+    fn take_remembered(&self, name: &str) -> Option<Continuity> {
+        lock(&self.remembered).0.remove(name)
+    }
+
+    fn remember(&self, name: &str, c: Continuity) {
+        let mut r = lock(&self.remembered);
+        let (map, order) = &mut *r;
+        if map.insert(name.to_owned(), c).is_none() {
+            order.push_back(name.to_owned());
+        }
+        while order.len() > self.cfg.remembered_keys {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+    }
+
+    fn release(self: &Arc<Self>, stream: &Arc<Stream>, session: u64) {
+        let generation = {
+            let mut st = lock(&stream.publish);
+            if st.live != Some(session) {
+                return;
+            }
+            st.live = None;
+            st.generation += 1;
+            st.generation
+        };
+        stream.with_packager(|p| p.flush());
+        tracing::info!(
+            stream = stream.name(),
+            session,
+            grace_s = self.cfg.reconnect_grace.as_secs_f64(),
+            "publisher gone; waiting for it to come back"
+        );
+        let this = self.clone();
+        let stream = stream.clone();
+        // Bounded timer task: it ends after grace + linger whatever happens.
+        tokio::spawn(async move {
+            tokio::time::sleep(this.cfg.reconnect_grace).await;
+            if lock(&stream.publish).generation != generation {
+                return; // the publisher came back
+            }
+            stream.with_packager(|p| p.end());
+            tracing::info!(stream = stream.name(), "stream ended (grace period over)");
+            tokio::time::sleep(this.cfg.linger).await;
+            let mut map = lock(&this.streams);
+            if lock(&stream.publish).generation != generation {
+                return;
+            }
+            if map
+                .get(stream.name())
+                .is_some_and(|s| Arc::ptr_eq(s, &stream))
+            {
+                map.remove(stream.name());
+                this.metrics.streams.set(map.len() as i64);
+                drop(map);
+                let c = lock(&stream.packager).continuity();
+                this.remember(stream.name(), c);
+                tracing::info!(stream = stream.name(), "stream aged out");
+            }
+        });
+    }
+}
+
+/// RTMP timestamps are 32-bit milliseconds that wrap after ~49.7 days.
+#[derive(Debug, Default)]
+struct TimestampUnwrapper {
+    last: Option<u32>,
+    epoch: i64,
+}
+
+impl TimestampUnwrapper {
+    fn unwrap(&mut self, ts: u32) -> i64 {
+        if let Some(last) = self.last {
+            if ts < last && last - ts > u32::MAX / 2 {
+                self.epoch += 1 << 32;
+            } else if ts > last && ts - last > u32::MAX / 2 && self.epoch > 0 {
+                // A late packet from before the wrap.
+                return self.epoch - (1 << 32) + i64::from(ts);
+            }
+        }
+        self.last = Some(ts);
+        self.epoch + i64::from(ts)
+    }
+}
+
+/// A live publisher's hold on a stream. Dropping it starts the grace period.
+#[derive(Debug)]
+pub struct Publisher {
+    streams: Arc<Streams>,
+    stream: Arc<Stream>,
+    session: u64,
+    clock: TimestampUnwrapper,
+}
+
+impl Publisher {
+    /// The stream being published.
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    /// A video message body (an FLV video tag body) with its RTMP timestamp.
+    pub fn video(&mut self, timestamp: u32, body: &Bytes) -> Result<(), IngestError> {
+        let tag = flv::parse_video(body)?;
+        let ts = self.clock.unwrap(timestamp);
+        self.streams.metrics.ingest_bytes.inc_by(body.len() as u64);
+        Ok(self
+            .stream
+            .with_packager(|p| p.push_video(ts, tag, now_ms()))?)
+    }
+
+    /// An audio message body (an FLV audio tag body) with its RTMP timestamp.
+    pub fn audio(&mut self, timestamp: u32, body: &Bytes) -> Result<(), IngestError> {
+        let tag = flv::parse_audio(body)?;
+        let ts = self.clock.unwrap(timestamp);
+        self.streams.metrics.ingest_bytes.inc_by(body.len() as u64);
+        Ok(self
+            .stream
+            .with_packager(|p| p.push_audio(ts, tag, now_ms()))?)
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.streams.release(&self.stream, self.session);
+    }
+}
+
+/// Why a publisher's media was refused; each ends its session.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// The FLV tag body is malformed.
+    #[error("malformed media tag: {0}")]
+    Flv(#[from] flv::FlvError),
+    /// The packager refused it.
+    #[error(transparent)]
+    Package(#[from] PackageError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked() {
+        assert!(valid_key("demo"));
+        assert!(valid_key("a-b_C9"));
+        assert!(valid_key(&"x".repeat(64)));
+        assert!(!valid_key(""));
+        assert!(!valid_key(&"x".repeat(65)));
+        assert!(!valid_key("a/b"));
+        assert!(!valid_key("a b"));
+        assert!(!valid_key("ä"));
+    }
+
+    #[test]
+    fn timestamps_unwrap_across_the_32_bit_boundary() {
+        let mut c = TimestampUnwrapper::default();
+        assert_eq!(c.unwrap(u32::MAX - 10), i64::from(u32::MAX - 10));
+        assert_eq!(c.unwrap(5), (1i64 << 32) + 5);
+        assert_eq!(c.unwrap(u32::MAX - 2), i64::from(u32::MAX - 2));
+        assert_eq!(c.unwrap(20), (1i64 << 32) + 20);
+    }
+
+    #[tokio::test]
+    async fn second_publisher_is_refused_and_first_unaffected() {
+        let streams = Streams::new(StreamConfig::default(), Arc::new(OriginMetrics::new()));
+        let first = streams.claim("live1").expect("first claim");
+        assert_eq!(
+            streams.claim("live1").unwrap_err(),
+            ClaimError::AlreadyLive("live1".into())
+        );
+        assert!(first.stream().has_publisher());
+        assert!(matches!(
+            streams.claim("bad key"),
+            Err(ClaimError::InvalidKey(_))
+        ));
+        drop(first);
+        // Within the grace period the key can be claimed again.
+        let again = streams.claim("live1").expect("reclaim within grace");
+        assert!(again.stream().has_publisher());
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs Ferrocast's whole test suite on a fresh Debian machine: installs what the tests
+# use (ffmpeg, Chromium, etcd, curl, Node.js packages for the browser driver), checks
+# formatting and lints, builds everything (fuzz targets included) and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
+command -v chromium >/dev/null || need+=(chromium)
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v curl >/dev/null || need+=(curl)
+command -v node >/dev/null || need+=(nodejs npm)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  npm ci --prefix tests/browser --no-audit --no-fund
+fi
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# Fuzz targets must keep compiling (they run with `cargo +nightly fuzz run NAME`).
+cargo check --manifest-path fuzz/Cargo.toml --target-dir target --bins
+cargo nextest run --workspace --locked --no-fail-fast "$@"

@@ -1,0 +1,573 @@
+//! Helpers for the end-to-end tests: free ports, the `ferrocast` binary as a child
+//! process, ffmpeg as publisher and player, a small HTTP client with timeouts, and our
+//! own RTMP publisher (for what Debian's ffmpeg cannot send, such as Enhanced RTMP).
+//! Every wait here has a deadline; every child is killed by its own PID on drop.
+
+use bytes::{Bytes, BytesMut};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod rtmp_client;
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port")
+}
+
+/// The `ferrocast` binary built next to this test.
+pub fn ferrocast_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("FERROCAST_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/<test> → target/debug/ferrocast
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("ferrocast");
+    assert!(
+        bin.exists(),
+        "{} missing: build the workspace first (cargo build)",
+        bin.display()
+    );
+    bin
+}
+
+/// A scratch directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh directory under the system temp dir.
+    pub fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let p =
+            std::env::temp_dir().join(format!("ferrocast-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("creating temp dir");
+        Self(p)
+    }
+
+    /// A path inside it.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed (by its PID) when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    /// What it is, for messages.
+    pub name: String,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdout/stderr going to files in `logs`.
+    pub fn spawn(name: &str, cmd: &mut Command, logs: &Path) -> Self {
+        let out = std::fs::File::create(logs.join(format!("{name}.log"))).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        Self {
+            child,
+            name: name.to_owned(),
+        }
+    }
+
+    /// PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit status if it did.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a signal to this process only.
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A running `ferrocast` node.
+#[derive(Debug)]
+pub struct Node {
+    /// The process.
+    pub proc: Proc,
+    /// RTMP address.
+    pub rtmp: SocketAddr,
+    /// HTTP address.
+    pub http: SocketAddr,
+    /// Where logs go.
+    pub dir: TempDir,
+}
+
+impl Node {
+    /// Starts `ferrocast origin` on free loopback ports with `extra` flags and waits
+    /// for `/readyz`.
+    pub fn origin(extra: &[&str]) -> Self {
+        Self::start("origin", extra)
+    }
+
+    /// Starts `ferrocast <role>` and waits until it is ready.
+    pub fn start(role: &str, extra: &[&str]) -> Self {
+        let dir = TempDir::new(role);
+        let rtmp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut cmd = Command::new(ferrocast_bin());
+        cmd.arg(role)
+            .args([
+                "--rtmp-listen",
+                &rtmp.to_string(),
+                "--http-listen",
+                &http.to_string(),
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info");
+        let proc = Proc::spawn(role, &mut cmd, &dir.0);
+        let mut node = Self {
+            proc,
+            rtmp,
+            http,
+            dir,
+        };
+        node.wait_ready(Duration::from_secs(20));
+        node
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.proc.child.try_wait().expect("try_wait") {
+                panic!(
+                    "{} exited early ({status}); log:\n{}",
+                    self.proc.name,
+                    self.log()
+                );
+            }
+            if let Ok(r) = http_get(self.http, "/readyz", Duration::from_secs(1)) {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "{} not ready within {timeout:?}; log:\n{}",
+            self.proc.name,
+            self.log()
+        );
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(&format!("{}.log", self.proc.name)))
+            .unwrap_or_default()
+    }
+
+    /// `rtmp://127.0.0.1:PORT/live/KEY`.
+    pub fn rtmp_url(&self, key: &str) -> String {
+        format!("rtmp://{}/live/{key}", self.rtmp)
+    }
+
+    /// `http://127.0.0.1:PORT/live/KEY/index.m3u8`.
+    pub fn playlist_url(&self, key: &str) -> String {
+        format!("http://{}/live/{key}/index.m3u8", self.http)
+    }
+
+    /// Fetches a path on the node's HTTP port.
+    pub fn get(&self, path: &str) -> HttpResponse {
+        http_get(self.http, path, Duration::from_secs(15))
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Waits until the playlist of `key` answers 200 and lists at least one part.
+    pub fn wait_live(&self, key: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let path = format!("/live/{key}/index.m3u8");
+        while Instant::now() < deadline {
+            if let Ok(r) = http_get(self.http, &path, Duration::from_secs(10)) {
+                if r.status == 200 && r.text().contains("#EXT-X-PART:") {
+                    return r.text();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "stream {key} not live within {timeout:?}; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// A metric's value summed over all label sets (0 when absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").text();
+        metric_value(&text, name)
+    }
+}
+
+/// Sums every sample of metric `name` in Prometheus text.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A response from [`http_get`].
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header lines, lower-cased names.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Time to the complete response.
+    pub elapsed: Duration,
+}
+
+impl HttpResponse {
+    /// Body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 GET with `Connection: close` and a deadline on the whole exchange.
+pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<HttpResponse> {
+    let start = Instant::now();
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        if start.elapsed() > timeout {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "response deadline",
+            ));
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    parse_response(&raw, start.elapsed())
+}
+
+fn parse_response(raw: &[u8], elapsed: Duration) -> std::io::Result<HttpResponse> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("header not utf-8"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+        elapsed,
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).ok()?.trim(), 16).ok()?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+/// Runs a command to completion with a deadline; kills it when the deadline passes.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning command");
+    // Drain the pipes on threads so a chatty child cannot block on a full pipe.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let s = child.wait().expect("wait");
+            eprintln!("command timed out after {timeout:?}: {cmd:?}");
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
+}
+
+/// Makes a test clip: H.264 (with B-frames) + AAC in FLV, `seconds` long at 30 fps,
+/// keyframes every `gop` frames.
+pub fn make_h264_clip(path: &Path, seconds: u32, gop: u32) {
+    let out = run_with_timeout(
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("testsrc2=size=320x240:rate=30:duration={seconds}"),
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("sine=frequency=440:sample_rate=48000:duration={seconds}"),
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-pix_fmt",
+                "yuv420p",
+                "-bf",
+                "2",
+                "-g",
+                &gop.to_string(),
+                "-keyint_min",
+                &gop.to_string(),
+                "-sc_threshold",
+                "0",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "96k",
+                "-f",
+                "flv",
+            ])
+            .arg(path),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "ffmpeg clip: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts ffmpeg publishing `clip` in real time (`-re`, stream copy) to `url`.
+pub fn ffmpeg_publish_file(clip: &Path, url: &str, logs: &Path, name: &str) -> Proc {
+    Proc::spawn(
+        name,
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+            .arg(clip)
+            .args(["-c", "copy", "-f", "flv", url]),
+        logs,
+    )
+}
+
+/// Starts ffmpeg encoding a live test pattern for `seconds` and publishing it to `url`.
+pub fn ffmpeg_publish_live(url: &str, seconds: u32, logs: &Path, name: &str) -> Proc {
+    Proc::spawn(
+        name,
+        Command::new("ffmpeg").args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size=320x240:rate=30:duration={seconds}"),
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("sine=frequency=440:sample_rate=48000:duration={seconds}"),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-bf",
+            "0",
+            "-g",
+            "30",
+            "-keyint_min",
+            "30",
+            "-sc_threshold",
+            "0",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-f",
+            "flv",
+            url,
+        ]),
+        logs,
+    )
+}
+
+/// One packet line of `ffmpeg -f framemd5`: (stream, dts, pts, duration, size, md5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketHash {
+    /// Stream index.
+    pub stream: u32,
+    /// Decode timestamp in the stream's time base.
+    pub dts: i64,
+    /// Presentation timestamp.
+    pub pts: i64,
+    /// Duration.
+    pub duration: i64,
+    /// Size in bytes.
+    pub size: u64,
+    /// md5 of the packet (or decoded frame).
+    pub hash: String,
+}
+
+/// Parses `ffmpeg -f framemd5` output.
+pub fn parse_framemd5(text: &str) -> Vec<PacketHash> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            if f.len() < 6 {
+                return None;
+            }
+            Some(PacketHash {
+                stream: f[0].parse().ok()?,
+                dts: f[1].parse().ok()?,
+                pts: f[2].parse().ok()?,
+                duration: f[3].parse().ok()?,
+                size: f[4].parse().ok()?,
+                hash: f[5].to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// `ffmpeg -i input <args> -f framemd5 -`: per-packet (with `-c copy`) or per-frame hashes.
+pub fn framemd5(input: &str, args: &[&str], timeout: Duration) -> (Vec<PacketHash>, String) {
+    let out = run_with_timeout(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-i", input])
+            .args(args)
+            .args(["-f", "framemd5", "-"]),
+        timeout,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "ffmpeg framemd5 of {input} failed: {stderr}"
+    );
+    (
+        parse_framemd5(&String::from_utf8_lossy(&out.stdout)),
+        stderr,
+    )
+}
+
+/// Concatenates Bytes (test convenience).
+pub fn concat(parts: &[Bytes]) -> Bytes {
+    let mut b = BytesMut::new();
+    for p in parts {
+        b.extend_from_slice(p);
+    }
+    b.freeze()
+}
