@@ -26,6 +26,9 @@ const VIDEO_TRACK_ID: u32 = 1;
 const AUDIO_TRACK_ID: u32 = 2;
 /// AAC frames carry 1024 samples (ISO/IEC 14496-3, AAC-LC and the core of HE-AAC).
 const AAC_FRAME_SAMPLES: u64 = 1024;
+/// How much a video frame's duration may differ from the previous one's through the
+/// millisecond rounding of FLV timestamps alone (24 fps arrives as 42, 41, 42 ms).
+const FRAME_JITTER: u64 = 2 * VIDEO_TIMESCALE as u64 / 1000;
 
 /// How the packager cuts and how much it keeps.
 #[derive(Debug, Clone)]
@@ -267,8 +270,9 @@ impl Packager {
         let end = match (&mut self.video, &self.audio) {
             (Some(v), _) if v.pending.is_some() => {
                 let p = v.pending.take().expect("checked");
-                let end = p.dts + u64::from(v.last_duration.max(1));
-                push_video_sample(v, p, v.last_duration.max(1));
+                let duration = v.last_duration.max(1);
+                let end = p.dts + u64::from(duration);
+                self.push_pending(p, duration);
                 Some(end)
             }
             (None, Some(a)) => a
@@ -393,6 +397,9 @@ impl Packager {
             self.flush();
             self.init = None;
             self.next_discontinuity = true;
+            // The flush ended the last frame on a guessed duration: re-base so the new
+            // configuration starts where that ended, not before it.
+            self.offset_ms = None;
         }
     }
 
@@ -476,11 +483,11 @@ impl Packager {
                 dur
             };
             v.last_duration = dur.max(1);
-            push_video_sample(v, p, dur.max(1));
+            self.push_pending(p, dur.max(1));
         }
-        let frame = u64::from(v.last_duration);
+        let frame = u64::from(self.video.as_ref().expect("checked").last_duration);
         let cts = cts_ms.saturating_mul(90);
-        self.decide_cut(dts, frame, keyframe)?;
+        self.decide_cut(dts, frame, keyframe, FRAME_JITTER)?;
         let v = self.video.as_mut().expect("checked");
         v.pending = Some(PendingVideo {
             dts,
@@ -510,7 +517,7 @@ impl Packager {
                 // Audio-only timeline starts here.
                 self.start_segment(d90);
             } else {
-                self.decide_cut(d90, frame, true)?;
+                self.decide_cut(d90, frame, true, 0)?;
             }
         }
         let a = self.audio.as_mut().expect("checked");
@@ -526,11 +533,40 @@ impl Packager {
         Ok(())
     }
 
+    fn part_target(&self) -> u64 {
+        (self.cfg.part_target * f64::from(VIDEO_TIMESCALE)).round() as u64
+    }
+
+    /// Adds the pending video frame to the open part now that its duration is known.
+    /// If it would take the part past the part target, the part ends where it starts:
+    /// parts are as full as they can be without ever exceeding the target.
+    fn push_pending(&mut self, p: PendingVideo, duration: u32) {
+        let part_target = self.part_target();
+        if let Some(b) = &self.building {
+            let end = p.dts + u64::from(duration);
+            if p.dts > b.part_start && end - b.part_start > part_target {
+                self.close_part(p.dts);
+            }
+        }
+        if let Some(v) = &mut self.video {
+            push_video_sample(v, p, duration);
+        }
+    }
+
     /// Called with the start time of a new sample (video, or audio when audio-only),
-    /// before it is added: closes the part and/or segment that end here.
-    fn decide_cut(&mut self, at: u64, frame: u64, keyframe: bool) -> Result<(), PackageError> {
+    /// before it is added: closes the part and/or segment that end here. `frame` is the
+    /// expected duration of the new sample, `jitter` how far off it may be: the part is
+    /// closed early only when the sample surely does not fit (a video frame that might
+    /// fit is settled by [`Self::push_pending`] once its duration is known).
+    fn decide_cut(
+        &mut self,
+        at: u64,
+        frame: u64,
+        keyframe: bool,
+        jitter: u64,
+    ) -> Result<(), PackageError> {
         let seg_target = (self.cfg.segment_target * f64::from(VIDEO_TIMESCALE)) as u64;
-        let part_target = (self.cfg.part_target * f64::from(VIDEO_TIMESCALE)).round() as u64;
+        let part_target = self.part_target();
         let Some(b) = &self.building else {
             self.start_segment(at);
             return Ok(());
@@ -551,7 +587,7 @@ impl Packager {
         if b.bytes > self.cfg.max_segment_bytes {
             return Err(PackageError::SegmentTooLarge(self.cfg.max_segment_bytes));
         }
-        if at.saturating_sub(b.part_start) + frame > part_target {
+        if at.saturating_sub(b.part_start) + frame.saturating_sub(jitter) > part_target {
             self.close_part(at);
         }
         Ok(())
@@ -599,7 +635,16 @@ impl Packager {
             independent,
         });
         b.part_start = end;
-        self.timeline_end_ms = (end * 1000 / u64::from(VIDEO_TIMESCALE)) as i64;
+        // The timeline ends where the later track ends, rounded up: a new session or
+        // configuration must not start before a sample of this one has ended.
+        let mut end_ms = (end * 1000).div_ceil(u64::from(VIDEO_TIMESCALE));
+        if let Some(next) = self.audio.as_ref().and_then(|a| {
+            let rate = u64::from(a.config.sample_rate.max(1));
+            a.next_dts.map(|d| (d * 1000).div_ceil(rate))
+        }) {
+            end_ms = end_ms.max(next);
+        }
+        self.timeline_end_ms = end_ms as i64;
         self.version += 1;
     }
 
@@ -888,3 +933,7 @@ impl Snapshot {
             .map(|(_, b)| b.clone())
     }
 }
+
+#[cfg(test)]
+#[path = "package_tests.rs"]
+mod tests;

@@ -70,4 +70,34 @@ fn player_page_plays_demo_in_low_latency_mode() {
         latency > 0.0 && latency <= 1.5,
         "hls.js {latency:.3} s behind live (goal ≤ 1.5 s)"
     );
+
+    // hls.js with low latency off plays the very same playlist the classic way.
+    let out = run_with_timeout(
+        Command::new("node").arg(&driver).args([
+            "--url",
+            &format!("{url}?ll=0"),
+            "--seconds",
+            "10",
+            "--no-require-ll",
+        ]),
+        Duration::from_secs(90),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "classic playback failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .expect("JSON result line");
+    let v: serde_json::Value = serde_json::from_str(line).expect("JSON");
+    assert_eq!(v["started"], true);
+    assert_eq!(v["lowLatencyMode"], false, "{line}");
+    assert!(
+        v["framesDecoded"].as_u64().unwrap_or(0) > 150,
+        "frames decoded: {line}"
+    );
 }
