@@ -27,4 +27,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Fuzz targets must keep compiling (they run with `cargo +nightly fuzz run NAME`).
 cargo check --manifest-path fuzz/Cargo.toml --target-dir target --bins
+# The end-to-end tests run the real `ferrocast` binary as separate processes.
+cargo build --workspace --bins --locked
 cargo nextest run --workspace --locked --no-fail-fast "$@"
