@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-const CLIP: &[u8] = include_bytes!("../assets/demo.flv");
+/// The demo clip: 6 s of H.264 + AAC (scripts/make-demo-clip.sh makes it).
+pub const CLIP: &[u8] = include_bytes!("../assets/demo.flv");
 
 /// Publishes the clip as stream `demo` until `shutdown`.
 pub async fn run(streams: Arc<Streams>, shutdown: CancellationToken) {

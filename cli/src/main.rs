@@ -29,6 +29,19 @@ enum Command {
         #[arg(long, env = "FERROCAST_DEMO")]
         demo: bool,
     },
+    /// Load tools: RTMP publishers and LL-HLS / HLS viewers.
+    Bench {
+        #[command(subcommand)]
+        tool: BenchTool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchTool {
+    /// N concurrent RTMP publishers looping one FLV file in real time (default: the demo clip).
+    Publish(ferrocast_bench::PublishArgs),
+    /// N concurrent viewers that play like hls.js in low-latency mode, or classic HLS.
+    View(ferrocast_bench::ViewArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +49,7 @@ fn main() -> anyhow::Result<()> {
     let (args, demo, standalone) = match cli.command {
         Command::Origin(a) => (a, false, false),
         Command::Standalone { node, demo } => (node, demo, true),
+        Command::Bench { tool } => return bench(tool),
     };
     let settings = config::Settings::resolve(args, standalone)?;
     ferrocast_runtime::telemetry::init(settings.log_format);
@@ -44,6 +58,23 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(run(settings, demo))
+}
+
+/// Runs a load tool; it prints its own progress and summary.
+fn bench(tool: BenchTool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        match tool {
+            BenchTool::Publish(args) => {
+                let clip = bytes::Bytes::from_static(demo::CLIP);
+                ferrocast_bench::publish(args, clip).await.map(drop)
+            }
+            BenchTool::View(args) => ferrocast_bench::view(args).await.map(drop),
+        }
+    })
 }
 
 async fn run(settings: config::Settings, demo: bool) -> anyhow::Result<()> {

@@ -43,40 +43,13 @@ impl Default for OriginConfig {
     }
 }
 
-/// Configuration that cannot work, named by field.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A field is out of range.
-    #[error("invalid {field}: {reason}")]
-    Invalid {
-        /// The configuration key.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A listen address could not be bound.
-    #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        /// Which listener.
-        what: &'static str,
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
-}
+pub use ferrocast_runtime::config::ConfigError;
 
 impl OriginConfig {
     /// Checks every field before any socket is bound.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let p = &self.streams.packager;
-        let invalid = |field, reason: &str| {
-            Err(ConfigError::Invalid {
-                field,
-                reason: reason.to_owned(),
-            })
-        };
+        let invalid = ConfigError::invalid;
         if !(0.05..=10.0).contains(&p.part_target) {
             return invalid("part-target", "must be between 0.05 and 10 seconds");
         }

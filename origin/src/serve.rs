@@ -7,24 +7,14 @@ use crate::package::{PartLookup, Snapshot};
 use crate::stream::{Stream, Streams};
 use bytes::Bytes;
 use ferrocast_media::hls::{self, names::Object, BlockDecision, RenderOptions, SkipRequest};
-use ferrocast_runtime::body::ChunksBody;
 use ferrocast_runtime::http::{Request, Response};
 use ferrocast_runtime::metrics::Metrics;
-use http::{header, HeaderValue, Method, StatusCode};
+use ferrocast_runtime::respond::{self, error, media, media_chunks};
+use http::{Method, StatusCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-const INDEX_HTML: &[u8] = include_bytes!("../assets/index.html");
-const WATCH_HTML: &[u8] = include_bytes!("../assets/watch.html");
-const HLS_JS: &[u8] = include_bytes!("../assets/hls.min.js");
-const HLS_JS_LICENSE: &[u8] = include_bytes!("../assets/hls.js.LICENSE");
-
-const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
-const MP4_TYPE: &str = "video/mp4";
-const CACHE_IMMUTABLE: &str = "public, max-age=86400, immutable";
-const CACHE_PLAYLIST: &str = "no-cache";
 
 /// What the HTTP handlers share.
 #[derive(Debug)]
@@ -56,60 +46,22 @@ pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
 
 async fn route(state: &HttpState, req: &Request) -> (&'static str, Response) {
     let path = req.uri().path();
-    if req.method() == Method::OPTIONS {
-        return ("other", cors_preflight());
+    let ready = state.ready.load(Ordering::Relaxed);
+    if let Some(handled) = respond::common(
+        req.method(),
+        path,
+        ready,
+        &state.registry,
+        crate::stream::valid_key,
+    ) {
+        return handled;
     }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return (
-            "other",
-            error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD"),
-        );
+    if path == "/api/streams" {
+        return ("api", api_streams(&state.streams));
     }
-    match path {
-        "/healthz" => ("admin", text(StatusCode::OK, "ok\n")),
-        "/readyz" => {
-            if state.ready.load(Ordering::Relaxed) {
-                ("admin", text(StatusCode::OK, "ready\n"))
-            } else {
-                (
-                    "admin",
-                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-                )
-            }
-        }
-        "/metrics" => {
-            let body = state.registry.render();
-            (
-                "admin",
-                with_type(
-                    Bytes::from(body),
-                    ferrocast_runtime::metrics::CONTENT_TYPE,
-                    "no-store",
-                ),
-            )
-        }
-        "/" | "/index.html" => ("page", static_asset(INDEX_HTML, "text/html; charset=utf-8")),
-        "/assets/hls.min.js" => (
-            "page",
-            static_asset(HLS_JS, "text/javascript; charset=utf-8"),
-        ),
-        "/assets/hls.js.LICENSE" => (
-            "page",
-            static_asset(HLS_JS_LICENSE, "text/plain; charset=utf-8"),
-        ),
-        "/api/streams" => ("api", api_streams(&state.streams)),
-        _ => {
-            if let Some(name) = path.strip_prefix("/watch/") {
-                if crate::stream::valid_key(name) {
-                    return ("page", static_asset(WATCH_HTML, "text/html; charset=utf-8"));
-                }
-                return ("page", error(StatusCode::NOT_FOUND, "no such stream"));
-            }
-            if let Some(rest) = path.strip_prefix("/live/") {
-                return serve_live(state, rest, req.uri().query().unwrap_or("")).await;
-            }
-            ("other", error(StatusCode::NOT_FOUND, "not found"))
-        }
+    match path.strip_prefix("/live/") {
+        Some(rest) => serve_live(state, rest, req.uri().query().unwrap_or("")).await,
+        None => ("other", error(StatusCode::NOT_FOUND, "not found")),
     }
 }
 
@@ -257,7 +209,7 @@ async fn media_playlist(stream: &Stream, query: &str) -> Response {
     let body = cell
         .get_or_init(|| Bytes::from(hls::render_media(&snap.playlist, &RenderOptions { skip })))
         .clone();
-    with_type(body, PLAYLIST_TYPE, CACHE_PLAYLIST)
+    respond::playlist(body)
 }
 
 async fn multivariant(stream: &Stream) -> Response {
@@ -277,11 +229,7 @@ async fn multivariant(stream: &Stream) -> Response {
         resolution: info.resolution,
         frame_rate: info.frame_rate,
     };
-    with_type(
-        Bytes::from(hls::render_multivariant(&[variant])),
-        PLAYLIST_TYPE,
-        CACHE_PLAYLIST,
-    )
+    respond::playlist(Bytes::from(hls::render_multivariant(&[variant])))
 }
 
 async fn part(stream: &Stream, msn: u64, i: u32) -> Response {
@@ -324,90 +272,5 @@ fn api_streams(streams: &Streams) -> Response {
         })
         .collect();
     let body = serde_json::json!({ "streams": list }).to_string();
-    with_type(Bytes::from(body), "application/json", "no-cache")
-}
-
-fn base(status: StatusCode) -> http::response::Builder {
-    http::Response::builder()
-        .status(status)
-        .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
-        .header(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            "Content-Length, Age, Date",
-        )
-}
-
-fn with_type(body: Bytes, content_type: &'static str, cache: &'static str) -> Response {
-    respond(
-        base(StatusCode::OK),
-        ChunksBody::full(body),
-        content_type,
-        cache,
-    )
-}
-
-fn respond(
-    b: http::response::Builder,
-    body: ChunksBody,
-    content_type: &'static str,
-    cache: &'static str,
-) -> Response {
-    b.header(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
-        .header(header::CACHE_CONTROL, HeaderValue::from_static(cache))
-        .header(header::CONTENT_LENGTH, body.len())
-        .body(body)
-        .unwrap_or_else(|_| http::Response::new(ChunksBody::empty()))
-}
-
-fn media(b: Bytes) -> Response {
-    with_type(b, MP4_TYPE, CACHE_IMMUTABLE)
-}
-
-fn media_chunks(parts: Vec<Bytes>) -> Response {
-    respond(
-        base(StatusCode::OK),
-        ChunksBody::from_chunks(parts),
-        MP4_TYPE,
-        CACHE_IMMUTABLE,
-    )
-}
-
-fn static_asset(bytes: &'static [u8], content_type: &'static str) -> Response {
-    respond(
-        base(StatusCode::OK),
-        ChunksBody::full(Bytes::from_static(bytes)),
-        content_type,
-        "public, max-age=300",
-    )
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response {
-    respond(
-        base(status),
-        ChunksBody::from(body),
-        "text/plain; charset=utf-8",
-        "no-store",
-    )
-}
-
-fn error(status: StatusCode, message: &str) -> Response {
-    respond(
-        base(status),
-        ChunksBody::from(format!("{message}\n")),
-        "text/plain; charset=utf-8",
-        "no-cache",
-    )
-}
-
-fn cors_preflight() -> Response {
-    let b = base(StatusCode::NO_CONTENT)
-        .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS")
-        .header(header::ACCESS_CONTROL_ALLOW_HEADERS, "*")
-        .header(header::ACCESS_CONTROL_MAX_AGE, "86400");
-    respond(
-        b,
-        ChunksBody::empty(),
-        "text/plain; charset=utf-8",
-        "no-store",
-    )
+    respond::json(body)
 }

@@ -55,13 +55,7 @@ pub enum ClaimError {
     TooManyStreams(usize),
 }
 
-/// Whether `key` is an acceptable stream key.
-pub fn valid_key(key: &str) -> bool {
-    (1..=64).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
+pub use ferrocast_media::hls::names::valid_stream_key as valid_key;
 
 #[derive(Debug, Default)]
 struct PublishState {

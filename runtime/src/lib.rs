@@ -3,7 +3,9 @@
 //! Prometheus registry. Nothing media-specific lives here.
 
 pub mod body;
+pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod respond;
 pub mod shutdown;
 pub mod telemetry;

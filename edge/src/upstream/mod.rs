@@ -20,11 +20,18 @@ pub trait Upstream: Send + Sync + std::fmt::Debug + 'static {
     /// playlist, or `Err(UpstreamError::NotFound)` when no origin holds the stream.
     /// Dropping the subscription unsubscribes. The implementation reconnects and resumes
     /// by itself (asking for what it missed) and never restarts the stream.
-    fn subscribe<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Subscription, UpstreamError>>;
+    fn subscribe<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Result<Subscription, UpstreamError>>;
 
     /// Fetches one object on demand (an older segment or part, an init segment). Not
     /// coalesced here: the cache coalesces.
-    fn fetch<'a>(&'a self, stream: &'a str, object: Object) -> BoxFuture<'a, Result<Bytes, UpstreamError>>;
+    fn fetch<'a>(
+        &'a self,
+        stream: &'a str,
+        object: Object,
+    ) -> BoxFuture<'a, Result<Bytes, UpstreamError>>;
 }
 
 /// A live subscription: a bounded stream of events.

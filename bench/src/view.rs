@@ -1,0 +1,737 @@
+//! `bench view`: N concurrent viewers of one media playlist. In `ll` mode each viewer
+//! behaves like hls.js in low-latency mode (blocking playlist reloads for the next
+//! part, part downloads, the preload-hinted part fetched concurrently); in `classic`
+//! mode like a plain HLS player (reload every half target duration, fetch new
+//! segments). Reports requests, errors, bytes, stalls, latency behind live and
+//! request-latency percentiles, with a progress line every second.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{Conn, HttpError, Url};
+use crate::playlist::{MediaPlaylist, Part};
+use crate::stats::{Percentiles, Samples};
+
+/// Deadline of a plain (non-blocking) request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest playlist accepted.
+const MAX_PLAYLIST: usize = 1 << 20;
+/// Largest segment, part or init segment accepted.
+const MAX_MEDIA: usize = 64 << 20;
+/// More new parts than this at once and the viewer rejoins at the live edge.
+const MAX_CATCH_UP_PARTS: usize = 24;
+/// Error messages kept for the report.
+const MAX_ERROR_SAMPLES: usize = 10;
+
+/// How the viewers play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// hls.js in low-latency mode: blocking reloads, parts, preload hints.
+    Ll,
+    /// A classic HLS player: periodic reloads, whole segments.
+    Classic,
+}
+
+/// `ferrocast bench view`.
+#[derive(Debug, clap::Args)]
+pub struct ViewArgs {
+    /// Media playlist to watch, e.g. http://127.0.0.1:8081/live/demo/index.m3u8.
+    #[arg(long)]
+    pub url: String,
+    /// Concurrent viewers.
+    #[arg(long, default_value_t = 10)]
+    pub viewers: usize,
+    /// Player behaviour.
+    #[arg(long, value_enum, default_value_t = Mode::Ll)]
+    pub mode: Mode,
+    /// Seconds to run (ramp included).
+    #[arg(long, default_value_t = 30.0)]
+    pub duration: f64,
+    /// Seconds over which viewers join, evenly spread.
+    #[arg(long, default_value_t = 0.0)]
+    pub ramp: f64,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The kinds of request a viewer makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Playlist,
+    BlockingPlaylist,
+    Init,
+    Part,
+    PreloadHint,
+    Segment,
+}
+
+impl Kind {
+    const ALL: [Kind; 6] = [
+        Kind::Playlist,
+        Kind::BlockingPlaylist,
+        Kind::Init,
+        Kind::Part,
+        Kind::PreloadHint,
+        Kind::Segment,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Playlist => "playlist",
+            Kind::BlockingPlaylist => "blocking_playlist",
+            Kind::Init => "init",
+            Kind::Part => "part",
+            Kind::PreloadHint => "preload_hint",
+            Kind::Segment => "segment",
+        }
+    }
+
+    /// Requests the server holds on purpose: their latency is not service time.
+    fn is_held(self) -> bool {
+        matches!(self, Kind::BlockingPlaylist | Kind::PreloadHint)
+    }
+}
+
+/// Per-kind figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindReport {
+    /// Requests completed (successes and errors).
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Preload-hint requests answered 404 because the hinted part never came (the
+    /// segment ended first); hls.js ignores these, so they are not errors.
+    pub misses: u64,
+    /// Body bytes received.
+    pub bytes: u64,
+    /// Time to the complete response; for held kinds this includes the hold.
+    pub latency: Option<Percentiles>,
+}
+
+/// The result of a `view` run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewReport {
+    /// The playlist watched.
+    pub url: String,
+    /// Player behaviour.
+    pub mode: Mode,
+    /// Viewers asked for.
+    pub viewers: usize,
+    /// Viewers that received any media.
+    pub viewers_with_media: usize,
+    /// Wall time of the run, seconds.
+    pub duration_secs: f64,
+    /// All requests.
+    pub requests: u64,
+    /// All failed requests.
+    pub errors: u64,
+    /// Failures by cause (timeout, status_404, io, ...).
+    pub errors_by_cause: BTreeMap<String, u64>,
+    /// A few error messages, for diagnosis.
+    pub error_samples: Vec<String>,
+    /// Body bytes received.
+    pub bytes: u64,
+    /// Gaps without new media longer than the stall threshold (1 s in `ll` mode,
+    /// target duration + 1 s in `classic` mode), counted per viewer.
+    pub stalls: u64,
+    /// Times a viewer fell so far behind that it rejoined at the live edge.
+    pub rejoins: u64,
+    /// Now − wall-clock start (PROGRAM-DATE-TIME + offset) of each part (or segment,
+    /// in classic mode) when it was received.
+    pub latency_behind_live: Option<Percentiles>,
+    /// Request latency of the requests the server answers at once (playlists without
+    /// blocking, init, parts, segments).
+    pub request_latency: Option<Percentiles>,
+    /// Per request kind.
+    pub by_kind: BTreeMap<String, KindReport>,
+}
+
+#[derive(Debug, Default)]
+struct KindStats {
+    requests: u64,
+    errors: u64,
+    misses: u64,
+    bytes: u64,
+    latency: Samples,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    kinds: [KindStats; 6],
+    errors_by_cause: BTreeMap<String, u64>,
+    error_samples: Vec<String>,
+    behind_live: Samples,
+    /// Behind-live samples since the last progress line.
+    recent_behind_live: Samples,
+    stalls: u64,
+    rejoins: u64,
+    with_media: usize,
+    active: usize,
+}
+
+/// What all viewers report into; the lock is held for a few field updates only.
+#[derive(Debug, Default)]
+struct Shared {
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, kind: Kind, url: &Url, result: &Result<Bytes, HttpError>, took: Duration) {
+        let mut g = self.lock();
+        let k = &mut g.kinds[kind as usize];
+        k.requests += 1;
+        k.latency.record_us(took.as_micros() as u64);
+        match result {
+            Ok(body) => k.bytes += body.len() as u64,
+            Err(HttpError::Status(404)) if kind == Kind::PreloadHint => k.misses += 1,
+            Err(e) => {
+                k.errors += 1;
+                *g.errors_by_cause.entry(e.label()).or_default() += 1;
+                if g.error_samples.len() < MAX_ERROR_SAMPLES {
+                    let msg = format!("{} {}: {e}", kind.name(), url.path);
+                    g.error_samples.push(msg);
+                }
+            }
+        }
+    }
+
+    fn behind_live(&self, received_ms: i64, start_ms: Option<i64>) {
+        if let Some(start) = start_ms {
+            let us = (received_ms - start).max(0) as u64 * 1000;
+            let mut g = self.lock();
+            g.behind_live.record_us(us);
+            g.recent_behind_live.record_us(us);
+        }
+    }
+}
+
+/// Tracks one viewer's media arrivals for stall counting.
+#[derive(Debug)]
+struct Arrivals {
+    last: Option<Instant>,
+    threshold: Duration,
+    stalls: u64,
+}
+
+impl Arrivals {
+    fn media(&mut self, shared: &Shared) {
+        let now = Instant::now();
+        let first = self.last.is_none();
+        self.check(now);
+        self.last = Some(now);
+        if first {
+            shared.lock().with_media += 1;
+        }
+    }
+
+    fn check(&mut self, now: Instant) {
+        if let Some(last) = self.last {
+            if now.duration_since(last) > self.threshold {
+                self.stalls += 1;
+            }
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs the viewers until `--duration`; prints a progress line to stderr every second
+/// and the summary to stdout (JSON with `--json`).
+pub async fn view(args: ViewArgs) -> anyhow::Result<ViewReport> {
+    let url = Url::parse(&args.url).ok_or_else(|| {
+        anyhow::anyhow!("--url must be http://host[:port]/path, got {}", args.url)
+    })?;
+    anyhow::ensure!(args.viewers > 0, "--viewers must be at least 1");
+    anyhow::ensure!(
+        args.duration.is_finite() && args.duration > 0.0,
+        "--duration must be positive"
+    );
+    anyhow::ensure!(
+        args.ramp.is_finite() && args.ramp >= 0.0 && args.ramp <= args.duration,
+        "--ramp must be between 0 and --duration"
+    );
+    let shared = Arc::new(Shared::default());
+    let cancel = CancellationToken::new();
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(args.duration);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..args.viewers {
+        let delay = Duration::from_secs_f64(args.ramp * i as f64 / args.viewers as f64);
+        let (url, shared, cancel, mode) = (url.clone(), shared.clone(), cancel.clone(), args.mode);
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => return 0,
+                _ = tokio::time::sleep_until(started + delay) => {}
+            }
+            shared.lock().active += 1;
+            let mut arrivals = Arrivals {
+                last: None,
+                threshold: Duration::from_secs(1),
+                stalls: 0,
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = viewer(&url, mode, &shared, &mut arrivals) => {}
+            }
+            // A viewer starved at the end of the run stalled too.
+            arrivals.check(Instant::now());
+            shared.lock().active -= 1;
+            arrivals.stalls
+        });
+    }
+
+    let mut tick =
+        tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
+    let mut last = (0u64, 0u64);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(end) => break,
+            _ = tick.tick() => last = progress(&shared, started, last),
+        }
+    }
+    cancel.cancel();
+    let mut stalls = 0;
+    // Viewers stop at their next await; bounded anyway.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(r) = tasks.join_next().await {
+            stalls += r.unwrap_or(0);
+        }
+    })
+    .await;
+    tasks.abort_all();
+    shared.lock().stalls = stalls;
+    let report = summarise(&args, &shared, started.elapsed());
+    print_report(&report, args.json)?;
+    Ok(report)
+}
+
+fn progress(shared: &Shared, started: Instant, last: (u64, u64)) -> (u64, u64) {
+    let mut g = shared.lock();
+    let requests: u64 = g.kinds.iter().map(|k| k.requests).sum();
+    let errors: u64 = g.kinds.iter().map(|k| k.errors).sum();
+    let bytes: u64 = g.kinds.iter().map(|k| k.bytes).sum();
+    let recent = g.recent_behind_live.take().summary();
+    let latency = recent.map_or_else(
+        || "-".to_owned(),
+        |p| {
+            format!(
+                "p50 {:.2}s p99 {:.2}s",
+                p.p50_ms / 1000.0,
+                p.p99_ms / 1000.0
+            )
+        },
+    );
+    eprintln!(
+        "[{:>4.0}s] viewers {} active, {} with media | {} req/s, {} errors | {:.1} Mbit/s | behind live {latency}",
+        started.elapsed().as_secs_f64(),
+        g.active,
+        g.with_media,
+        requests - last.0,
+        errors,
+        (bytes - last.1) as f64 * 8.0 / 1e6,
+    );
+    (requests, bytes)
+}
+
+fn summarise(args: &ViewArgs, shared: &Shared, took: Duration) -> ViewReport {
+    let g = shared.lock();
+    let mut service = Samples::default();
+    let mut by_kind = BTreeMap::new();
+    for kind in Kind::ALL {
+        let k = &g.kinds[kind as usize];
+        if !kind.is_held() {
+            service.extend(&k.latency);
+        }
+        if k.requests > 0 {
+            by_kind.insert(
+                kind.name().to_owned(),
+                KindReport {
+                    requests: k.requests,
+                    errors: k.errors,
+                    misses: k.misses,
+                    bytes: k.bytes,
+                    latency: k.latency.summary(),
+                },
+            );
+        }
+    }
+    ViewReport {
+        url: args.url.clone(),
+        mode: args.mode,
+        viewers: args.viewers,
+        viewers_with_media: g.with_media,
+        duration_secs: took.as_secs_f64(),
+        requests: g.kinds.iter().map(|k| k.requests).sum(),
+        errors: g.kinds.iter().map(|k| k.errors).sum(),
+        errors_by_cause: g.errors_by_cause.clone(),
+        error_samples: g.error_samples.clone(),
+        bytes: g.kinds.iter().map(|k| k.bytes).sum(),
+        stalls: g.stalls,
+        rejoins: g.rejoins,
+        latency_behind_live: g.behind_live.summary(),
+        request_latency: service.summary(),
+        by_kind,
+    }
+}
+
+fn print_report(r: &ViewReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    let pct = |p: &Option<Percentiles>| {
+        p.map_or_else(
+            || "-".to_owned(),
+            |p| {
+                format!(
+                    "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n={})",
+                    p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms, p.count
+                )
+            },
+        )
+    };
+    println!(
+        "{} viewers ({:?}) for {:.1}s: {} with media, {} requests, {} errors, {:.1} MB, {} stalls, {} rejoins",
+        r.viewers,
+        r.mode,
+        r.duration_secs,
+        r.viewers_with_media,
+        r.requests,
+        r.errors,
+        r.bytes as f64 / 1e6,
+        r.stalls,
+        r.rejoins
+    );
+    println!("behind live:     {}", pct(&r.latency_behind_live));
+    println!("request latency: {}", pct(&r.request_latency));
+    for (name, k) in &r.by_kind {
+        println!(
+            "  {name:<18} {:>7} req {:>4} err {:>4} miss {:>10} B  {}",
+            k.requests,
+            k.errors,
+            k.misses,
+            k.bytes,
+            pct(&k.latency)
+        );
+    }
+    for e in &r.error_samples {
+        println!("  error: {e}");
+    }
+    Ok(())
+}
+
+/// GETs `url` and records the outcome.
+async fn fetch(
+    conn: &mut Conn,
+    url: &Url,
+    kind: Kind,
+    timeout: Duration,
+    shared: &Shared,
+) -> Option<Bytes> {
+    let t0 = Instant::now();
+    let result = conn.get(&url.path, timeout).await.map(|r| r.body);
+    shared.record(kind, url, &result, t0.elapsed());
+    result.ok()
+}
+
+/// Fetches and parses the playlist, retrying every half second until it parses.
+async fn first_playlist(conn: &mut Conn, url: &Url, shared: &Shared) -> MediaPlaylist {
+    loop {
+        if let Some(body) = fetch(conn, url, Kind::Playlist, REQUEST_TIMEOUT, shared).await {
+            if let Ok(p) = MediaPlaylist::parse(&String::from_utf8_lossy(&body)) {
+                if !p.segments.is_empty() || !p.pending_parts.is_empty() {
+                    return p;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn viewer(url: &Url, mode: Mode, shared: &Shared, arrivals: &mut Arrivals) {
+    let mut playlists = Conn::new(url, MAX_PLAYLIST);
+    let mut media = Conn::new(url, MAX_MEDIA);
+    let pl = first_playlist(&mut playlists, url, shared).await;
+    if let Some(map) = &pl.map_uri {
+        fetch(
+            &mut media,
+            &url.join(map),
+            Kind::Init,
+            REQUEST_TIMEOUT,
+            shared,
+        )
+        .await;
+    }
+    if mode == Mode::Ll && pl.can_block_reload && pl.part_target.is_some() {
+        low_latency(url, pl, playlists, media, shared, arrivals).await;
+    } else {
+        arrivals.threshold = Duration::from_secs_f64(pl.target_duration.max(1.0) + 1.0);
+        classic(url, pl, playlists, media, shared, arrivals).await;
+    }
+}
+
+/// The parts a low-latency viewer fetches next: those after `have`, or from the
+/// newest independent part when joining or hopelessly behind. The flag says a rejoin.
+fn parts_to_fetch(pl: &MediaPlaylist, have: Option<(u64, u32)>) -> (Vec<Part>, bool) {
+    if let Some(have) = have {
+        let new: Vec<Part> = pl
+            .parts()
+            .filter(|p| (p.msn, p.index) > have)
+            .cloned()
+            .collect();
+        let contiguous = pl
+            .parts()
+            .next()
+            .is_some_and(|first| (first.msn, first.index) <= have);
+        if new.len() <= MAX_CATCH_UP_PARTS && contiguous {
+            return (new, false);
+        }
+    }
+    let from = pl.join_part().map(|p| (p.msn, p.index));
+    let parts = pl
+        .parts()
+        .filter(|p| from.is_some_and(|f| (p.msn, p.index) >= f))
+        .cloned()
+        .collect();
+    (parts, have.is_some())
+}
+
+async fn low_latency(
+    url: &Url,
+    mut pl: MediaPlaylist,
+    mut playlists: Conn,
+    mut media: Conn,
+    shared: &Shared,
+    arrivals: &mut Arrivals,
+) {
+    let mut have: Option<(u64, u32)> = None;
+    loop {
+        if pl.ended {
+            return;
+        }
+        let (parts, rejoin) = parts_to_fetch(&pl, have);
+        if rejoin {
+            shared.lock().rejoins += 1;
+        }
+        for p in parts {
+            if fetch(
+                &mut media,
+                &url.join(&p.uri),
+                Kind::Part,
+                REQUEST_TIMEOUT,
+                shared,
+            )
+            .await
+            .is_some()
+            {
+                arrivals.media(shared);
+                shared.behind_live(unix_ms(), p.start_ms);
+            }
+            have = Some((p.msn, p.index));
+        }
+        let (msn, part) = pl.next_part();
+        let reload = url.with_query(&format!("_HLS_msn={msn}&_HLS_part={part}"));
+        // The origin answers 503 after about three target durations.
+        let hold = Duration::from_secs_f64(pl.target_duration.max(1.0) * 3.0) + REQUEST_TIMEOUT;
+        let hint = pl
+            .preload_hint
+            .as_deref()
+            .filter(|_| have.is_none_or(|h| h < (msn, part)))
+            .map(|h| url.join(h));
+        let (body, hinted) = tokio::join!(
+            fetch(
+                &mut playlists,
+                &reload,
+                Kind::BlockingPlaylist,
+                hold,
+                shared
+            ),
+            async {
+                match &hint {
+                    Some(h) => fetch(&mut media, h, Kind::PreloadHint, hold, shared)
+                        .await
+                        .map(|_| unix_ms()),
+                    None => None,
+                }
+            }
+        );
+        if hinted.is_some() {
+            arrivals.media(shared);
+            have = Some((msn, part));
+        }
+        let next = body.and_then(|b| MediaPlaylist::parse(&String::from_utf8_lossy(&b)).ok());
+        match next {
+            Some(next) => {
+                if let Some(received) = hinted {
+                    shared.behind_live(received, next.part_start_ms(msn, part));
+                }
+                pl = next;
+            }
+            None => {
+                // Back off, then start over from a plain reload.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                pl = first_playlist(&mut playlists, url, shared).await;
+            }
+        }
+    }
+}
+
+async fn classic(
+    url: &Url,
+    mut pl: MediaPlaylist,
+    mut playlists: Conn,
+    mut media: Conn,
+    shared: &Shared,
+    arrivals: &mut Arrivals,
+) {
+    // Start with the newest complete segment, as a live player joining at the edge.
+    let mut have: Option<u64> = pl.segments.len().checked_sub(2).map(|i| pl.segments[i].msn);
+    let period = Duration::from_secs_f64((pl.target_duration / 2.0).max(0.1));
+    let mut next_reload = Instant::now();
+    loop {
+        let from = have;
+        for s in pl
+            .segments
+            .iter()
+            .filter(|s| from.is_none_or(|h| s.msn > h))
+        {
+            if fetch(
+                &mut media,
+                &url.join(&s.uri),
+                Kind::Segment,
+                REQUEST_TIMEOUT,
+                shared,
+            )
+            .await
+            .is_some()
+            {
+                arrivals.media(shared);
+                shared.behind_live(unix_ms(), s.start_ms);
+            }
+            have = Some(s.msn);
+        }
+        if pl.ended {
+            return;
+        }
+        next_reload += period;
+        tokio::time::sleep_until(next_reload).await;
+        if let Some(b) = fetch(&mut playlists, url, Kind::Playlist, REQUEST_TIMEOUT, shared).await {
+            if let Ok(p) = MediaPlaylist::parse(&String::from_utf8_lossy(&b)) {
+                pl = p;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrocast_media::hls::{self, PartInfo, RenderOptions, SegmentInfo};
+
+    fn rendered(segments: u64, pending: usize) -> MediaPlaylist {
+        let part = |i: usize| PartInfo {
+            duration: 0.25,
+            independent: i == 0,
+        };
+        let snap = hls::MediaPlaylist {
+            target_duration: 2,
+            part_target: 0.25,
+            media_sequence: 0,
+            discontinuity_sequence: 0,
+            segments: (0..segments)
+                .map(|msn| SegmentInfo {
+                    msn,
+                    duration: 2.0,
+                    program_date_time_ms: 1_000_000 + msn as i64 * 2000,
+                    discontinuity: false,
+                    init_id: 0,
+                    parts: (0..8).map(part).collect(),
+                })
+                .collect(),
+            next_msn: segments,
+            next_init_id: 0,
+            next_discontinuity: false,
+            next_program_date_time_ms: Some(1_000_000 + segments as i64 * 2000),
+            pending_parts: (0..pending).map(part).collect(),
+            ended: false,
+        };
+        MediaPlaylist::parse(&hls::render_media(&snap, &RenderOptions::default())).unwrap()
+    }
+
+    #[test]
+    fn joins_at_the_newest_independent_part() {
+        let pl = rendered(3, 3);
+        let (parts, rejoin) = parts_to_fetch(&pl, None);
+        assert!(!rejoin);
+        let pos: Vec<_> = parts.iter().map(|p| (p.msn, p.index)).collect();
+        assert_eq!(pos, [(3, 0), (3, 1), (3, 2)]);
+        // Right after a segment closed: join at its first part.
+        let pl = rendered(3, 0);
+        let (parts, _) = parts_to_fetch(&pl, None);
+        assert_eq!(parts.len(), 8);
+        assert_eq!((parts[0].msn, parts[0].index), (2, 0));
+    }
+
+    #[test]
+    fn follows_parts_across_segment_boundaries() {
+        let pl = rendered(3, 2);
+        let (parts, rejoin) = parts_to_fetch(&pl, Some((2, 6)));
+        assert!(!rejoin);
+        let pos: Vec<_> = parts.iter().map(|p| (p.msn, p.index)).collect();
+        assert_eq!(pos, [(2, 7), (3, 0), (3, 1)]);
+        assert!(parts_to_fetch(&pl, Some((3, 1))).0.is_empty());
+        // The blocking reload then asks for the hinted part.
+        assert_eq!(pl.next_part(), (3, 2));
+        assert_eq!(pl.preload_hint.as_deref(), Some("part-3.2.m4s"));
+    }
+
+    #[test]
+    fn rejoins_when_too_far_behind() {
+        let pl = rendered(5, 1);
+        // (0, 0) is still listed but 40 parts back.
+        let (parts, rejoin) = parts_to_fetch(&pl, Some((0, 0)));
+        assert!(rejoin);
+        assert_eq!((parts[0].msn, parts[0].index), (5, 0));
+    }
+
+    #[test]
+    fn stalls_are_gaps_over_the_threshold() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(async {
+                let shared = Shared::default();
+                let mut a = Arrivals {
+                    last: None,
+                    threshold: Duration::from_secs(1),
+                    stalls: 0,
+                };
+                a.media(&shared);
+                tokio::time::advance(Duration::from_millis(900)).await;
+                a.media(&shared);
+                tokio::time::advance(Duration::from_millis(1100)).await;
+                a.media(&shared);
+                assert_eq!(a.stalls, 1);
+                assert_eq!(shared.lock().with_media, 1);
+            });
+    }
+}

@@ -1,0 +1,364 @@
+//! Edge viewer HTTP: the origin's URLs and LL-HLS semantics (blocking reload, preload
+//! hints, delta updates, multivariant playlist, init, segments, parts), the player page,
+//! `/api/streams` and the admin endpoints, all answered from the edge's own state and
+//! cache. Every status code decision is made here, in one place, and mirrors
+//! `origin/src/serve.rs` (same headers, same 400/404/503 rules).
+
+use crate::metrics::{EdgeMetrics, RequestLabels};
+use crate::state::{
+    locate_part, locate_segment, Closed, EdgeSnapshot, PartPlace, SegmentPlace, StreamState,
+    Streams,
+};
+use crate::upstream::UpstreamError;
+use bytes::Bytes;
+use ferrocast_media::hls::names::valid_stream_key;
+use ferrocast_media::hls::{self, names::Object, BlockDecision, SkipRequest};
+use ferrocast_runtime::http::{Request, Response};
+use ferrocast_runtime::metrics::Metrics;
+use ferrocast_runtime::respond::{self, error, media, media_chunks};
+use http::{Method, StatusCode, Uri};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// What the HTTP handlers share.
+#[derive(Debug)]
+pub struct HttpState {
+    /// The streams held.
+    pub streams: Arc<Streams>,
+    /// Counters.
+    pub metrics: Arc<EdgeMetrics>,
+    /// The registry rendered on /metrics.
+    pub registry: Arc<Metrics>,
+    /// False once shutdown begins (or before start-up completes).
+    pub ready: AtomicBool,
+}
+
+/// Handles one request from the server loop.
+pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
+    respond(&state, req.method(), req.uri()).await
+}
+
+/// Answers `method uri` (the request body is never read): the entry point tests use.
+pub async fn respond(state: &HttpState, method: &Method, uri: &Uri) -> Response {
+    let (kind, resp) = route(state, method, uri).await;
+    let status = resp.status().as_u16();
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&RequestLabels { kind, status })
+        .inc();
+    if method != Method::HEAD {
+        state.metrics.http_response_bytes.inc_by(resp.body().len());
+    }
+    resp
+}
+
+async fn route(state: &HttpState, method: &Method, uri: &Uri) -> (&'static str, Response) {
+    let path = uri.path();
+    let ready = state.ready.load(Ordering::Relaxed);
+    if let Some(handled) = respond::common(method, path, ready, &state.registry, valid_stream_key) {
+        return handled;
+    }
+    if path == "/api/streams" {
+        return ("api", api_streams(&state.streams));
+    }
+    match path.strip_prefix("/live/") {
+        Some(rest) => serve_live(state, rest, uri.query().unwrap_or("")).await,
+        None => ("other", error(StatusCode::NOT_FOUND, "not found")),
+    }
+}
+
+async fn serve_live(state: &HttpState, rest: &str, query: &str) -> (&'static str, Response) {
+    let Some((name, object)) = rest.split_once('/') else {
+        return ("other", error(StatusCode::NOT_FOUND, "not found"));
+    };
+    let Some(object) = hls::names::parse(object) else {
+        return ("other", error(StatusCode::NOT_FOUND, "no such object"));
+    };
+    let kind = kind_of(&object);
+    if !valid_stream_key(name) {
+        return (kind, error(StatusCode::NOT_FOUND, "no such stream"));
+    }
+    let stream = match state.streams.get_or_subscribe(name).await {
+        Ok(s) => s,
+        Err(e) => return (kind, upstream_error(&e, "no such stream")),
+    };
+    let _in_flight = stream.enter();
+    let resp = match object {
+        Object::MediaPlaylist => media_playlist(&stream, query).await,
+        Object::Multivariant => multivariant(&stream).await,
+        Object::Init(id) => init(state, &stream, id).await,
+        Object::Segment(msn) => segment(state, &stream, msn).await,
+        Object::Part(msn, i) => part(state, &stream, msn, i).await,
+    };
+    (kind, resp)
+}
+
+fn kind_of(o: &Object) -> &'static str {
+    match o {
+        Object::MediaPlaylist | Object::Multivariant => "playlist",
+        Object::Init(_) => "init",
+        Object::Segment(_) => "segment",
+        Object::Part(..) => "part",
+    }
+}
+
+/// The one place an upstream error becomes a status: unknown stream or object → 404,
+/// anything retryable → 503.
+fn upstream_error(e: &UpstreamError, not_found: &str) -> Response {
+    match e {
+        UpstreamError::NotFound | UpstreamError::NoSuchObject => {
+            error(StatusCode::NOT_FOUND, not_found)
+        }
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable"),
+    }
+}
+
+fn closed_response(why: Closed) -> Response {
+    match why {
+        Closed::Gone => error(StatusCode::NOT_FOUND, "no such stream"),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream subscription lost",
+        ),
+    }
+}
+
+/// What a waiting handler decides on one snapshot.
+enum Step<T> {
+    /// Done waiting.
+    Done(T),
+    /// Hold the request until the snapshot changes.
+    Wait,
+}
+
+/// How a wait ended.
+enum Waited<T> {
+    /// `decide` was done.
+    Done(T),
+    /// The stream's state ended.
+    Closed(Closed),
+    /// The block timeout passed; the last snapshot seen.
+    TimedOut(Arc<EdgeSnapshot>),
+}
+
+/// Runs `decide` on each snapshot until it is done, the state closes, or the block
+/// timeout (taken from the first snapshot, as on the origin) passes.
+async fn wait_for<T>(
+    stream: &StreamState,
+    mut decide: impl FnMut(&EdgeSnapshot) -> Step<T>,
+) -> Waited<T> {
+    let mut rx = stream.subscribe();
+    let mut snap = rx.borrow_and_update().clone();
+    let deadline = tokio::time::Instant::now() + snap.block_timeout();
+    loop {
+        if let Some(why) = snap.closed {
+            return Waited::Closed(why);
+        }
+        match decide(&snap) {
+            Step::Done(v) => return Waited::Done(v),
+            Step::Wait => match next_snapshot(&mut rx, deadline).await {
+                Some(s) => snap = s,
+                None => return Waited::TimedOut(snap),
+            },
+        }
+    }
+}
+
+async fn next_snapshot(
+    rx: &mut watch::Receiver<Arc<EdgeSnapshot>>,
+    deadline: tokio::time::Instant,
+) -> Option<Arc<EdgeSnapshot>> {
+    match tokio::time::timeout_at(deadline, rx.changed()).await {
+        Ok(Ok(())) => Some(rx.borrow_and_update().clone()),
+        _ => None,
+    }
+}
+
+async fn media_playlist(stream: &Arc<StreamState>, query: &str) -> Response {
+    let q = match hls::parse_query(query) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad playlist query: {e}")),
+    };
+    // An LL-HLS player keeps one blocking request in flight; a classic one reloads.
+    let meter = stream.viewers();
+    let _blocking = if q.msn.is_some() {
+        Some(meter.blocking())
+    } else {
+        meter.reload(stream.now_s());
+        None
+    };
+    let waited = wait_for(stream, |snap| match &snap.playlist {
+        Some(p) if snap.live() || p.playlist.ended => match q.msn {
+            Some(_) => match hls::blocking_decision(&p.playlist, &q) {
+                BlockDecision::Wait => Step::Wait,
+                d => Step::Done(d),
+            },
+            None => Step::Done(BlockDecision::Ready),
+        },
+        _ => Step::Wait,
+    })
+    .await;
+    match waited {
+        Waited::Done(BlockDecision::Ready) => {}
+        Waited::Done(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "_HLS_msn is more than two segments beyond the playlist",
+            )
+        }
+        Waited::Closed(why) => return closed_response(why),
+        Waited::TimedOut(snap) if snap.live() => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the requested part did not appear in time",
+            )
+        }
+        Waited::TimedOut(_) => return error(StatusCode::NOT_FOUND, "stream has no media yet"),
+    }
+    // Rendered from the snapshot current now: never older than the one that was ready.
+    let snap = stream.snapshot();
+    let skip = !matches!(q.skip, SkipRequest::No);
+    match snap.rendered(skip) {
+        Some(body) => respond::playlist(body),
+        None => error(StatusCode::NOT_FOUND, "stream has no media yet"),
+    }
+}
+
+async fn multivariant(stream: &StreamState) -> Response {
+    let waited = wait_for(stream, |snap| match &snap.playlist {
+        Some(p) if snap.live() => Step::Done(p.clone()),
+        _ => Step::Wait,
+    })
+    .await;
+    let info = match waited {
+        Waited::Done(i) => i,
+        Waited::Closed(why) => return closed_response(why),
+        Waited::TimedOut(_) => return error(StatusCode::NOT_FOUND, "stream has no media yet"),
+    };
+    let variant = hls::Variant {
+        uri: "index.m3u8".to_owned(),
+        // Until a full segment exists, estimate generously rather than under-declare.
+        bandwidth: if info.bandwidth > 0 {
+            info.bandwidth
+        } else {
+            5_000_000
+        },
+        codecs: info.codecs.clone(),
+        resolution: info.resolution,
+        frame_rate: info.frame_rate,
+    };
+    respond::playlist(Bytes::from(hls::render_multivariant(&[variant])))
+}
+
+async fn init(state: &HttpState, stream: &StreamState, id: u64) -> Response {
+    const NONE: &str = "no such init segment";
+    // As on the origin: wait only while the stream has no media yet.
+    let waited = wait_for(stream, |snap| match &snap.playlist {
+        Some(p) if snap.live() || p.playlist.ended => Step::Done(id <= p.playlist.next_init_id),
+        _ => Step::Wait,
+    })
+    .await;
+    match waited {
+        Waited::Done(true) => fetch(state, stream, Object::Init(id), NONE).await,
+        Waited::Done(false) | Waited::TimedOut(_) => error(StatusCode::NOT_FOUND, NONE),
+        Waited::Closed(why) => closed_response(why),
+    }
+}
+
+async fn segment(state: &HttpState, stream: &StreamState, msn: u64) -> Response {
+    const NONE: &str = "no such segment";
+    let place = wait_for(stream, |snap| match &snap.playlist {
+        None => Step::Wait,
+        Some(p) => match locate_segment(&p.playlist, msn) {
+            // Only the segment being built is worth waiting for.
+            SegmentPlace::Soon => Step::Wait,
+            place => Step::Done(place),
+        },
+    })
+    .await;
+    match place {
+        Waited::Done(SegmentPlace::Parts(n)) => {
+            // Its parts back to back, zero-copy, when all are still in memory.
+            let cache = state.streams.cache();
+            let mut parts = Vec::with_capacity(n);
+            for i in 0..n {
+                let Ok(i) = u32::try_from(i) else { break };
+                match cache.peek(stream.name(), Object::Part(msn, i)).await {
+                    Some(b) => parts.push(b),
+                    None => break,
+                }
+            }
+            if parts.len() == n {
+                state.metrics.cache("hit");
+                return media_chunks(parts);
+            }
+            fetch(state, stream, Object::Segment(msn), NONE).await
+        }
+        Waited::Done(SegmentPlace::Fetch) => fetch(state, stream, Object::Segment(msn), NONE).await,
+        Waited::Done(_) | Waited::TimedOut(_) => error(StatusCode::NOT_FOUND, NONE),
+        Waited::Closed(why) => closed_response(why),
+    }
+}
+
+async fn part(state: &HttpState, stream: &StreamState, msn: u64, i: u32) -> Response {
+    const NONE: &str = "no such part";
+    // A preload-hinted part is held until the playlist names it: the upstream pushes
+    // the part before the playlist that lists it, so it is then in the cache.
+    let place = wait_for(stream, |snap| match &snap.playlist {
+        None => Step::Wait,
+        Some(p) => match locate_part(&p.playlist, msn, i) {
+            PartPlace::Soon => Step::Wait,
+            place => Step::Done(place),
+        },
+    })
+    .await;
+    match place {
+        Waited::Done(PartPlace::Listed | PartPlace::Fetch) => {
+            fetch(state, stream, Object::Part(msn, i), NONE).await
+        }
+        Waited::Done(_) => error(StatusCode::NOT_FOUND, NONE),
+        Waited::TimedOut(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the part did not appear in time",
+        ),
+        Waited::Closed(why) => closed_response(why),
+    }
+}
+
+/// From the cache, or fetched upstream once for every viewer asking at this moment.
+async fn fetch(state: &HttpState, stream: &StreamState, object: Object, none: &str) -> Response {
+    let streams = &state.streams;
+    match streams
+        .cache()
+        .get_or_fetch(stream.name(), object, streams.upstream())
+        .await
+    {
+        Ok((b, _)) => media(b),
+        Err(e) => upstream_error(&e, none),
+    }
+}
+
+fn api_streams(streams: &Streams) -> Response {
+    let list: Vec<serde_json::Value> = streams
+        .list()
+        .iter()
+        .map(|s| {
+            let snap = s.snapshot();
+            let p = snap.playlist.as_deref();
+            serde_json::json!({
+                "name": &**s.name(),
+                "live": snap.live() && !p.is_some_and(|p| p.playlist.ended),
+                "ended": p.is_some_and(|p| p.playlist.ended),
+                "codecs": p.map(|p| p.codecs.as_str()).unwrap_or(""),
+                "width": p.and_then(|p| p.resolution).map(|r| r.0),
+                "height": p.and_then(|p| p.resolution).map(|r| r.1),
+                "bandwidth": p.map_or(0, |p| p.bandwidth),
+                "media_sequence": p.map_or(0, |p| p.playlist.media_sequence),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "streams": list }).to_string();
+    respond::json(body)
+}

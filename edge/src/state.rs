@@ -1,0 +1,643 @@
+//! Per-stream state: the one upstream subscription per stream, the task that consumes
+//! its events (objects into the cache, playlists into a watch of [`EdgeSnapshot`]), idle
+//! unsubscribe, and the negative cache of unknown streams.
+//!
+//! Coalescing of subscriptions: the stream map is a moka cache used only for its
+//! `try_get_with`, so however many viewers of a stream arrive at once, one
+//! `Upstream::subscribe` runs and the others wait for it (and share its error). A
+//! `NotFound` answer is remembered for `negative_ttl`; the check happens again inside
+//! the coalesced initialiser, so a flood of requests for a stream that does not exist
+//! reaches the upstream at most once per key per TTL.
+
+use crate::cache::ObjectCache;
+use crate::metrics::{EdgeMetrics, StreamLabels};
+use crate::upstream::{EdgePlaylist, Subscription, Upstream, UpstreamError, UpstreamEvent};
+use bytes::Bytes;
+use ferrocast_media::hls::{self, MediaPlaylist, RenderOptions, SegmentInfo};
+use moka::future::Cache;
+use moka::ops::compute::Op;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// How many segments older than the playlist window may still be fetched upstream (the
+/// origin retains a few; asking for anything older would only load the origin).
+const OLDER_SEGMENTS: u64 = 8;
+
+/// How long a blocking request is held when no playlist is known yet.
+const DEFAULT_BLOCK: Duration = Duration::from_secs(6);
+
+/// Why a stream's state ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The origin no longer holds the stream.
+    Gone,
+    /// The subscription ended with an error; the next viewer request resubscribes.
+    Lost,
+    /// No viewer for the idle period.
+    Idle,
+    /// The edge is shutting down.
+    Shutdown,
+}
+
+/// What viewers of one stream read: the playlist as the origin published it, and its
+/// renderings, made once per change however many viewers ask.
+#[derive(Debug, Default)]
+pub struct EdgeSnapshot {
+    /// Bumped on every change.
+    pub version: u64,
+    /// The latest playlist; None until the first one arrives.
+    pub playlist: Option<Arc<EdgePlaylist>>,
+    /// Set once the state ended; waiters wake up and answer.
+    pub closed: Option<Closed>,
+    rendered: OnceLock<Bytes>,
+    rendered_skip: OnceLock<Bytes>,
+}
+
+impl EdgeSnapshot {
+    /// At least one part exists (the origin's notion of a live stream).
+    pub fn live(&self) -> bool {
+        self.playlist.as_ref().is_some_and(|p| {
+            !p.playlist.segments.is_empty() || !p.playlist.pending_parts.is_empty()
+        })
+    }
+
+    /// The media playlist text (delta update with `skip`), rendered by the same pure
+    /// function as the origin's, so both serve identical bytes for the same state.
+    pub fn rendered(&self, skip: bool) -> Option<Bytes> {
+        let p = self.playlist.as_ref()?;
+        let cell = if skip {
+            &self.rendered_skip
+        } else {
+            &self.rendered
+        };
+        Some(
+            cell.get_or_init(|| {
+                Bytes::from(hls::render_media(&p.playlist, &RenderOptions { skip }))
+            })
+            .clone(),
+        )
+    }
+
+    /// How long a blocking request may be held: about three target durations
+    /// (rfc8216bis §6.2.5.2 suggests 503 after that), as on the origin.
+    pub fn block_timeout(&self) -> Duration {
+        match &self.playlist {
+            Some(p) => Duration::from_secs_f64(3.0 * f64::from(p.playlist.target_duration.max(1))),
+            None => DEFAULT_BLOCK,
+        }
+    }
+}
+
+/// Where a requested part stands against a playlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartPlace {
+    /// Listed: pushed to this edge before the playlist named it (or fetch it).
+    Listed,
+    /// Not listed but maybe still held upstream (an old segment's part): fetch it.
+    Fetch,
+    /// The hinted part or close to it: worth holding the request.
+    Soon,
+    /// Does not exist and never will.
+    Never,
+}
+
+/// Where a requested segment stands against a playlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentPlace {
+    /// Complete and listed with this many parts: serve the parts back to back.
+    Parts(usize),
+    /// Complete but its parts are not listed (or it slid out of the window): fetch it.
+    Fetch,
+    /// The segment being built: wait for it.
+    Soon,
+    /// Does not exist and never will.
+    Never,
+}
+
+fn listed_segment(p: &MediaPlaylist, msn: u64) -> Option<&SegmentInfo> {
+    let idx = usize::try_from(msn.checked_sub(p.media_sequence)?).ok()?;
+    p.segments.get(idx).filter(|s| s.msn == msn)
+}
+
+fn recently_dropped(p: &MediaPlaylist, msn: u64) -> bool {
+    msn < p.media_sequence && msn.saturating_add(OLDER_SEGMENTS) >= p.media_sequence
+}
+
+/// Mirrors the origin's `Snapshot::part` with only what the playlist says.
+pub fn locate_part(p: &MediaPlaylist, msn: u64, i: u32) -> PartPlace {
+    let i = i as usize;
+    if msn < p.next_msn {
+        return match listed_segment(p, msn) {
+            Some(s) if s.parts.is_empty() => PartPlace::Fetch,
+            Some(s) if i < s.parts.len() => PartPlace::Listed,
+            Some(_) => PartPlace::Never,
+            None if recently_dropped(p, msn) => PartPlace::Fetch,
+            None => PartPlace::Never,
+        };
+    }
+    let pending = p.pending_parts.len();
+    if msn == p.next_msn {
+        if i < pending {
+            PartPlace::Listed
+        } else if !p.ended && i <= pending + 1 {
+            // Only the hinted part and the one after are worth holding a request for.
+            PartPlace::Soon
+        } else {
+            PartPlace::Never
+        }
+    } else if !p.ended && msn == p.next_msn + 1 && i == 0 {
+        PartPlace::Soon
+    } else {
+        PartPlace::Never
+    }
+}
+
+/// Mirrors the origin's segment lookup with only what the playlist says.
+pub fn locate_segment(p: &MediaPlaylist, msn: u64) -> SegmentPlace {
+    if msn < p.next_msn {
+        match listed_segment(p, msn) {
+            Some(s) if !s.parts.is_empty() => SegmentPlace::Parts(s.parts.len()),
+            Some(_) => SegmentPlace::Fetch,
+            None if recently_dropped(p, msn) => SegmentPlace::Fetch,
+            None => SegmentPlace::Never,
+        }
+    } else if msn == p.next_msn && !p.ended {
+        SegmentPlace::Soon
+    } else {
+        SegmentPlace::Never
+    }
+}
+
+/// Estimates active viewers of a stream without tracking who they are.
+///
+/// An LL-HLS player keeps one blocking playlist request (`_HLS_msn`) in flight almost
+/// all the time, so those are counted while in flight: one per viewer. A classic player
+/// reloads the plain playlist about once per target duration, so plain reloads in the
+/// last target duration (at most [`Self::BUCKETS`] seconds) count one each. Part and
+/// segment requests are not counted: they belong to viewers already counted by their
+/// playlist requests. The estimate needs no per-client memory (an IP set would cost
+/// memory per viewer and miscount behind NAT and CDNs).
+#[derive(Debug, Default)]
+pub struct ViewerMeter {
+    blocking: AtomicI64,
+    /// (second, plain reloads in that second), a ring indexed by second.
+    reloads: Mutex<[(u64, u32); ViewerMeter::BUCKETS]>,
+}
+
+impl ViewerMeter {
+    /// Longest window of plain reloads, seconds.
+    pub const BUCKETS: usize = 8;
+
+    /// Counts a plain (non-blocking) playlist reload at second `now_s`.
+    pub fn reload(&self, now_s: u64) {
+        let mut r = self.reloads.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut r[(now_s % Self::BUCKETS as u64) as usize];
+        if slot.0 != now_s {
+            *slot = (now_s, 0);
+        }
+        slot.1 = slot.1.saturating_add(1);
+    }
+
+    /// Counts a blocking playlist request while the guard lives.
+    pub fn blocking(self: &Arc<Self>) -> BlockingGuard {
+        self.blocking.fetch_add(1, Ordering::Relaxed);
+        BlockingGuard(self.clone())
+    }
+
+    /// The estimate at second `now_s`, counting reloads over `window_s` seconds.
+    pub fn estimate(&self, now_s: u64, window_s: u64) -> i64 {
+        let window = window_s.clamp(1, Self::BUCKETS as u64);
+        let r = self.reloads.lock().unwrap_or_else(|e| e.into_inner());
+        let plain: u64 = r
+            .iter()
+            .filter(|(s, _)| *s <= now_s && now_s - *s < window)
+            .map(|(_, n)| u64::from(*n))
+            .sum();
+        self.blocking.load(Ordering::Relaxed).max(0) + i64::try_from(plain).unwrap_or(i64::MAX)
+    }
+}
+
+/// Decrements the blocking count on drop.
+#[derive(Debug)]
+pub struct BlockingGuard(Arc<ViewerMeter>);
+
+impl Drop for BlockingGuard {
+    fn drop(&mut self) {
+        self.0.blocking.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One stream held by the edge.
+#[derive(Debug)]
+pub struct StreamState {
+    name: Arc<str>,
+    tx: watch::Sender<Arc<EdgeSnapshot>>,
+    closed: AtomicBool,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` of the last viewer request.
+    last_seen_ms: AtomicU64,
+    epoch: Instant,
+    viewers: Arc<ViewerMeter>,
+    cancel: CancellationToken,
+}
+
+impl StreamState {
+    fn new(name: Arc<str>, epoch: Instant, cancel: CancellationToken) -> Arc<Self> {
+        let st = Arc::new(Self {
+            name,
+            tx: watch::Sender::new(Arc::new(EdgeSnapshot::default())),
+            closed: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            last_seen_ms: AtomicU64::new(0),
+            epoch,
+            viewers: Arc::default(),
+            cancel,
+        });
+        st.touch();
+        st
+    }
+
+    /// The stream key.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// A receiver of every snapshot change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<EdgeSnapshot>> {
+        self.tx.subscribe()
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<EdgeSnapshot> {
+        self.tx.borrow().clone()
+    }
+
+    /// Whether the state ended (its map entry is about to go).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The viewer estimate of this stream.
+    pub fn viewers(&self) -> &Arc<ViewerMeter> {
+        &self.viewers
+    }
+
+    /// Seconds since the edge's epoch (the viewer meter's clock).
+    pub fn now_s(&self) -> u64 {
+        self.epoch.elapsed().as_secs()
+    }
+
+    /// Marks a viewer request in flight until the guard drops; the stream is not idle
+    /// while any is.
+    pub fn enter(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        RequestGuard(self.clone())
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_seen_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Some(Duration::from_millis(
+            now.saturating_sub(self.last_seen_ms.load(Ordering::Relaxed)),
+        ))
+    }
+
+    fn publish(&self, playlist: Arc<EdgePlaylist>) {
+        self.tx.send_modify(|s| {
+            *s = Arc::new(EdgeSnapshot {
+                version: s.version + 1,
+                playlist: Some(playlist),
+                closed: None,
+                rendered: OnceLock::new(),
+                rendered_skip: OnceLock::new(),
+            });
+        });
+    }
+
+    fn close(&self, why: Closed) {
+        self.closed.store(true, Ordering::Release);
+        self.tx.send_modify(|s| {
+            *s = Arc::new(EdgeSnapshot {
+                version: s.version + 1,
+                playlist: s.playlist.clone(),
+                closed: Some(why),
+                rendered: OnceLock::new(),
+                rendered_skip: OnceLock::new(),
+            });
+        });
+    }
+}
+
+/// Marks one viewer request in flight.
+#[derive(Debug)]
+pub struct RequestGuard(Arc<StreamState>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Limits of the stream registry.
+#[derive(Debug, Clone)]
+pub struct StreamsConfig {
+    /// No viewer request for this long → unsubscribe and drop the state.
+    pub idle_unsubscribe: Duration,
+    /// How long an unknown stream is answered 404 without asking upstream again.
+    pub negative_ttl: Duration,
+    /// Most streams held at once; further streams are refused (503).
+    pub max_streams: usize,
+}
+
+/// Every stream the edge holds.
+#[derive(Debug)]
+pub struct Streams {
+    map: Cache<Arc<str>, Arc<StreamState>>,
+    negative: Cache<Arc<str>, ()>,
+    upstream: Arc<dyn Upstream>,
+    cache: ObjectCache,
+    metrics: Arc<EdgeMetrics>,
+    cfg: StreamsConfig,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    epoch: Instant,
+}
+
+impl Streams {
+    /// An empty registry.
+    pub fn new(
+        cfg: StreamsConfig,
+        upstream: Arc<dyn Upstream>,
+        cache: ObjectCache,
+        metrics: Arc<EdgeMetrics>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            map: Cache::builder().build(),
+            negative: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(cfg.negative_ttl)
+                .build(),
+            upstream,
+            cache,
+            metrics,
+            cfg,
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// The upstream objects are fetched from.
+    pub fn upstream(&self) -> &dyn Upstream {
+        &*self.upstream
+    }
+
+    /// The object cache.
+    pub fn cache(&self) -> &ObjectCache {
+        &self.cache
+    }
+
+    /// The stream's state, subscribing upstream if the edge does not hold it yet.
+    /// Concurrent callers for the same stream share one subscription attempt.
+    pub async fn get_or_subscribe(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Arc<StreamState>, UpstreamError> {
+        if let Some(st) = self.map.get(name).await {
+            if !st.is_closed() {
+                return Ok(st);
+            }
+        }
+        let key: Arc<str> = Arc::from(name);
+        // Two rounds: a state that closed (idle, lost, gone) between lookup and use is
+        // removed and replaced once.
+        for _ in 0..2 {
+            if let Some(st) = self.map.get(&key).await {
+                if !st.is_closed() {
+                    return Ok(st);
+                }
+                self.remove_if_same(&st).await;
+            }
+            if self.negative.contains_key(&key) {
+                self.metrics.subscribe("negative");
+                return Err(UpstreamError::NotFound);
+            }
+            let st = self
+                .map
+                .try_get_with(key.clone(), self.subscribe_new(key.clone()))
+                .await
+                .map_err(|e| (*e).clone())?;
+            if !st.is_closed() {
+                return Ok(st);
+            }
+            self.remove_if_same(&st).await;
+        }
+        Err(UpstreamError::Unavailable(
+            "the subscription ended at once".to_owned(),
+        ))
+    }
+
+    async fn subscribe_new(
+        self: &Arc<Self>,
+        key: Arc<str>,
+    ) -> Result<Arc<StreamState>, UpstreamError> {
+        // Checked again here: this runs once per coalesced group, after the previous
+        // group may have learnt that the stream does not exist.
+        if self.negative.contains_key(&key) {
+            self.metrics.subscribe("negative");
+            return Err(UpstreamError::NotFound);
+        }
+        if self.map.entry_count() >= self.cfg.max_streams as u64 {
+            self.metrics.subscribe("limit");
+            return Err(UpstreamError::Unavailable(
+                "edge stream limit reached".to_owned(),
+            ));
+        }
+        match self.upstream.subscribe(&key).await {
+            Ok(sub) => {
+                self.metrics.subscribe("ok");
+                let st = StreamState::new(key.clone(), self.epoch, self.cancel.child_token());
+                self.metrics.streams.inc();
+                let span = tracing::info_span!("edge_stream", stream = %key);
+                self.tasks
+                    .spawn(run_stream(self.clone(), st.clone(), sub).instrument(span));
+                Ok(st)
+            }
+            Err(UpstreamError::NotFound) => {
+                self.metrics.subscribe("not_found");
+                self.negative.insert(key, ()).await;
+                Err(UpstreamError::NotFound)
+            }
+            Err(e) => {
+                self.metrics.subscribe("unavailable");
+                tracing::warn!(stream = %key, error = %e, "upstream subscribe failed");
+                Err(e)
+            }
+        }
+    }
+
+    async fn remove_if_same(&self, st: &Arc<StreamState>) {
+        self.map
+            .entry(st.name.clone())
+            .and_compute_with(|e| {
+                let op = match e {
+                    Some(e) if Arc::ptr_eq(e.value(), st) => Op::Remove,
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+    }
+
+    /// The streams held now, by name.
+    pub fn list(&self) -> Vec<Arc<StreamState>> {
+        let mut v: Vec<_> = self
+            .map
+            .iter()
+            .map(|(_, st)| st)
+            .filter(|st| !st.is_closed())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Ends every subscription and waits for the stream tasks.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// Consumes one subscription until the stream is gone, lost, idle or the edge stops.
+async fn run_stream(streams: Arc<Streams>, st: Arc<StreamState>, mut sub: Subscription) {
+    let metrics = &streams.metrics;
+    let labels = StreamLabels {
+        stream: st.name.to_string(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let why = loop {
+        tokio::select! {
+            biased;
+            _ = st.cancel.cancelled() => break Closed::Shutdown,
+            ev = sub.events.recv() => match ev {
+                Some(UpstreamEvent::Object { object, bytes, made_at_ms }) => {
+                    metrics.objects_received.inc();
+                    // 0: the upstream does not know when it was made.
+                    if made_at_ms > 0 {
+                        let delay_ms = unix_ms().saturating_sub(made_at_ms).max(0);
+                        metrics.propagation_delay.observe(delay_ms as f64 / 1000.0);
+                    }
+                    streams.cache.insert(&st.name, object, bytes).await;
+                }
+                Some(UpstreamEvent::Playlist(p)) => st.publish(p),
+                Some(UpstreamEvent::Gone) => break Closed::Gone,
+                None => break Closed::Lost,
+            },
+            _ = tick.tick() => {
+                let snap = st.snapshot();
+                let window = snap.playlist.as_ref().map_or(1, |p| u64::from(p.playlist.target_duration));
+                metrics.viewers.get_or_create(&labels).set(st.viewers.estimate(st.now_s(), window));
+                metrics.cache_size_bytes.set(i64::try_from(streams.cache.weighted_size()).unwrap_or(i64::MAX));
+                if st.idle_for().is_some_and(|d| d >= streams.cfg.idle_unsubscribe) {
+                    break Closed::Idle;
+                }
+            }
+        }
+    };
+    // Unsubscribe first, then tell waiters, then leave the map.
+    drop(sub);
+    match why {
+        Closed::Lost => tracing::warn!("upstream subscription ended; next request resubscribes"),
+        _ => tracing::info!(reason = ?why, "stream dropped"),
+    }
+    st.close(why);
+    streams.remove_if_same(&st).await;
+    metrics.viewers.remove(&labels);
+    metrics.streams.dec();
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::playlist;
+
+    #[test]
+    fn parts_are_located_like_the_origin_does() {
+        // Segments 10..12 complete (4 parts each), 2 parts of 12 so far.
+        let p = playlist(10, 2, 4, 2).playlist;
+        assert_eq!(locate_part(&p, 10, 3), PartPlace::Listed);
+        assert_eq!(locate_part(&p, 10, 4), PartPlace::Never);
+        assert_eq!(locate_part(&p, 12, 1), PartPlace::Listed);
+        // The hinted part and the one after are held; further ones are not.
+        assert_eq!(locate_part(&p, 12, 2), PartPlace::Soon);
+        assert_eq!(locate_part(&p, 12, 3), PartPlace::Soon);
+        assert_eq!(locate_part(&p, 12, 4), PartPlace::Never);
+        assert_eq!(locate_part(&p, 13, 0), PartPlace::Soon);
+        assert_eq!(locate_part(&p, 13, 1), PartPlace::Never);
+        assert_eq!(locate_part(&p, 14, 0), PartPlace::Never);
+        // Slid out of the window: maybe still upstream, within reason.
+        assert_eq!(locate_part(&p, 9, 0), PartPlace::Fetch);
+        assert_eq!(locate_part(&p, 2, 0), PartPlace::Fetch);
+        assert_eq!(locate_part(&p, 1, 0), PartPlace::Never);
+        let mut ended = p.clone();
+        ended.ended = true;
+        assert_eq!(locate_part(&ended, 12, 2), PartPlace::Never);
+        assert_eq!(locate_part(&ended, 13, 0), PartPlace::Never);
+    }
+
+    #[test]
+    fn segments_are_located_like_the_origin_does() {
+        let mut p = playlist(10, 2, 4, 2).playlist;
+        assert_eq!(locate_segment(&p, 11), SegmentPlace::Parts(4));
+        assert_eq!(locate_segment(&p, 12), SegmentPlace::Soon);
+        assert_eq!(locate_segment(&p, 13), SegmentPlace::Never);
+        assert_eq!(locate_segment(&p, 5), SegmentPlace::Fetch);
+        p.segments[0].parts.clear();
+        assert_eq!(locate_segment(&p, 10), SegmentPlace::Fetch);
+        p.ended = true;
+        assert_eq!(locate_segment(&p, 12), SegmentPlace::Never);
+    }
+
+    #[test]
+    fn viewers_are_blocking_requests_plus_recent_reloads() {
+        let m = Arc::new(ViewerMeter::default());
+        let a = m.blocking();
+        let _b = m.blocking();
+        m.reload(100);
+        m.reload(101);
+        m.reload(104);
+        assert_eq!(
+            m.estimate(104, 4),
+            2 + 2,
+            "reloads at 101 and 104 are within 4 s"
+        );
+        assert_eq!(m.estimate(104, 1), 2 + 1);
+        drop(a);
+        assert_eq!(m.estimate(120, 4), 1);
+        // The window is capped by the ring size.
+        assert_eq!(m.estimate(104, 1000), 1 + 3);
+    }
+}

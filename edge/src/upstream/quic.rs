@@ -1,0 +1,1 @@
+//! QUIC upstream: arriving with the relay.
