@@ -5,6 +5,7 @@
 pub mod ingest;
 pub mod metrics;
 pub mod package;
+pub mod relay;
 pub mod serve;
 pub mod stream;
 

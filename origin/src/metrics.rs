@@ -22,6 +22,20 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a relay object counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// init or part.
+    pub kind: &'static str,
+}
+
+/// Labels of a relay fetch counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// ok, not_found, no_stream or error.
+    pub result: &'static str,
+}
+
 /// Every metric the origin exports.
 #[derive(Debug, Default)]
 pub struct OriginMetrics {
@@ -39,6 +53,24 @@ pub struct OriginMetrics {
     pub http_requests: Family<RequestLabels, Counter>,
     /// HTTP response body bytes sent.
     pub http_response_bytes: Counter,
+    /// Objects pushed to edges, by kind.
+    pub relay_objects_sent: Family<KindLabels, Counter>,
+    /// Object bytes sent to edges (pushes and fetches).
+    pub relay_bytes_sent: Counter,
+    /// Edge subscriptions open now.
+    pub relay_subscriptions: Gauge,
+    /// Fetches answered, by result.
+    pub relay_fetches: Family<ResultLabels, Counter>,
+    /// Edge connections established.
+    pub relay_connections: Counter,
+    /// Edge connections open now.
+    pub relay_connections_open: Gauge,
+    /// Edge connections refused (tls, busy, ...) or closed for a protocol violation.
+    pub relay_refused: Family<ReasonLabels, Counter>,
+    /// Pushes started but not yet written, across connections.
+    pub relay_pushes_in_flight: Gauge,
+    /// Parts not pushed because a subscriber was too far behind (it fetches them).
+    pub relay_parts_skipped: Counter,
 }
 
 impl OriginMetrics {
@@ -85,6 +117,51 @@ impl OriginMetrics {
                 "http_response_bytes",
                 "HTTP response body bytes",
                 self.http_response_bytes.clone(),
+            );
+            r.register(
+                "relay_objects_sent",
+                "Objects pushed to edges, by kind",
+                self.relay_objects_sent.clone(),
+            );
+            r.register(
+                "relay_bytes_sent",
+                "Object bytes sent to edges (pushes and fetches)",
+                self.relay_bytes_sent.clone(),
+            );
+            r.register(
+                "relay_subscriptions",
+                "Edge subscriptions open now",
+                self.relay_subscriptions.clone(),
+            );
+            r.register(
+                "relay_fetches",
+                "Edge fetches answered, by result",
+                self.relay_fetches.clone(),
+            );
+            r.register(
+                "relay_connections",
+                "Edge connections established",
+                self.relay_connections.clone(),
+            );
+            r.register(
+                "relay_connections_open",
+                "Edge connections open now",
+                self.relay_connections_open.clone(),
+            );
+            r.register(
+                "relay_refused",
+                "Edge connections refused or closed for a violation, by reason",
+                self.relay_refused.clone(),
+            );
+            r.register(
+                "relay_pushes_in_flight",
+                "Object pushes started and not yet written",
+                self.relay_pushes_in_flight.clone(),
+            );
+            r.register(
+                "relay_parts_skipped",
+                "Parts not pushed to an edge that fell too far behind",
+                self.relay_parts_skipped.clone(),
             );
         });
     }
