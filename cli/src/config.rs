@@ -4,14 +4,15 @@
 //! socket is bound; an error names the field.
 
 use anyhow::{bail, Context};
+use ferrocast_edge::EdgeConfig;
 use ferrocast_origin::OriginConfig;
 use ferrocast_runtime::telemetry::LogFormat;
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Flags shared by every node role.
+/// Flags shared by every node role (each role uses the ones that concern it).
 #[derive(Debug, Clone, clap::Args)]
 pub struct NodeArgs {
     /// TOML file with the same keys as the flags (e.g. `rtmp-listen = "0.0.0.0:1935"`).
@@ -23,12 +24,32 @@ pub struct NodeArgs {
     /// This node's region, used for viewer placement.
     #[arg(long, env = "FERROCAST_REGION")]
     pub region: Option<String>,
-    /// RTMP ingest address, host:port (default 0.0.0.0:1935).
+    /// RTMP ingest address, host:port (origin; default 0.0.0.0:1935).
     #[arg(long, env = "FERROCAST_RTMP_LISTEN")]
     pub rtmp_listen: Option<SocketAddr>,
-    /// HTTP address for playlists, media, the player page and admin endpoints (default 0.0.0.0:8081).
+    /// HTTP address for playlists, media, the player page and admin endpoints
+    /// (origin default 0.0.0.0:8081, edge and standalone 0.0.0.0:8080).
     #[arg(long, env = "FERROCAST_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
+    /// Standalone only: the embedded origin's HTTP address (default 127.0.0.1:8081).
+    #[arg(long, env = "FERROCAST_ORIGIN_HTTP_LISTEN")]
+    pub origin_http_listen: Option<SocketAddr>,
+    /// QUIC address edges pull from, host:port/udp (origin; default 0.0.0.0:4433).
+    #[arg(long, env = "FERROCAST_QUIC_LISTEN")]
+    pub quic_listen: Option<SocketAddr>,
+    /// Directory with the cluster CA and this node's certificate and key (`ca.pem`,
+    /// `node.pem`, `node-key.pem`; `ferrocast certs DIR` makes a development set).
+    #[arg(long, env = "FERROCAST_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Edge: the origin's QUIC address, host:port (until the controller assigns origins).
+    #[arg(long, env = "FERROCAST_ORIGIN")]
+    pub origin: Option<String>,
+    /// Edge: most bytes the object cache holds, with an optional K/M/G suffix (default 512M).
+    #[arg(long, env = "FERROCAST_CACHE_CAPACITY")]
+    pub cache_capacity: Option<String>,
+    /// Edge: seconds without a viewer before a stream is unsubscribed (default 30).
+    #[arg(long, env = "FERROCAST_IDLE_UNSUBSCRIBE")]
+    pub idle_unsubscribe: Option<f64>,
     /// Target segment duration in seconds; segments are cut at the next keyframe (default 2).
     #[arg(long, env = "FERROCAST_SEGMENT_TARGET")]
     pub segment_target: Option<f64>,
@@ -63,6 +84,12 @@ struct FileConfig {
     region: Option<String>,
     rtmp_listen: Option<SocketAddr>,
     http_listen: Option<SocketAddr>,
+    origin_http_listen: Option<SocketAddr>,
+    quic_listen: Option<SocketAddr>,
+    tls_dir: Option<PathBuf>,
+    origin: Option<String>,
+    cache_capacity: Option<String>,
+    idle_unsubscribe: Option<f64>,
     segment_target: Option<f64>,
     part_target: Option<f64>,
     window_segments: Option<usize>,
@@ -71,6 +98,17 @@ struct FileConfig {
     handshake_timeout: Option<f64>,
     idle_timeout: Option<f64>,
     log_format: Option<String>,
+}
+
+/// Which node(s) this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// RTMP ingest, packaging, origin HTTP, the QUIC relay.
+    Origin,
+    /// Viewer HTTP fed from an origin over QUIC.
+    Edge,
+    /// Origin and edge in one process, on loopback, with generated certificates.
+    Standalone,
 }
 
 /// Resolved settings for one process.
@@ -82,13 +120,19 @@ pub struct Settings {
     pub region: String,
     /// Log format.
     pub log_format: LogFormat,
-    /// The origin's configuration.
+    /// The origin's configuration (origin and standalone).
     pub origin: OriginConfig,
+    /// The edge's configuration (edge and standalone).
+    pub edge: EdgeConfig,
+    /// Cluster TLS directory, if given.
+    pub tls_dir: Option<PathBuf>,
+    /// Edge: the origin's QUIC address.
+    pub origin_addr: Option<SocketAddr>,
 }
 
 impl Settings {
     /// Merges flags/env over the file over defaults and validates the result.
-    pub fn resolve(args: NodeArgs, standalone: bool) -> anyhow::Result<Self> {
+    pub fn resolve(args: NodeArgs, role: Role) -> anyhow::Result<Self> {
         let file = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -106,16 +150,31 @@ impl Settings {
             (None, None) => LogFormat::Text,
         };
         let mut origin = OriginConfig::default();
-        if standalone {
+        let mut edge = EdgeConfig::default();
+        if role == Role::Standalone {
             // A laptop default: nothing listens beyond this machine unless asked to.
-            origin.rtmp_listen = SocketAddr::from(([127, 0, 0, 1], 1935));
-            origin.http_listen = SocketAddr::from(([127, 0, 0, 1], 8081));
+            let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+            origin.rtmp_listen = local(1935);
+            origin.http_listen = local(8081);
+            origin.quic_listen = local(0);
+            edge.http_listen = local(8080);
         }
         if let Some(a) = args.rtmp_listen.or(file.rtmp_listen) {
             origin.rtmp_listen = a;
         }
-        if let Some(a) = args.http_listen.or(file.http_listen) {
+        let http = args.http_listen.or(file.http_listen);
+        match role {
+            Role::Origin => origin.http_listen = http.unwrap_or(origin.http_listen),
+            Role::Edge | Role::Standalone => edge.http_listen = http.unwrap_or(edge.http_listen),
+        }
+        if let Some(a) = args.origin_http_listen.or(file.origin_http_listen) {
+            if role != Role::Standalone {
+                bail!("invalid origin-http-listen: only for standalone (use http-listen)");
+            }
             origin.http_listen = a;
+        }
+        if let Some(a) = args.quic_listen.or(file.quic_listen) {
+            origin.quic_listen = a;
         }
         let p = &mut origin.streams.packager;
         if let Some(v) = args.segment_target.or(file.segment_target) {
@@ -145,7 +204,33 @@ impl Settings {
         if let Some(v) = args.idle_timeout.or(file.idle_timeout) {
             origin.ingest.idle_timeout = seconds("idle-timeout", v)?;
         }
-        origin.validate()?;
+        if let Some(v) = args.cache_capacity.or(file.cache_capacity) {
+            edge.cache_capacity = parse_bytes(&v).context("invalid cache-capacity")?;
+        }
+        if let Some(v) = args.idle_unsubscribe.or(file.idle_unsubscribe) {
+            edge.idle_unsubscribe = seconds("idle-unsubscribe", v)?;
+        }
+        if role != Role::Edge {
+            origin.validate()?;
+        }
+        if role != Role::Origin {
+            edge.validate()?;
+        }
+        let tls_dir = args.tls_dir.or(file.tls_dir);
+        let origin_addr = match args.origin.or(file.origin) {
+            Some(a) => Some(resolve_addr(&a).context("invalid origin")?),
+            None => None,
+        };
+        if role == Role::Edge {
+            if origin_addr.is_none() {
+                bail!(
+                    "invalid origin: an edge needs --origin HOST:PORT (the origin's QUIC address)"
+                );
+            }
+            if tls_dir.is_none() {
+                bail!("invalid tls-dir: an edge needs the cluster certificates (--tls-dir DIR)");
+            }
+        }
         let node_id = args
             .node_id
             .or(file.node_id)
@@ -164,6 +249,9 @@ impl Settings {
             region,
             log_format,
             origin,
+            edge,
+            tls_dir,
+            origin_addr,
         })
     }
 }
@@ -173,4 +261,116 @@ fn seconds(field: &str, v: f64) -> anyhow::Result<Duration> {
         bail!("invalid {field}: must be between 0.1 and 3600 seconds");
     }
     Ok(Duration::from_secs_f64(v))
+}
+
+/// `512M`, `2G`, `65536`, `64K` → bytes.
+fn parse_bytes(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = s[i..]
+                .trim_end_matches(['B', 'b', 'i'])
+                .to_ascii_uppercase();
+            let mult = match unit.as_str() {
+                "K" => 1u64 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "" => 1,
+                other => bail!("unknown unit {other:?} (use K, M or G)"),
+            };
+            (&s[..i], mult)
+        }
+        None => (s, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("{s:?} is not a size"))?;
+    n.checked_mul(mult).context("size overflows")
+}
+
+/// `host:port` → the first address it resolves to.
+fn resolve_addr(s: &str) -> anyhow::Result<SocketAddr> {
+    s.to_socket_addrs()
+        .with_context(|| format!("cannot resolve {s:?}"))?
+        .next()
+        .with_context(|| format!("{s:?} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        a: NodeArgs,
+    }
+
+    fn args(v: &[&str]) -> NodeArgs {
+        T::parse_from(std::iter::once("t").chain(v.iter().copied())).a
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_bytes("512M").expect("ok"), 512 << 20);
+        assert_eq!(parse_bytes("2GiB").expect("ok"), 2 << 30);
+        assert_eq!(parse_bytes("65536").expect("ok"), 65536);
+        assert!(parse_bytes("12X").is_err());
+        assert!(parse_bytes("M").is_err());
+    }
+
+    #[test]
+    fn file_values_yield_to_flags_and_unknown_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("ferrocast-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "part-target = 0.5\nwindow-segments = 6\nrtmp-listen = \"127.0.0.1:2000\"\n",
+        )
+        .expect("write");
+        let f = file.to_str().expect("utf-8");
+        let s = Settings::resolve(
+            args(&["--config", f, "--window-segments", "8"]),
+            Role::Origin,
+        )
+        .expect("valid");
+        assert_eq!(s.origin.streams.packager.part_target, 0.5);
+        assert_eq!(
+            s.origin.streams.packager.window_segments, 8,
+            "flag beats file"
+        );
+        assert_eq!(s.origin.rtmp_listen.port(), 2000);
+        std::fs::write(&file, "no-such-key = 1\n").expect("write");
+        let err = Settings::resolve(args(&["--config", f]), Role::Origin).expect_err("unknown key");
+        assert!(format!("{err:#}").contains("no-such-key"), "{err:#}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let err = Settings::resolve(
+            args(&["--part-target", "5", "--segment-target", "2"]),
+            Role::Origin,
+        )
+        .expect_err("invalid");
+        assert!(format!("{err:#}").contains("part-target"), "{err:#}");
+        let err = Settings::resolve(args(&[]), Role::Edge).expect_err("edge needs an origin");
+        assert!(format!("{err:#}").contains("origin"), "{err:#}");
+        let err = Settings::resolve(
+            args(&[
+                "--cache-capacity",
+                "1K",
+                "--origin",
+                "127.0.0.1:4433",
+                "--tls-dir",
+                "/x",
+            ]),
+            Role::Edge,
+        )
+        .expect_err("too small");
+        assert!(format!("{err:#}").contains("cache-capacity"), "{err:#}");
+    }
 }

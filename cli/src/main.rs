@@ -5,7 +5,12 @@ mod demo;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use config::Role;
+use ferrocast_edge::upstream::quic::{QuicUpstream, StaticOrigin};
+use ferrocast_edge::Edge;
+use ferrocast_origin::Origin;
 use ferrocast_runtime::metrics::Metrics;
+use ferrocast_runtime::tls::{generate_dev, TlsFiles};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -19,15 +24,32 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run an origin: RTMP ingest (1935), LL-HLS over HTTP (8081).
-    Origin(config::NodeArgs),
-    /// Run every node in one process with embedded defaults (today: the origin).
+    /// Run an origin: RTMP ingest (1935), LL-HLS over HTTP (8081), QUIC relay to edges (4433/udp).
+    Origin {
+        #[command(flatten)]
+        node: config::NodeArgs,
+        /// Also publish a built-in test stream named "demo".
+        #[arg(long, env = "FERROCAST_DEMO")]
+        demo: bool,
+    },
+    /// Run an edge: pulls streams from an origin over QUIC, serves viewers over HTTP (8080).
+    Edge(config::NodeArgs),
+    /// Run origin and edge in one process on loopback with generated certificates:
+    /// publish to rtmp://127.0.0.1:1935/live/KEY, watch at http://127.0.0.1:8080/.
     Standalone {
         #[command(flatten)]
         node: config::NodeArgs,
         /// Also publish a built-in test stream named "demo".
         #[arg(long, env = "FERROCAST_DEMO")]
         demo: bool,
+    },
+    /// Write a development cluster CA and node certificate into DIR.
+    Certs {
+        /// Where to write ca.pem, node.pem and node-key.pem.
+        dir: std::path::PathBuf,
+        /// Extra DNS names or IPs for the node certificate (localhost, 127.0.0.1 and ::1 are always in).
+        #[arg(long = "name")]
+        names: Vec<String>,
     },
     /// Load tools: RTMP publishers and LL-HLS / HLS viewers.
     Bench {
@@ -46,18 +68,25 @@ enum BenchTool {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let (args, demo, standalone) = match cli.command {
-        Command::Origin(a) => (a, false, false),
-        Command::Standalone { node, demo } => (node, demo, true),
+    let (args, demo, role) = match cli.command {
+        Command::Origin { node, demo } => (node, demo, Role::Origin),
+        Command::Edge(a) => (a, false, Role::Edge),
+        Command::Standalone { node, demo } => (node, demo, Role::Standalone),
+        Command::Certs { dir, names } => {
+            ferrocast_runtime::tls::generate_dev(Some(&dir), &names)
+                .context("writing certificates")?;
+            println!("wrote {}/{{ca.pem,node.pem,node-key.pem}}", dir.display());
+            return Ok(());
+        }
         Command::Bench { tool } => return bench(tool),
     };
-    let settings = config::Settings::resolve(args, standalone)?;
+    let settings = config::Settings::resolve(args, role)?;
     ferrocast_runtime::telemetry::init(settings.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(settings, demo))
+    runtime.block_on(run(settings, role, demo))
 }
 
 /// Runs a load tool; it prints its own progress and summary.
@@ -77,26 +106,74 @@ fn bench(tool: BenchTool) -> anyhow::Result<()> {
     })
 }
 
-async fn run(settings: config::Settings, demo: bool) -> anyhow::Result<()> {
+async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Result<()> {
     let registry = Arc::new(Metrics::new());
-    let origin = ferrocast_origin::Origin::bind(settings.origin.clone(), registry)
-        .await
-        .context("starting the origin")?;
-    tracing::info!(
-        node = %settings.node_id,
-        region = %settings.region,
-        rtmp = %origin.rtmp_addr(),
-        http = %origin.http_addr(),
-        "ferrocast started; publish to rtmp://HOST:{}/live/KEY, watch at http://HOST:{}/",
-        origin.rtmp_addr().port(),
-        origin.http_addr().port(),
-    );
+    let tls = match (&settings.tls_dir, role) {
+        (Some(dir), _) => Some(
+            TlsFiles::in_dir(dir)
+                .load()
+                .context("loading cluster TLS")?,
+        ),
+        // Standalone talks to itself: a throwaway cluster identity is enough.
+        (None, Role::Standalone) => {
+            Some(generate_dev(None, &[]).context("generating certificates")?)
+        }
+        (None, _) => None,
+    };
     let shutdown = CancellationToken::new();
     ferrocast_runtime::shutdown::cancel_on_signal(shutdown.clone());
-    if demo {
-        tokio::spawn(demo::run(origin.streams(), shutdown.child_token()));
-        tracing::info!(url = %format!("http://127.0.0.1:{}/watch/demo", origin.http_addr().port()), "demo stream publishing");
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut origin_quic = None;
+    if role != Role::Edge {
+        if tls.is_none() {
+            tracing::warn!(
+                "no --tls-dir: the QUIC relay is off, so edges cannot pull from this origin"
+            );
+        }
+        let origin = Origin::bind(settings.origin.clone(), registry.clone(), tls.as_ref())
+            .await
+            .context("starting the origin")?;
+        origin_quic = origin.quic_addr();
+        tracing::info!(
+            node = %settings.node_id,
+            region = %settings.region,
+            rtmp = %origin.rtmp_addr(),
+            http = %origin.http_addr(),
+            quic = ?origin_quic,
+            "origin ready; publish to rtmp://{}/live/KEY",
+            origin.rtmp_addr(),
+        );
+        if demo {
+            tasks.spawn(demo::run(origin.streams(), shutdown.child_token()));
+        }
+        tasks.spawn(origin.run(shutdown.clone()));
     }
-    origin.run(shutdown).await;
+    if role != Role::Origin {
+        let origin_addr = settings
+            .origin_addr
+            .or(origin_quic)
+            .context("invalid origin: no origin QUIC address")?;
+        let tls = tls
+            .as_ref()
+            .context("invalid tls-dir: an edge needs the cluster certificates")?;
+        let upstream = QuicUpstream::new(Arc::new(StaticOrigin(origin_addr)), tls)
+            .context("starting the QUIC client")?;
+        let edge = Edge::bind(settings.edge.clone(), registry.clone(), Arc::new(upstream))
+            .await
+            .context("starting the edge")?;
+        tracing::info!(
+            node = %settings.node_id,
+            region = %settings.region,
+            http = %edge.http_addr(),
+            origin = %origin_addr,
+            "edge ready; watch at http://{}/",
+            edge.http_addr(),
+        );
+        if demo {
+            tracing::info!(url = %format!("http://{}/watch/demo", edge.http_addr()), "demo stream publishing");
+        }
+        tasks.spawn(edge.run(shutdown.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod stream;
 
 use ferrocast_runtime::http::ServerLimits;
 use ferrocast_runtime::metrics::Metrics;
+use ferrocast_runtime::tls::ClusterTls;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,6 +31,9 @@ pub struct OriginConfig {
     pub streams: stream::StreamConfig,
     /// HTTP server limits.
     pub http: ServerLimits,
+    /// QUIC address edges pull from (default 0.0.0.0:4433/udp); the relay runs only
+    /// when the origin has a cluster TLS identity.
+    pub quic_listen: SocketAddr,
 }
 
 impl Default for OriginConfig {
@@ -37,6 +41,7 @@ impl Default for OriginConfig {
         Self {
             rtmp_listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            quic_listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
             ingest: Default::default(),
             streams: Default::default(),
             http: Default::default(),
@@ -79,14 +84,31 @@ pub struct Origin {
     cfg: OriginConfig,
     rtmp: TcpListener,
     http: TcpListener,
+    quic: Option<quinn::Endpoint>,
     streams: Arc<stream::Streams>,
     state: Arc<serve::HttpState>,
 }
 
 impl Origin {
-    /// Validates `cfg`, binds both listeners and registers metrics into `registry`.
-    pub async fn bind(cfg: OriginConfig, registry: Arc<Metrics>) -> Result<Self, ConfigError> {
+    /// Validates `cfg`, binds the listeners and registers metrics into `registry`. With
+    /// `tls` (the cluster identity) the QUIC relay for edges is bound too.
+    pub async fn bind(
+        cfg: OriginConfig,
+        registry: Arc<Metrics>,
+        tls: Option<&ClusterTls>,
+    ) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        let quic =
+            match tls {
+                Some(tls) => Some(relay::server_endpoint(cfg.quic_listen, tls).map_err(
+                    |source| ConfigError::Bind {
+                        what: "quic",
+                        addr: cfg.quic_listen,
+                        source,
+                    },
+                )?),
+                None => None,
+            };
         let rtmp =
             TcpListener::bind(cfg.rtmp_listen)
                 .await
@@ -116,6 +138,7 @@ impl Origin {
             cfg,
             rtmp,
             http,
+            quic,
             streams,
             state,
         })
@@ -131,6 +154,11 @@ impl Origin {
         self.http.local_addr().unwrap_or(self.cfg.http_listen)
     }
 
+    /// The QUIC (relay) address actually bound, when the relay runs.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic.as_ref().and_then(|q| q.local_addr().ok())
+    }
+
     /// The stream registry (the demo publisher feeds it directly).
     pub fn streams(&self) -> Arc<stream::Streams> {
         self.streams.clone()
@@ -143,6 +171,7 @@ impl Origin {
             cfg,
             rtmp,
             http,
+            quic,
             streams,
             state,
         } = self;
@@ -156,6 +185,15 @@ impl Origin {
             cfg.http.clone(),
             http_token.clone(),
         ));
+        let relay_token = CancellationToken::new();
+        let relay_task = quic.map(|ep| {
+            tokio::spawn(relay::serve(
+                ep,
+                streams.clone(),
+                state.metrics.clone(),
+                relay_token.clone(),
+            ))
+        });
         let ingest_task = tokio::spawn(ingest::serve(
             rtmp,
             cfg.ingest.clone(),
@@ -169,6 +207,11 @@ impl Origin {
         let _ = ingest_task.await;
         http_token.cancel();
         let _ = http_task.await;
+        // Edges last: they resubscribe elsewhere once this origin is gone.
+        relay_token.cancel();
+        if let Some(t) = relay_task {
+            let _ = t.await;
+        }
         tracing::info!("origin stopped");
     }
 }

@@ -163,6 +163,13 @@ impl Node {
             ])
             .args(extra)
             .env("RUST_LOG", "info");
+        if role == "standalone" {
+            // The embedded origin's own HTTP port, so parallel tests never collide.
+            cmd.args([
+                "--origin-http-listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ]);
+        }
         let proc = Proc::spawn(role, &mut cmd, &dir.0);
         let mut node = Self {
             proc,
