@@ -41,6 +41,10 @@ pub struct NodeArgs {
     /// `node.pem`, `node-key.pem`; `ferrocast certs DIR` makes a development set).
     #[arg(long, env = "FERROCAST_TLS_DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// Origin: directory where stream continuity is kept across restarts, so a publisher
+    /// reconnecting after a crash continues numbering (default: memory only).
+    #[arg(long, env = "FERROCAST_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Edge: the origin's QUIC address, host:port (until the controller assigns origins).
     #[arg(long, env = "FERROCAST_ORIGIN")]
     pub origin: Option<String>,
@@ -87,6 +91,7 @@ struct FileConfig {
     origin_http_listen: Option<SocketAddr>,
     quic_listen: Option<SocketAddr>,
     tls_dir: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
     origin: Option<String>,
     cache_capacity: Option<String>,
     idle_unsubscribe: Option<f64>,
@@ -204,6 +209,7 @@ impl Settings {
         if let Some(v) = args.idle_timeout.or(file.idle_timeout) {
             origin.ingest.idle_timeout = seconds("idle-timeout", v)?;
         }
+        origin.streams.state_dir = args.state_dir.or(file.state_dir);
         if let Some(v) = args.cache_capacity.or(file.cache_capacity) {
             edge.cache_capacity = parse_bytes(&v).context("invalid cache-capacity")?;
         }

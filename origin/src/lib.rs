@@ -128,6 +128,14 @@ impl Origin {
         let metrics = Arc::new(metrics::OriginMetrics::new());
         metrics.register(&registry);
         let streams = stream::Streams::new(cfg.streams.clone(), metrics.clone());
+        match streams.load_state() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(streams = n, "continuity restored from the state directory"),
+            // A damaged file must not keep the origin down; numbering then starts afresh.
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the continuity state; starting without it")
+            }
+        }
         let state = Arc::new(serve::HttpState {
             streams: streams.clone(),
             metrics,
@@ -194,6 +202,8 @@ impl Origin {
                 relay_token.clone(),
             ))
         });
+        let persist_token = CancellationToken::new();
+        let persist_task = tokio::spawn(streams.clone().persist(persist_token.clone()));
         let ingest_task = tokio::spawn(ingest::serve(
             rtmp,
             cfg.ingest.clone(),
@@ -207,6 +217,8 @@ impl Origin {
         let _ = ingest_task.await;
         http_token.cancel();
         let _ = http_task.await;
+        persist_token.cancel();
+        let _ = persist_task.await;
         // Edges last: they resubscribe elsewhere once this origin is gone.
         relay_token.cancel();
         if let Some(t) = relay_task {

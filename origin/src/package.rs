@@ -130,7 +130,7 @@ pub struct StreamInfo {
 }
 
 /// State that lets a stream go on after its publisher, or its origin, changes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Continuity {
     /// Media sequence number the next segment takes.
     pub next_msn: u64,
@@ -240,9 +240,12 @@ impl Packager {
     }
 
     /// What a successor needs to go on without restarting the stream.
+    /// `next_msn` is the first number never used, not even by the segment being built
+    /// (whose parts are already out), so a successor can never name different media
+    /// the same way.
     pub fn continuity(&self) -> Continuity {
         Continuity {
-            next_msn: self.next_msn,
+            next_msn: self.building.as_ref().map_or(self.next_msn, |b| b.msn + 1),
             discontinuity: self.discontinuity,
             timeline_end_ms: self.timeline_end_ms,
         }

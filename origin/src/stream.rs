@@ -8,7 +8,8 @@ use crate::metrics::OriginMetrics;
 use crate::package::{Continuity, PackageError, Packager, PackagerConfig, Snapshot};
 use bytes::Bytes;
 use ferrocast_media::flv;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -26,6 +27,9 @@ pub struct StreamConfig {
     pub max_streams: usize,
     /// Ended stream keys whose numbering is remembered.
     pub remembered_keys: usize,
+    /// Where each stream's continuity (next media sequence number, discontinuity count)
+    /// is kept across restarts of this process; `None` keeps it in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for StreamConfig {
@@ -36,6 +40,7 @@ impl Default for StreamConfig {
             linger: Duration::from_secs(30),
             max_streams: 1000,
             remembered_keys: 10_000,
+            state_dir: None,
         }
     }
 }
@@ -273,6 +278,95 @@ impl Streams {
     }
 }
 
+/// The continuity file inside `state_dir`.
+const STATE_FILE: &str = "continuity.json";
+/// Numbers skipped after a restart: state is written once a second, and at most a few
+/// segments can begin in between, so a successor starts safely beyond any name used.
+const RESTART_MSN_MARGIN: u64 = 3;
+
+impl Streams {
+    /// Loads the continuity a previous run of this origin left in `state_dir`, so a
+    /// publisher that comes back after a crash continues numbering. Returns how many
+    /// keys were restored.
+    pub fn load_state(&self) -> std::io::Result<usize> {
+        let Some(dir) = &self.cfg.state_dir else {
+            return Ok(0);
+        };
+        let text = match std::fs::read_to_string(dir.join(STATE_FILE)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let saved: BTreeMap<String, Continuity> = serde_json::from_str(&text).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{STATE_FILE}: {e}"),
+            )
+        })?;
+        let n = saved.len();
+        for (key, mut c) in saved {
+            if valid_key(&key) {
+                c.next_msn += RESTART_MSN_MARGIN;
+                self.remember(&key, c);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Every stream's continuity now: live ones and remembered ended ones.
+    fn state(&self) -> BTreeMap<String, Continuity> {
+        let mut out: BTreeMap<String, Continuity> =
+            lock(&self.remembered).0.clone().into_iter().collect();
+        for s in self.list() {
+            let c = lock(&s.packager).continuity();
+            out.insert(s.name.clone(), c);
+        }
+        out
+    }
+
+    /// Writes the state file atomically (temporary file, then rename).
+    fn write_state(&self, state: &BTreeMap<String, Continuity>) -> std::io::Result<()> {
+        let Some(dir) = &self.cfg.state_dir else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+        let body = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, body)?;
+        std::fs::rename(&tmp, dir.join(STATE_FILE))
+    }
+
+    /// Keeps the state file current (once a second, when something changed) until
+    /// `shutdown`, then writes it a last time.
+    pub async fn persist(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        if self.cfg.state_dir.is_none() {
+            return;
+        }
+        let mut last = BTreeMap::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let stop = tokio::select! {
+                _ = shutdown.cancelled() => true,
+                _ = tick.tick() => false,
+            };
+            let state = self.state();
+            if state != last || stop {
+                let this = self.clone();
+                let snapshot = state.clone();
+                // File I/O off the async workers.
+                match tokio::task::spawn_blocking(move || this.write_state(&snapshot)).await {
+                    Ok(Ok(())) => last = state,
+                    Ok(Err(error)) => tracing::warn!(%error, "cannot write the continuity state"),
+                    Err(error) => tracing::warn!(%error, "state writer failed"),
+                }
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+}
+
 /// RTMP timestamps are 32-bit milliseconds that wrap after ~49.7 days.
 #[derive(Debug, Default)]
 struct TimestampUnwrapper {
@@ -372,6 +466,55 @@ mod tests {
         assert_eq!(c.unwrap(5), (1i64 << 32) + 5);
         assert_eq!(c.unwrap(u32::MAX - 2), i64::from(u32::MAX - 2));
         assert_eq!(c.unwrap(20), (1i64 << 32) + 20);
+    }
+
+    #[tokio::test]
+    async fn continuity_survives_a_restart_through_the_state_dir() {
+        let dir = std::env::temp_dir().join(format!("ferrocast-state-{}", std::process::id()));
+        let cfg = StreamConfig {
+            state_dir: Some(dir.clone()),
+            ..StreamConfig::default()
+        };
+        let before = Streams::new(cfg.clone(), Arc::new(OriginMetrics::new()));
+        let saved = Continuity {
+            next_msn: 7,
+            discontinuity: 2,
+            timeline_end_ms: 5000,
+        };
+        before.remember("k", saved);
+        let live = before.claim("live").expect("claim");
+        before.write_state(&before.state()).expect("write");
+        drop(live);
+
+        let after = Streams::new(cfg, Arc::new(OriginMetrics::new()));
+        assert_eq!(
+            after.load_state().expect("load"),
+            2,
+            "the ended key and the live one"
+        );
+        let p = after.claim("k").expect("claim after restart");
+        let snap = p.stream().snapshot();
+        assert_eq!(
+            snap.playlist.next_msn,
+            7 + RESTART_MSN_MARGIN,
+            "numbering goes on past any name used"
+        );
+        assert_eq!(snap.playlist.discontinuity_sequence, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_state_file_is_an_error_not_a_panic() {
+        let dir = std::env::temp_dir().join(format!("ferrocast-state-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join(STATE_FILE), b"{not json").expect("write");
+        let cfg = StreamConfig {
+            state_dir: Some(dir.clone()),
+            ..StreamConfig::default()
+        };
+        let streams = Streams::new(cfg, Arc::new(OriginMetrics::new()));
+        assert!(streams.load_state().is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
