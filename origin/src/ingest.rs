@@ -202,6 +202,53 @@ impl ConnError {
     }
 }
 
+/// Batches a publisher's reads. A 3 Mbps stream arrives as ~80 small messages a
+/// second; waking for each costs more CPU than parsing it. Once publishing, the socket's
+/// low-water mark is set to about [`ReadPacer::BATCH`] worth of the measured bitrate,
+/// so the kernel wakes us for several messages at a time while adding at most that much
+/// delay. Re-measured every second, so a bitrate drop lowers the mark quickly.
+#[derive(Debug, Default)]
+struct ReadPacer {
+    window_start: Option<Instant>,
+    bytes: usize,
+    applied: usize,
+}
+
+impl ReadPacer {
+    /// Added delay budget per batch.
+    const BATCH: Duration = Duration::from_millis(30);
+    /// Upper bound of the mark, whatever the bitrate.
+    const MAX_LOWAT: usize = 16 * 1024;
+
+    /// Counts a read; returns a new low-water mark when it should change.
+    fn on_read(&mut self, n: usize, now: Instant, publishing: bool) -> Option<usize> {
+        if !publishing {
+            self.window_start = None;
+            self.bytes = 0;
+            return (self.applied > 1).then(|| {
+                self.applied = 1;
+                1
+            });
+        }
+        let start = *self.window_start.get_or_insert(now);
+        self.bytes += n;
+        let elapsed = now - start;
+        if elapsed < Duration::from_secs(1) {
+            return None;
+        }
+        let rate = self.bytes as f64 / elapsed.as_secs_f64();
+        let target = ((rate * Self::BATCH.as_secs_f64()) as usize).clamp(1, Self::MAX_LOWAT);
+        self.window_start = Some(now);
+        self.bytes = 0;
+        // Small changes are not worth a syscall.
+        let changed = target.abs_diff(self.applied) * 4 > self.applied.max(1);
+        changed.then(|| {
+            self.applied = target;
+            target
+        })
+    }
+}
+
 struct Connection<'a> {
     sock: TcpStream,
     peer: SocketAddr,
@@ -254,23 +301,30 @@ impl<'a> Connection<'a> {
 
     async fn run(mut self, shutdown: &CancellationToken) -> Result<(), ConnError> {
         let mut buf = vec![0u8; 64 * 1024];
-        let handshake_deadline = Instant::now() + self.cfg.handshake_timeout;
+        // One timer for the connection, pushed forward at most once a second: a timer
+        // per read would cost more than the read.
+        let deadline = tokio::time::sleep_until(Instant::now() + self.cfg.handshake_timeout);
+        tokio::pin!(deadline);
+        let mut idle_from = None::<Instant>;
+        let mut pacer = ReadPacer::default();
         loop {
-            let deadline = if self.session.handshake_done() {
-                Instant::now() + self.cfg.idle_timeout
-            } else {
-                handshake_deadline
-            };
             let n = tokio::select! {
+                biased;
+                r = self.sock.read(&mut buf) => r?,
+                _ = &mut deadline => {
+                    return Err(if idle_from.is_some() { ConnError::IdleTimeout } else { ConnError::HandshakeTimeout });
+                }
                 _ = shutdown.cancelled() => return Ok(()),
-                r = tokio::time::timeout_at(deadline, self.sock.read(&mut buf)) => match r {
-                    Err(_) if self.session.handshake_done() => return Err(ConnError::IdleTimeout),
-                    Err(_) => return Err(ConnError::HandshakeTimeout),
-                    Ok(r) => r?,
-                },
             };
             if n == 0 {
                 return Ok(());
+            }
+            let now = Instant::now();
+            if self.session.handshake_done()
+                && idle_from.is_none_or(|t| now - t >= Duration::from_secs(1))
+            {
+                idle_from = Some(now);
+                deadline.as_mut().reset(now + self.cfg.idle_timeout);
             }
             let fed = self.session.feed(&buf[..n]);
             // Events parsed before an error still count: media already accepted is kept.
@@ -278,6 +332,11 @@ impl<'a> Connection<'a> {
             self.flush().await?;
             fed?;
             handled?;
+            if let Some(lowat) = pacer.on_read(n, now, self.publisher.is_some()) {
+                if let Err(error) = ferrocast_runtime::net::set_recv_lowat(&self.sock, lowat) {
+                    tracing::debug!(%error, "SO_RCVLOWAT not applied");
+                }
+            }
         }
     }
 
@@ -380,5 +439,39 @@ impl<'a> Connection<'a> {
                 .map_err(|_| ConnError::WriteTimeout)??;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_pacer_follows_the_bitrate_and_resets_when_publishing_stops() {
+        let mut p = ReadPacer::default();
+        let t0 = Instant::now();
+        assert_eq!(p.on_read(1000, t0, false), None, "nothing to undo before publishing");
+        // 375 KB/s (3 Mbps) in 100 reads over a second → 30 ms worth ≈ 11 KB.
+        let mut got = None;
+        for i in 0..=100u64 {
+            got = got.or(p.on_read(3750, t0 + Duration::from_millis(i * 10), true));
+        }
+        let mark = got.expect("a mark after one second");
+        assert!((10_000..=12_000).contains(&mark), "{mark}");
+        // Same rate: no new syscall.
+        let mut again = None;
+        for i in 101..=201u64 {
+            again = again.or(p.on_read(3750, t0 + Duration::from_millis(i * 10), true));
+        }
+        assert_eq!(again, None);
+        // A very fast stream is capped.
+        let mut capped = None;
+        for i in 202..=302u64 {
+            capped = capped.or(p.on_read(60_000, t0 + Duration::from_millis(i * 10), true));
+        }
+        assert_eq!(capped, Some(ReadPacer::MAX_LOWAT));
+        // Publishing stopped: back to waking on every byte.
+        assert_eq!(p.on_read(10, t0 + Duration::from_secs(4), false), Some(1));
+        assert_eq!(p.on_read(10, t0 + Duration::from_secs(5), false), None);
     }
 }

@@ -6,6 +6,7 @@ pub mod body;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod respond;
 pub mod shutdown;
 pub mod telemetry;
