@@ -41,6 +41,13 @@ pub struct NodeArgs {
     /// `node.pem`, `node-key.pem`; `ferrocast certs DIR` makes a development set).
     #[arg(long, env = "FERROCAST_TLS_DIR")]
     pub tls_dir: Option<PathBuf>,
+    /// PEM certificate chain for HTTPS on the HTTP port (HTTP/2 by ALPN); plain HTTP
+    /// (HTTP/1.1 and h2c) without it.
+    #[arg(long, env = "FERROCAST_HTTPS_CERT", requires = "https_key")]
+    pub https_cert: Option<PathBuf>,
+    /// PEM private key for `--https-cert`.
+    #[arg(long, env = "FERROCAST_HTTPS_KEY", requires = "https_cert")]
+    pub https_key: Option<PathBuf>,
     /// Origin: directory where stream continuity is kept across restarts, so a publisher
     /// reconnecting after a crash continues numbering (default: memory only).
     #[arg(long, env = "FERROCAST_STATE_DIR")]
@@ -92,6 +99,8 @@ struct FileConfig {
     quic_listen: Option<SocketAddr>,
     tls_dir: Option<PathBuf>,
     state_dir: Option<PathBuf>,
+    https_cert: Option<PathBuf>,
+    https_key: Option<PathBuf>,
     origin: Option<String>,
     cache_capacity: Option<String>,
     idle_unsubscribe: Option<f64>,
@@ -210,6 +219,21 @@ impl Settings {
             origin.ingest.idle_timeout = seconds("idle-timeout", v)?;
         }
         origin.streams.state_dir = args.state_dir.or(file.state_dir);
+        match (
+            args.https_cert.or(file.https_cert),
+            args.https_key.or(file.https_key),
+        ) {
+            (Some(cert), Some(key)) => {
+                let tls = ferrocast_runtime::tls::https_server_config(&cert, &key)
+                    .context("invalid https-cert/https-key")?;
+                match role {
+                    Role::Origin => origin.http.tls = Some(tls),
+                    Role::Edge | Role::Standalone => edge.http.tls = Some(tls),
+                }
+            }
+            (None, None) => {}
+            _ => bail!("invalid https-cert: https-cert and https-key go together"),
+        }
         if let Some(v) = args.cache_capacity.or(file.cache_capacity) {
             edge.cache_capacity = parse_bytes(&v).context("invalid cache-capacity")?;
         }

@@ -28,6 +28,9 @@ pub struct ServerLimits {
     pub drain_grace: Duration,
     /// A connection that sends no complete request header for this long is closed.
     pub header_read_timeout: Duration,
+    /// Serve HTTPS with this configuration (ALPN picks h2 or http/1.1); plaintext
+    /// HTTP/1.1 and h2c when `None`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerLimits {
@@ -36,6 +39,7 @@ impl Default for ServerLimits {
             max_connections: 50_000,
             drain_grace: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -61,6 +65,7 @@ pub async fn serve<H, F>(
         .keep_alive(true);
     builder.http2().max_concurrent_streams(256);
     let builder = Arc::new(builder);
+    let acceptor = limits.tls.clone().map(tokio_rustls::TlsAcceptor::from);
 
     loop {
         let permit = tokio::select! {
@@ -83,23 +88,20 @@ pub async fn serve<H, F>(
         let handler = handler.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();
+        let acceptor = acceptor.clone();
+        let handshake_timeout = limits.header_read_timeout;
         tracker.spawn(async move {
             let _permit = permit;
-            let svc = service_fn(move |req| {
-                let handler = handler.clone();
-                async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                res = conn.as_mut() => {
-                    if let Err(error) = res {
-                        tracing::debug!(%peer, %error, "http connection ended with error");
+            match acceptor {
+                None => serve_connection(stream, peer, &builder, handler, &shutdown).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            serve_connection(tls, peer, &builder, handler, &shutdown).await
+                        }
+                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                }
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
                 }
             }
         });
@@ -110,5 +112,36 @@ pub async fn serve<H, F>(
         .is_err()
     {
         tracing::warn!("http drain grace elapsed with connections still open");
+    }
+}
+
+/// Serves one accepted connection (plain or TLS) until it ends or shutdown drains it.
+async fn serve_connection<I, H, F>(
+    io: I,
+    peer: std::net::SocketAddr,
+    builder: &auto::Builder<TokioExecutor>,
+    handler: H,
+    shutdown: &CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let handler = handler.clone();
+        async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(error) = res {
+                tracing::debug!(%peer, %error, "http connection ended with error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
