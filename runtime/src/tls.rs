@@ -338,6 +338,25 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     opts.open(path)?.write_all(bytes)
 }
 
+/// A viewer-facing HTTPS server configuration from PEM files (a public certificate
+/// chain and its key): TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`.
+pub fn https_server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let chain = read_certs(cert)?;
+    let pem = read(key)?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
+        path: key.to_owned(),
+        reason: format!("no usable private key: {e}"),
+    })?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(config_err)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(config_err)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,23 +444,4 @@ mod tests {
         assert!(err.to_string().contains("ca.pem"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
-}
-
-/// A viewer-facing HTTPS server configuration from PEM files (a public certificate
-/// chain and its key): TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`.
-pub fn https_server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let chain = read_certs(cert)?;
-    let pem = read(key)?;
-    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
-        path: key.to_owned(),
-        reason: format!("no usable private key: {e}"),
-    })?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(config_err)?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(config_err)?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
 }
