@@ -578,3 +578,256 @@ pub fn concat(parts: &[Bytes]) -> Bytes {
     }
     b.freeze()
 }
+
+/// A UDP port nobody is bound to on loopback right now (for `--quic-listen`).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral UDP port")
+}
+
+/// A loopback address with a free TCP port.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A loopback address with a free UDP port.
+pub fn free_udp_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_udp_port()))
+}
+
+/// Runs `ferrocast certs DIR` (a fresh development CA and node certificate).
+pub fn make_certs(dir: &Path) {
+    let out = run_with_timeout(
+        Command::new(ferrocast_bin()).arg("certs").arg(dir),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "ferrocast certs {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// How [`Node::launch`] starts a node: the role, its addresses (chosen free when not
+/// given, so a restarted node can take over the ports of the one it replaces) and any
+/// extra flags and environment.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// `origin`, `edge` or `standalone`.
+    pub role: String,
+    /// `--http-listen`; a free port when `None`.
+    pub http: Option<SocketAddr>,
+    /// `--rtmp-listen` for origins and standalone (a free port when `None`); never
+    /// passed to an edge.
+    pub rtmp: Option<SocketAddr>,
+    /// Further flags.
+    pub args: Vec<String>,
+    /// Environment (`RUST_LOG` defaults to `info`).
+    pub env: Vec<(String, String)>,
+    /// Name of the log file (default: the role).
+    pub name: Option<String>,
+}
+
+impl Launch {
+    /// A node of `role` with `args`, everything else chosen.
+    pub fn new(role: &str, args: &[&str]) -> Self {
+        Self {
+            role: role.to_owned(),
+            http: None,
+            rtmp: None,
+            args: args.iter().map(|s| (*s).to_owned()).collect(),
+            env: Vec::new(),
+            name: None,
+        }
+    }
+}
+
+impl Node {
+    /// Starts `ferrocast <role> <args>` on a free HTTP port and waits for `/readyz`.
+    /// Unlike [`Node::start`], an edge gets no `--rtmp-listen` (`rtmp` is then unused).
+    pub fn start_with(role: &str, args: &[&str]) -> Self {
+        Self::launch(Launch::new(role, args))
+    }
+
+    /// Starts a node as `spec` says and waits until it is ready.
+    pub fn launch(spec: Launch) -> Self {
+        let name = spec.name.clone().unwrap_or_else(|| spec.role.clone());
+        let dir = TempDir::new(&name);
+        let http = spec.http.unwrap_or_else(free_addr);
+        let has_rtmp = spec.role != "edge";
+        let rtmp = match (has_rtmp, spec.rtmp) {
+            (true, Some(a)) => a,
+            (true, None) => free_addr(),
+            (false, _) => SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let mut cmd = Command::new(ferrocast_bin());
+        cmd.arg(&spec.role)
+            .args(["--http-listen", &http.to_string()]);
+        if has_rtmp {
+            cmd.args(["--rtmp-listen", &rtmp.to_string()]);
+        }
+        if spec.role == "standalone" {
+            cmd.args(["--origin-http-listen", &free_addr().to_string()]);
+        }
+        cmd.args(&spec.args).env("RUST_LOG", "info");
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        let proc = Proc::spawn(&name, &mut cmd, &dir.0);
+        let mut node = Self {
+            proc,
+            rtmp,
+            http,
+            dir,
+        };
+        node.wait_ready(Duration::from_secs(20));
+        node
+    }
+
+    /// The sum of metric `name` over the label sets that contain every `label="value"`
+    /// pair of `labels` (0 when absent).
+    pub fn metric_with(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value_with(&self.get("/metrics").text(), name, labels)
+    }
+}
+
+/// Sums the samples of metric `name` whose labels include every pair of `labels`.
+pub fn metric_value_with(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (set, value) = match rest.strip_prefix('{') {
+                Some(r) => {
+                    let (set, v) = r.split_once('}')?;
+                    (set, v)
+                }
+                None if rest.starts_with(' ') => ("", rest),
+                None => return None,
+            };
+            labels
+                .iter()
+                .all(|(k, v)| set.split(',').any(|p| p == format!("{k}=\"{v}\"")))
+                .then(|| value.trim().parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// An origin with its QUIC relay and cluster certificates, and edges pulling from it,
+/// each a separate `ferrocast` process on free loopback ports.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The cluster certificates (`ferrocast certs`).
+    pub tls: TempDir,
+    /// The origin's QUIC relay address.
+    pub quic: SocketAddr,
+    /// The origin.
+    pub origin: Node,
+    /// The edges, in start order.
+    pub edges: Vec<Node>,
+}
+
+impl Cluster {
+    /// Certificates, an origin (with `origin_args`) and `edges` edges, all ready.
+    pub fn start(origin_args: &[&str], edges: usize) -> Self {
+        let tls = TempDir::new("tls");
+        make_certs(&tls.0);
+        let quic = free_udp_addr();
+        let origin = Node::launch(Launch {
+            args: Self::origin_flags(&tls, quic, origin_args),
+            ..Launch::new("origin", &[])
+        });
+        let mut c = Self {
+            tls,
+            quic,
+            origin,
+            edges: Vec::new(),
+        };
+        for _ in 0..edges {
+            let e = c.start_edge(None, &[]);
+            c.edges.push(e);
+        }
+        c
+    }
+
+    /// The flags of the cluster's origin: its TLS, its QUIC address, then `extra`.
+    pub fn origin_flags(tls: &TempDir, quic: SocketAddr, extra: &[&str]) -> Vec<String> {
+        let mut v = vec![
+            "--tls-dir".to_owned(),
+            tls.0.display().to_string(),
+            "--quic-listen".to_owned(),
+            quic.to_string(),
+        ];
+        v.extend(extra.iter().map(|s| (*s).to_owned()));
+        v
+    }
+
+    /// Starts (and returns, without keeping it) an edge of this cluster on `http` (a
+    /// free port when `None`) with `extra` flags.
+    pub fn start_edge(&self, http: Option<SocketAddr>, extra: &[&str]) -> Node {
+        self.start_edge_with_tls(&self.tls.0, http, extra)
+    }
+
+    /// An edge pulling from this cluster's origin with the certificates in `tls_dir`.
+    pub fn start_edge_with_tls(
+        &self,
+        tls_dir: &Path,
+        http: Option<SocketAddr>,
+        extra: &[&str],
+    ) -> Node {
+        let mut args = vec![
+            "--origin".to_owned(),
+            self.quic.to_string(),
+            "--tls-dir".to_owned(),
+            tls_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        Node::launch(Launch {
+            http,
+            args,
+            ..Launch::new("edge", &[])
+        })
+    }
+
+    /// The first edge.
+    pub fn edge(&self) -> &Node {
+        &self.edges[0]
+    }
+}
+
+/// [`http_get`] on a stream connected beforehand (so many requests can be sent at the
+/// same instant): `GET path` with `Connection: close` and a deadline on the exchange.
+pub fn http_get_on(
+    mut s: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<HttpResponse> {
+    let start = Instant::now();
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        if start.elapsed() > timeout {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "response deadline",
+            ));
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    parse_response(&raw, start.elapsed())
+}

@@ -103,8 +103,11 @@ impl Default for QuicConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             resubscribe_grace: Duration::from_secs(15),
-            keep_alive: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(30),
+            // A killed origin sends nothing: only silence reveals it. Keep-alives every
+            // second keep a healthy connection busy, so 3 s of silence means it is gone
+            // and the edge resubscribes (to the restarted or reassigned origin) at once.
+            keep_alive: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(3),
             max_pushes: 64,
         }
     }
