@@ -831,3 +831,97 @@ pub fn http_get_on(
     }
     parse_response(&raw, start.elapsed())
 }
+
+/// `ffmpeg -i input <args> -f framemd5 -`: (stdout, stderr); the command must succeed.
+pub fn framemd5_raw(input: &str, args: &[&str]) -> (String, String) {
+    let out = run_with_timeout(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-i", input])
+            .args(args)
+            .args(["-f", "framemd5", "-"]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "ffmpeg framemd5 {input}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The time base (seconds per tick) of the first stream in framemd5 output (`#tb 0: a/b`).
+pub fn time_base(text: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("#tb "))
+        .find_map(|l| {
+            let (_, frac) = l.split_once(':')?;
+            let (a, b) = frac.trim().split_once('/')?;
+            Some(a.parse::<f64>().ok()? / b.parse::<f64>().ok()?)
+        })
+        .expect("time base line")
+}
+
+/// ffmpeg reads the packets selected by `args` (e.g. `-map 0:v -c copy`) from `source`
+/// and from the HLS playlist `hls`: every packet must be byte-identical, in order, with
+/// the same timing (within FLV's millisecond precision; audio is re-timed to sample
+/// counts) and the same composition offsets; reading the HLS must print no error.
+/// Returns the number of packets compared.
+pub fn assert_same_packets(what: &str, source: &str, hls: &str, args: &[&str]) -> usize {
+    let (src_text, _) = framemd5_raw(source, args);
+    let (hls_text, hls_err) = framemd5_raw(hls, args);
+    assert!(
+        hls_err.trim().is_empty(),
+        "{what}: ffmpeg reported errors reading {hls}: {hls_err}"
+    );
+    let src = parse_framemd5(&src_text);
+    let got = parse_framemd5(&hls_text);
+    assert!(!src.is_empty(), "{what}: source has packets");
+    assert_eq!(src.len(), got.len(), "{what}: packet count");
+    let (src_tb, hls_tb) = (time_base(&src_text), time_base(&hls_text));
+    let (s0, h0) = (src[0].dts as f64 * src_tb, got[0].dts as f64 * hls_tb);
+    for (i, (s, h)) in src.iter().zip(&got).enumerate() {
+        assert_eq!(
+            (s.size, &s.hash),
+            (h.size, &h.hash),
+            "{what} packet {i} differs"
+        );
+        let sd = s.dts as f64 * src_tb - s0;
+        let hd = h.dts as f64 * hls_tb - h0;
+        assert!(
+            (sd - hd).abs() < 0.025,
+            "{what} packet {i}: dts {sd} vs {hd}"
+        );
+        let scts = (s.pts - s.dts) as f64 * src_tb;
+        let hcts = (h.pts - h.dts) as f64 * hls_tb;
+        assert!(
+            (scts - hcts).abs() < 0.002,
+            "{what} packet {i}: composition offset {scts} vs {hcts}"
+        );
+    }
+    src.len()
+}
+
+impl Node {
+    /// Waits until the playlist of `key` carries EXT-X-ENDLIST; returns it.
+    pub fn wait_ended(&self, key: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.get(&format!("/live/{key}/index.m3u8"));
+            if r.status == 200 && r.text().contains("#EXT-X-ENDLIST") {
+                return r.text();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "playlist of {key} at {} never ended (last {}: {}); log:\n{}",
+                self.proc.name,
+                r.status,
+                r.text(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}

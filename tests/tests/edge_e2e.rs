@@ -102,58 +102,8 @@ fn assert_lints_clean(playlist: &str, what: &str) {
     assert!(problems.is_empty(), "{what}: lint {problems:?}\n{playlist}");
 }
 
-fn wait_ended(node: &Node, key: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r = node.get(&format!("/live/{key}/index.m3u8"));
-        if r.status == 200 && r.text().contains("#EXT-X-ENDLIST") {
-            return r.text();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "playlist of {key} at {} never ended (last {}: {}); log:\n{}",
-            node.proc.name,
-            r.status,
-            r.text(),
-            node.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // ffmpeg
-
-fn framemd5_raw(input: &str, args: &[&str]) -> (String, String) {
-    let out = run_with_timeout(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-i", input])
-            .args(args)
-            .args(["-f", "framemd5", "-"]),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "ffmpeg framemd5 {input}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// `#tb N: a/b` lines of framemd5 output: the time base of the first stream.
-fn time_base(text: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("#tb "))
-        .find_map(|l| {
-            let (_, frac) = l.split_once(':')?;
-            let (a, b) = frac.trim().split_once('/')?;
-            Some(a.parse::<f64>().ok()? / b.parse::<f64>().ok()?)
-        })
-        .expect("time base line")
-}
 
 /// ffmpeg reads `seconds` of a live playlist and decodes it: no error, frames decoded.
 fn ffmpeg_reads_live(url: &str, seconds: u32) {
@@ -235,8 +185,8 @@ fn round_trip_through_the_edge_is_packet_exact() {
         .expect("publisher finishes");
     assert!(status.success(), "publisher failed");
 
-    let at_origin = wait_ended(origin, "rt", Duration::from_secs(15));
-    let at_edge = wait_ended(edge, "rt", Duration::from_secs(15));
+    let at_origin = origin.wait_ended("rt", Duration::from_secs(15));
+    let at_edge = edge.wait_ended("rt", Duration::from_secs(15));
     assert_lints_clean(&at_edge, "edge final playlist");
     assert_eq!(
         at_edge, at_origin,
@@ -244,42 +194,9 @@ fn round_trip_through_the_edge_is_packet_exact() {
     );
 
     let url = edge.playlist_url("rt");
+    let source = clip.to_str().expect("utf-8 path");
     for (map, what) in [("0:v", "video"), ("0:a", "audio")] {
-        let (src_text, _) = framemd5_raw(
-            clip.to_str().expect("utf-8 path"),
-            &["-map", map, "-c", "copy"],
-        );
-        let (hls_text, hls_err) = framemd5_raw(&url, &["-map", map, "-c", "copy"]);
-        assert!(
-            hls_err.trim().is_empty(),
-            "{what}: ffmpeg reported errors reading through the edge: {hls_err}"
-        );
-        let src = parse_framemd5(&src_text);
-        let hls = parse_framemd5(&hls_text);
-        assert!(!src.is_empty(), "{what}: source has packets");
-        assert_eq!(src.len(), hls.len(), "{what}: packet count");
-        let (src_tb, hls_tb) = (time_base(&src_text), time_base(&hls_text));
-        let (s0, h0) = (src[0].dts as f64 * src_tb, hls[0].dts as f64 * hls_tb);
-        for (i, (s, h)) in src.iter().zip(&hls).enumerate() {
-            assert_eq!(
-                (s.size, &s.hash),
-                (h.size, &h.hash),
-                "{what} packet {i} differs"
-            );
-            // Within FLV's millisecond precision (audio is re-timed to sample counts).
-            let sd = s.dts as f64 * src_tb - s0;
-            let hd = h.dts as f64 * hls_tb - h0;
-            assert!(
-                (sd - hd).abs() < 0.025,
-                "{what} packet {i}: dts {sd} vs {hd}"
-            );
-            let scts = (s.pts - s.dts) as f64 * src_tb;
-            let hcts = (h.pts - h.dts) as f64 * hls_tb;
-            assert!(
-                (scts - hcts).abs() < 0.002,
-                "{what} packet {i}: composition offset {scts} vs {hcts}"
-            );
-        }
+        assert_same_packets(what, source, &url, &["-map", map, "-c", "copy"]);
     }
     assert!(
         edge.metric("ferrocast_edge_objects_received_total") > 0.0,

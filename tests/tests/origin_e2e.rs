@@ -7,57 +7,6 @@ use ferrocast_tests::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Reads `#tb N: a/b` lines of framemd5 output: the time base per stream.
-fn time_bases(packets_text_source: &str) -> Vec<(u32, f64)> {
-    packets_text_source
-        .lines()
-        .filter_map(|l| l.strip_prefix("#tb "))
-        .filter_map(|l| {
-            let (idx, frac) = l.split_once(':')?;
-            let (a, b) = frac.trim().split_once('/')?;
-            Some((
-                idx.trim().parse().ok()?,
-                a.parse::<f64>().ok()? / b.parse::<f64>().ok()?,
-            ))
-        })
-        .collect()
-}
-
-fn framemd5_raw(input: &str, args: &[&str]) -> (String, String) {
-    let out = run_with_timeout(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-i", input])
-            .args(args)
-            .args(["-f", "framemd5", "-"]),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "ffmpeg framemd5 {input}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn wait_ended(node: &Node, key: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r = node.get(&format!("/live/{key}/index.m3u8"));
-        if r.status == 200 && r.text().contains("#EXT-X-ENDLIST") {
-            return r.text();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "playlist of {key} never ended; log:\n{}",
-            node.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// ffmpeg publishes H.264 (with B-frames) + AAC; ffmpeg reads it back from the playlist:
 /// every packet is byte-identical to what was sent, in order, with the same timing.
 #[test]
@@ -71,7 +20,7 @@ fn h264_aac_round_trip_is_packet_exact() {
         .wait_timeout(Duration::from_secs(40))
         .expect("publisher finishes");
     assert!(status.success(), "publisher failed");
-    let playlist = wait_ended(&node, "rt", Duration::from_secs(15));
+    let playlist = node.wait_ended("rt", Duration::from_secs(15));
     assert!(
         lint(&playlist).is_empty(),
         "lint: {:?}\n{playlist}",
@@ -79,44 +28,9 @@ fn h264_aac_round_trip_is_packet_exact() {
     );
 
     let url = node.playlist_url("rt");
+    let source = clip.to_str().expect("utf-8 path");
     for (map, what) in [("0:v", "video"), ("0:a", "audio")] {
-        let (src_text, _) = framemd5_raw(
-            clip.to_str().expect("utf-8 path"),
-            &["-map", map, "-c", "copy"],
-        );
-        let (hls_text, hls_err) = framemd5_raw(&url, &["-map", map, "-c", "copy"]);
-        assert!(
-            hls_err.trim().is_empty(),
-            "{what}: ffmpeg reported errors reading HLS: {hls_err}"
-        );
-        let src = parse_framemd5(&src_text);
-        let hls = parse_framemd5(&hls_text);
-        assert!(!src.is_empty(), "{what}: source has packets");
-        assert_eq!(src.len(), hls.len(), "{what}: packet count");
-        let src_tb = time_bases(&src_text)[0].1;
-        let hls_tb = time_bases(&hls_text)[0].1;
-        let (s0, h0) = (src[0].dts as f64 * src_tb, hls[0].dts as f64 * hls_tb);
-        for (i, (s, h)) in src.iter().zip(&hls).enumerate() {
-            assert_eq!(
-                (s.size, &s.hash),
-                (h.size, &h.hash),
-                "{what} packet {i} differs"
-            );
-            // Timing relative to the first packet, within FLV's millisecond precision
-            // (audio is re-timed to exact sample counts, so allow a frame's rounding).
-            let sd = s.dts as f64 * src_tb - s0;
-            let hd = h.dts as f64 * hls_tb - h0;
-            assert!(
-                (sd - hd).abs() < 0.025,
-                "{what} packet {i}: dts {sd} vs {hd}"
-            );
-            let scts = (s.pts - s.dts) as f64 * src_tb;
-            let hcts = (h.pts - h.dts) as f64 * hls_tb;
-            assert!(
-                (scts - hcts).abs() < 0.002,
-                "{what} packet {i}: composition offset {scts} vs {hcts}"
-            );
-        }
+        assert_same_packets(what, source, &url, &["-map", map, "-c", "copy"]);
     }
     // And it decodes without a single error.
     let out = run_with_timeout(
@@ -181,7 +95,7 @@ fn hevc_over_enhanced_rtmp_plays() {
     let frames = publish_hevc_annexb(&mut p, &annexb, 30, false).expect("publish frames");
     assert_eq!(frames, 120);
     drop(p);
-    let playlist = wait_ended(&node, "hevc", Duration::from_secs(15));
+    let playlist = node.wait_ended("hevc", Duration::from_secs(15));
     assert!(lint(&playlist).is_empty(), "lint: {:?}", lint(&playlist));
     let master = node.get("/live/hevc/master.m3u8").text();
     assert!(
@@ -398,7 +312,7 @@ fn publisher_reconnect_continues_with_one_discontinuity() {
             .expect("publisher finishes");
         assert!(status.success(), "publisher {i} failed");
     }
-    let playlist = wait_ended(&node, "rc", Duration::from_secs(15));
+    let playlist = node.wait_ended("rc", Duration::from_secs(15));
     assert!(
         lint(&playlist).is_empty(),
         "{:?}\n{playlist}",
