@@ -294,30 +294,8 @@ impl HttpResponse {
 
 /// A minimal HTTP/1.1 GET with `Connection: close` and a deadline on the whole exchange.
 pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<HttpResponse> {
-    let start = Instant::now();
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        if start.elapsed() > timeout {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "response deadline",
-            ));
-        }
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        raw.extend_from_slice(&buf[..n]);
-    }
-    parse_response(&raw, start.elapsed())
+    let s = TcpStream::connect_timeout(&addr, timeout)?;
+    http_get_on(s, addr, path, timeout)
 }
 
 fn parse_response(raw: &[u8], elapsed: Duration) -> std::io::Result<HttpResponse> {
