@@ -450,7 +450,11 @@ mod tests {
     fn read_pacer_follows_the_bitrate_and_resets_when_publishing_stops() {
         let mut p = ReadPacer::default();
         let t0 = Instant::now();
-        assert_eq!(p.on_read(1000, t0, false), None, "nothing to undo before publishing");
+        assert_eq!(
+            p.on_read(1000, t0, false),
+            None,
+            "nothing to undo before publishing"
+        );
         // 375 KB/s (3 Mbps) in 100 reads over a second → 30 ms worth ≈ 11 KB.
         let mut got = None;
         for i in 0..=100u64 {
