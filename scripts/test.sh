@@ -11,6 +11,7 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v curl >/dev/null || need+=(curl)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v node >/dev/null || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
@@ -22,6 +23,9 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   npm ci --prefix tests/browser --no-audit --no-fund
 fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+# The generated gRPC code is committed; CI checks it matches the .proto files.
+export FERROCAST_REQUIRE_PROTOC=1
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -1,0 +1,13 @@
+//! The Ferrocast controller: cluster state (nodes under leases, stream assignments with
+//! epochs and continuity) in a [`store::Store`] on etcd or in memory, placement as pure
+//! functions ([`scheduler`]) applied by [`assign`], and leader election ([`election`]).
+//!
+//! Only the leader writes assignments, with a [`store::Fence`] that etcd checks in the same
+//! transaction, so a controller that lost its lease cannot overwrite its successor's work.
+
+pub mod assign;
+pub mod election;
+pub mod etcd;
+pub mod model;
+pub mod scheduler;
+pub mod store;
