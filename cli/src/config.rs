@@ -4,6 +4,7 @@
 //! socket is bound; an error names the field.
 
 use anyhow::{bail, Context};
+use ferrocast_controller::ControllerConfig;
 use ferrocast_edge::EdgeConfig;
 use ferrocast_origin::OriginConfig;
 use ferrocast_runtime::telemetry::LogFormat;
@@ -28,7 +29,8 @@ pub struct NodeArgs {
     #[arg(long, env = "FERROCAST_RTMP_LISTEN")]
     pub rtmp_listen: Option<SocketAddr>,
     /// HTTP address for playlists, media, the player page and admin endpoints
-    /// (origin default 0.0.0.0:8081, edge and standalone 0.0.0.0:8080).
+    /// (origin default 0.0.0.0:8081, edge and standalone 0.0.0.0:8080, controller
+    /// 0.0.0.0:8090 with the admin endpoints only).
     #[arg(long, env = "FERROCAST_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
     /// Standalone only: the embedded origin's HTTP address (default 127.0.0.1:8081).
@@ -85,6 +87,17 @@ pub struct NodeArgs {
     /// Log format: text or json (default text).
     #[arg(long, env = "FERROCAST_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Controller: gRPC address for the node and operator APIs (default 0.0.0.0:50051).
+    #[arg(long, env = "FERROCAST_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// Controller: etcd endpoints, comma-separated (default: none, in-memory state and a
+    /// lone controller).
+    #[arg(long, env = "FERROCAST_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Controller: bearer token operator calls must carry (default: none, operator calls
+    /// are open).
+    #[arg(long, env = "FERROCAST_OPERATOR_TOKEN")]
+    pub operator_token: Option<String>,
 }
 
 /// The TOML file: the same keys as the flags, nothing else.
@@ -112,6 +125,9 @@ struct FileConfig {
     handshake_timeout: Option<f64>,
     idle_timeout: Option<f64>,
     log_format: Option<String>,
+    grpc_listen: Option<SocketAddr>,
+    etcd: Option<Vec<String>>,
+    operator_token: Option<String>,
 }
 
 /// Which node(s) this process runs.
@@ -123,6 +139,8 @@ pub enum Role {
     Edge,
     /// Origin and edge in one process, on loopback, with generated certificates.
     Standalone,
+    /// The controller: cluster state, placement, failover.
+    Controller,
 }
 
 /// Resolved settings for one process.
@@ -142,6 +160,8 @@ pub struct Settings {
     pub tls_dir: Option<PathBuf>,
     /// Edge: the origin's QUIC address.
     pub origin_addr: Option<SocketAddr>,
+    /// The controller's configuration (controller).
+    pub controller: ControllerConfig,
 }
 
 impl Settings {
@@ -177,7 +197,9 @@ impl Settings {
             origin.rtmp_listen = a;
         }
         let http = args.http_listen.or(file.http_listen);
+        let mut controller = ControllerConfig::default();
         match role {
+            Role::Controller => controller.http_listen = http.unwrap_or(controller.http_listen),
             Role::Origin => origin.http_listen = http.unwrap_or(origin.http_listen),
             Role::Edge | Role::Standalone => edge.http_listen = http.unwrap_or(edge.http_listen),
         }
@@ -229,6 +251,7 @@ impl Settings {
                 match role {
                     Role::Origin => origin.http.tls = Some(tls),
                     Role::Edge | Role::Standalone => edge.http.tls = Some(tls),
+                    Role::Controller => bail!("invalid https-cert: not for the controller"),
                 }
             }
             (None, None) => {}
@@ -240,10 +263,22 @@ impl Settings {
         if let Some(v) = args.idle_unsubscribe.or(file.idle_unsubscribe) {
             edge.idle_unsubscribe = seconds("idle-unsubscribe", v)?;
         }
-        if role != Role::Edge {
+        if let Some(a) = args.grpc_listen.or(file.grpc_listen) {
+            controller.grpc_listen = a;
+        }
+        if !args.etcd.is_empty() {
+            controller.etcd = args.etcd;
+        } else if let Some(e) = file.etcd {
+            controller.etcd = e;
+        }
+        controller.operator_token = args.operator_token.or(file.operator_token);
+        if role == Role::Controller {
+            controller.validate()?;
+        }
+        if matches!(role, Role::Origin | Role::Standalone) {
             origin.validate()?;
         }
-        if role != Role::Origin {
+        if matches!(role, Role::Edge | Role::Standalone) {
             edge.validate()?;
         }
         let tls_dir = args.tls_dir.or(file.tls_dir);
@@ -282,6 +317,7 @@ impl Settings {
             edge,
             tls_dir,
             origin_addr,
+            controller,
         })
     }
 }
@@ -402,5 +438,28 @@ mod tests {
         )
         .expect_err("too small");
         assert!(format!("{err:#}").contains("cache-capacity"), "{err:#}");
+    }
+
+    #[test]
+    fn controller_flags() {
+        let s = Settings::resolve(
+            args(&[
+                "--grpc-listen",
+                "127.0.0.1:6000",
+                "--etcd",
+                "10.0.0.1:2379,10.0.0.2:2379",
+                "--operator-token",
+                "t0k",
+            ]),
+            Role::Controller,
+        )
+        .expect("valid");
+        assert_eq!(s.controller.grpc_listen.port(), 6000);
+        assert_eq!(s.controller.etcd, ["10.0.0.1:2379", "10.0.0.2:2379"]);
+        assert_eq!(s.controller.operator_token.as_deref(), Some("t0k"));
+        assert_eq!(s.controller.http_listen.port(), 8090);
+        let err = Settings::resolve(args(&["--operator-token", "a b"]), Role::Controller)
+            .expect_err("whitespace");
+        assert!(format!("{err:#}").contains("operator-token"), "{err:#}");
     }
 }

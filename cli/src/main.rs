@@ -6,6 +6,7 @@ mod demo;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use config::Role;
+use ferrocast_controller::Controller;
 use ferrocast_edge::upstream::quic::{QuicUpstream, StaticOrigin};
 use ferrocast_edge::Edge;
 use ferrocast_origin::Origin;
@@ -43,6 +44,9 @@ enum Command {
         #[arg(long, env = "FERROCAST_DEMO")]
         demo: bool,
     },
+    /// Run a controller: node and operator gRPC API (50051), admin HTTP (8090); state on
+    /// etcd (`--etcd`) or in memory.
+    Controller(config::NodeArgs),
     /// Write a development cluster CA and node certificate into DIR.
     Certs {
         /// Where to write ca.pem, node.pem and node-key.pem.
@@ -71,6 +75,7 @@ fn main() -> anyhow::Result<()> {
     let (args, demo, role) = match cli.command {
         Command::Origin { node, demo } => (node, demo, Role::Origin),
         Command::Edge(a) => (a, false, Role::Edge),
+        Command::Controller(a) => (a, false, Role::Controller),
         Command::Standalone { node, demo } => (node, demo, Role::Standalone),
         Command::Certs { dir, names } => {
             ferrocast_runtime::tls::generate_dev(Some(&dir), &names)
@@ -108,6 +113,9 @@ fn bench(tool: BenchTool) -> anyhow::Result<()> {
 
 async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Result<()> {
     let registry = Arc::new(Metrics::new());
+    if role == Role::Controller {
+        return controller(settings, registry).await;
+    }
     let tls = match (&settings.tls_dir, role) {
         (Some(dir), _) => Some(
             TlsFiles::in_dir(dir)
@@ -175,5 +183,16 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
         tasks.spawn(edge.run(shutdown.clone()));
     }
     while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn controller(settings: config::Settings, registry: Arc<Metrics>) -> anyhow::Result<()> {
+    let c = Controller::bind(settings.controller, registry)
+        .await
+        .context("starting the controller")?;
+    tracing::info!(grpc = %c.grpc_addr(), http = %c.http_addr(), "controller ready");
+    let shutdown = CancellationToken::new();
+    ferrocast_runtime::shutdown::cancel_on_signal(shutdown.clone());
+    c.run(shutdown).await;
     Ok(())
 }

@@ -4,10 +4,16 @@
 //!
 //! Only the leader writes assignments, with a [`store::Fence`] that etcd checks in the same
 //! transaction, so a controller that lost its lease cannot overwrite its successor's work.
+//!
+//! [`api`] serves the gRPC API over them and [`server::Controller`] runs it all.
 
+pub use server::{ConfigError, Controller, ControllerConfig};
+
+pub mod api;
 pub mod assign;
 pub mod election;
 pub mod etcd;
 pub mod model;
 pub mod scheduler;
+pub mod server;
 pub mod store;

@@ -95,6 +95,8 @@ impl EtcdServer {
     }
 
     /// Sends `signal` (e.g. "STOP", "CONT") to the etcd process.
+    // Not every test binary that includes this module uses it.
+    #[allow(dead_code)]
     pub fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{signal}"))

@@ -1,0 +1,777 @@
+//! The gRPC API as thin tonic impls over the [`Store`], the pure [`scheduler`] and the
+//! leader's [`Fence`]: [`NodeApi`] (`NodeService`) and [`OperatorApi`] (`OperatorService`).
+//!
+//! - Writes (register, heartbeat, claim, release, drain, kick) are served only by the leader.
+//!   A follower answers them with `UNAVAILABLE` and the leader's gRPC address in the
+//!   `ferrocast-leader` response metadata (absent while there is no leader); the client
+//!   retries there. Reads (list, get, resolve) are served by every replica.
+//! - Load reports live in memory only ([`Loads`]): nothing per viewer reaches the store. A
+//!   follower has no load reports, so its `Resolve` sees every edge idle.
+//! - Every error becomes a [`Status`] in one place: `impl From<ApiError> for Status`.
+//! - Registrations (node id → lease, which is also the incarnation) are kept by the
+//!   replica that took them: after a leader change, a node's next heartbeat gets
+//!   `NOT_FOUND` and the node registers again with the new leader.
+//!
+//! Not yet implemented (answer `UNIMPLEMENTED`): `WatchAssignments` and `WatchEvents`.
+
+use crate::assign::{self, AssignError};
+use crate::election::Election;
+use crate::model::{Continuity, Load, Node, Role};
+use crate::scheduler::{
+    place_viewer, ClaimDecision, GrantKind, PlacementError, PlacementPolicy, PlacementReason,
+    Refusal, Snapshot,
+};
+use crate::store::{Fence, LeaseId, Store, StoreError};
+use ferrocast_proto::controller::v1 as pb;
+use pb::node_service_server::NodeService;
+use pb::operator_service_server::OperatorService;
+use std::collections::{BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Response metadata key carrying the leader's gRPC address on a follower's refusal.
+pub const LEADER_METADATA: &str = "ferrocast-leader";
+
+/// Why a call failed; mapped to a [`Status`] by `From<ApiError> for Status` only.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// This replica does not lead; `leader` is the leader's gRPC address when known.
+    #[error("not the leader")]
+    NotLeader {
+        /// The leader's address, if there is a leader.
+        leader: Option<String>,
+    },
+    /// The request is malformed.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// No such node or stream, or the node's registration is over (register again).
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller acted under a stale epoch or on a state that forbids it.
+    #[error("{0}")]
+    Precondition(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<AssignError> for ApiError {
+    fn from(e: AssignError) -> Self {
+        match e {
+            AssignError::Store(s) => ApiError::Store(s),
+            e @ AssignError::StaleEpoch { .. } => ApiError::Precondition(e.to_string()),
+            e @ AssignError::NoAssignment(_) => ApiError::NotFound(e.to_string()),
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let msg = e.to_string();
+        match e {
+            ApiError::NotLeader { leader } => {
+                let mut s = Status::unavailable(match &leader {
+                    Some(l) => format!("not the leader; the leader is {l}"),
+                    None => "not the leader; no leader elected yet".to_owned(),
+                });
+                if let Some(v) = leader.and_then(|l| l.parse().ok()) {
+                    s.metadata_mut().insert(LEADER_METADATA, v);
+                }
+                s
+            }
+            ApiError::Invalid(_) => Status::invalid_argument(msg),
+            ApiError::NotFound(_) => Status::not_found(msg),
+            ApiError::Precondition(_) => Status::failed_precondition(msg),
+            ApiError::Store(StoreError::Fenced) => Status::unavailable(msg),
+            ApiError::Store(StoreError::LeaseExpired(_) | StoreError::UnknownNode(_)) => {
+                Status::not_found(msg)
+            }
+            ApiError::Store(StoreError::Conflict(_)) => Status::aborted(msg),
+            ApiError::Store(StoreError::Unavailable(_)) => Status::unavailable(msg),
+            ApiError::Store(_) => Status::internal(msg),
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A registered node as this replica knows it: its lease (also its incarnation).
+#[derive(Debug, Clone, Copy)]
+struct Registration {
+    lease: LeaseId,
+}
+
+/// In-memory per-node state fed by heartbeats: load reports and registrations.
+#[derive(Debug, Default)]
+pub struct Loads {
+    inner: Mutex<LoadsInner>,
+}
+
+#[derive(Debug, Default)]
+struct LoadsInner {
+    loads: HashMap<String, (Load, u64)>,
+    registrations: HashMap<String, Registration>,
+    /// Streams whose publisher an origin must disconnect, delivered with its next heartbeat.
+    kicks: HashMap<String, BTreeSet<String>>,
+}
+
+impl Loads {
+    fn lock(&self) -> MutexGuard<'_, LoadsInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last reported load of every node.
+    pub fn snapshot(&self) -> HashMap<String, Load> {
+        let g = self.lock();
+        g.loads
+            .iter()
+            .map(|(k, (l, _))| (k.clone(), l.clone()))
+            .collect()
+    }
+}
+
+/// Who leads, as the election loop publishes it.
+#[derive(Debug, Default)]
+pub struct Leader {
+    fence: Mutex<Option<Fence>>,
+}
+
+impl Leader {
+    /// Publishes this replica's leadership (`Some`) or its loss (`None`).
+    pub fn set(&self, fence: Option<Fence>) {
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = fence;
+    }
+
+    /// The fence to write with, if this replica leads.
+    pub fn fence(&self) -> Option<Fence> {
+        self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// What both services share.
+#[derive(Debug)]
+pub struct Shared {
+    /// Cluster state.
+    pub store: Arc<dyn Store>,
+    /// Who leads (for a follower's redirect).
+    pub election: Arc<dyn Election>,
+    /// This replica's leadership.
+    pub leader: Arc<Leader>,
+    /// Heartbeat-fed load and registrations.
+    pub loads: Loads,
+    /// Node lease TTL.
+    pub lease_ttl: Duration,
+    /// Viewer placement policy.
+    pub policy: PlacementPolicy,
+}
+
+impl Shared {
+    /// The fence, or the refusal a follower answers with.
+    async fn fence(&self) -> ApiResult<Fence> {
+        if let Some(f) = self.leader.fence() {
+            return Ok(f);
+        }
+        let leader = self.election.leader().await.ok().flatten();
+        Err(ApiError::NotLeader { leader })
+    }
+
+    async fn snapshot(&self) -> ApiResult<Snapshot> {
+        Ok(assign::snapshot(self.store.as_ref(), &self.loads.snapshot()).await?)
+    }
+
+    fn node_info(&self, snap: &Snapshot, id: &str) -> Option<pb::NodeInfo> {
+        let s = snap.nodes.get(id)?;
+        let (load, at) = self.loads.lock().loads.get(id).cloned().unwrap_or_default();
+        Some(pb::NodeInfo {
+            node_id: s.node.id.clone(),
+            role: pb::NodeRole::from(s.node.role).into(),
+            addresses: Some(pb::NodeAddresses {
+                relay: s.node.relay_addr.clone(),
+                http: s.node.http_url.clone(),
+                rtmp: s.node.rtmp_addr.clone(),
+            }),
+            region: s.node.region.clone(),
+            capacity: Some(s.node.capacity.into()),
+            state: if s.draining {
+                pb::NodeState::Draining
+            } else {
+                pb::NodeState::Up
+            }
+            .into(),
+            load: Some(load_to_pb(&load)),
+            last_heartbeat_unix_ms: at,
+        })
+    }
+
+    async fn stream_infos(&self, only: Option<&str>) -> ApiResult<Vec<pb::StreamInfo>> {
+        let snap = self.snapshot().await?;
+        let assignments = match only {
+            Some(s) => self
+                .store
+                .assignment(s.to_owned())
+                .await?
+                .into_iter()
+                .collect(),
+            None => self.store.assignments().await?,
+        };
+        Ok(assignments
+            .into_iter()
+            .map(|v| {
+                let a = v.value;
+                let origin = snap.nodes.get(&a.origin);
+                let relay = origin.map(|o| o.node.relay_addr.as_str()).unwrap_or("");
+                let mut info = pb::StreamInfo {
+                    stream: a.stream.clone(),
+                    assignment: Some(a.to_pb(relay, origin.is_some())),
+                    ..Default::default()
+                };
+                for s in snap.nodes.values() {
+                    let Some(l) = s.load.streams.get(&a.stream) else {
+                        continue;
+                    };
+                    match s.node.role {
+                        Role::Edge => {
+                            info.viewers += l.viewers;
+                            info.edges.push(s.node.id.clone());
+                        }
+                        Role::Origin if s.node.id == a.origin => info.bitrate_bps = l.bitrate_bps,
+                        Role::Origin => {}
+                    }
+                }
+                info
+            })
+            .collect())
+    }
+}
+
+fn load_to_pb(l: &Load) -> pb::LoadReport {
+    pb::LoadReport {
+        viewers: l.viewers,
+        egress_bps: l.egress_bps,
+        ingress_bps: l.ingress_bps,
+        streams: l
+            .streams
+            .iter()
+            .map(|(k, s)| pb::StreamLoad {
+                stream: k.clone(),
+                viewers: s.viewers,
+                bitrate_bps: s.bitrate_bps,
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn required(field: &str, value: &str) -> ApiResult<()> {
+    if value.is_empty() {
+        return Err(ApiError::Invalid(format!("{field} is required")));
+    }
+    Ok(())
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// `NodeService`, called by origins and edges.
+#[derive(Debug, Clone)]
+pub struct NodeApi(pub Arc<Shared>);
+
+impl NodeApi {
+    async fn register(&self, r: pb::RegisterRequest) -> ApiResult<pb::RegisterReply> {
+        required("node_id", &r.node_id)?;
+        let role = Role::try_from(r.role())
+            .map_err(|_| ApiError::Invalid("role must be origin or edge".into()))?;
+        let sh = &self.0;
+        sh.fence().await?;
+        let addr = r.addresses.unwrap_or_default();
+        let node = Node {
+            id: r.node_id.clone(),
+            role,
+            region: r.region,
+            relay_addr: addr.relay,
+            http_url: addr.http,
+            rtmp_addr: addr.rtmp,
+            capacity: r.capacity.unwrap_or_default().into(),
+        };
+        let lease = sh.store.register_node(node, sh.lease_ttl).await?;
+        let previous = sh
+            .loads
+            .lock()
+            .registrations
+            .insert(r.node_id.clone(), Registration { lease });
+        if let Some(old) = previous.filter(|p| p.lease != lease) {
+            // The old registration ends now rather than at its TTL.
+            if let Err(error) = sh.store.revoke(old.lease).await {
+                tracing::debug!(node = %r.node_id, %error, "revoking the previous lease");
+            }
+        }
+        tracing::info!(node = %r.node_id, ?role, "node registered");
+        Ok(pb::RegisterReply {
+            heartbeat_interval_ms: (sh.lease_ttl / 3).as_millis() as u32,
+            lease_ttl_ms: sh.lease_ttl.as_millis() as u32,
+            incarnation: lease.0 as u64,
+        })
+    }
+
+    async fn heartbeat_one(&self, hb: pb::HeartbeatRequest) -> ApiResult<pb::HeartbeatReply> {
+        let sh = &self.0;
+        let fence = sh.fence().await?;
+        let reg = sh.loads.lock().registrations.get(&hb.node_id).copied();
+        let Some(reg) = reg.filter(|r| r.lease.0 as u64 == hb.incarnation) else {
+            return Err(ApiError::NotFound(format!(
+                "node {} incarnation {} is not registered here",
+                hb.node_id, hb.incarnation
+            )));
+        };
+        sh.store.keep_alive(reg.lease).await?;
+        let report = hb.load.unwrap_or_default();
+        let mut kicks: BTreeSet<String> = BTreeSet::new();
+        // Origins report continuity under their epoch; a stale epoch means the stream is
+        // held by someone else now: the origin must drop its publisher.
+        for s in report.streams.iter().filter(|s| s.epoch > 0) {
+            let cont: Continuity = s.continuity.unwrap_or_default().into();
+            match assign::report(sh.store.as_ref(), &fence, &s.stream, s.epoch, cont, false).await {
+                Ok(_) => {}
+                Err(AssignError::StaleEpoch { .. } | AssignError::NoAssignment(_)) => {
+                    kicks.insert(s.stream.clone());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let draining = sh.store.draining().await?.contains(&hb.node_id);
+        {
+            let mut g = sh.loads.lock();
+            g.loads
+                .insert(hb.node_id.clone(), (Load::from(&report), unix_ms()));
+            if let Some(k) = g.kicks.remove(&hb.node_id) {
+                kicks.extend(k);
+            }
+        }
+        Ok(pb::HeartbeatReply {
+            state: if draining {
+                pb::NodeState::Draining
+            } else {
+                pb::NodeState::Up
+            }
+            .into(),
+            kick_streams: kicks.into_iter().collect(),
+        })
+    }
+
+    async fn claim(&self, r: pb::ClaimStreamRequest) -> ApiResult<pb::ClaimStreamReply> {
+        required("node_id", &r.node_id)?;
+        required("stream", &r.stream)?;
+        let sh = &self.0;
+        let fence = sh.fence().await?;
+        let snap = sh.snapshot().await?;
+        let decision =
+            assign::claim(sh.store.as_ref(), &fence, &snap, &r.node_id, &r.stream).await?;
+        let relay_of = |id: &str| {
+            snap.nodes
+                .get(id)
+                .map(|s| s.node.relay_addr.clone())
+                .unwrap_or_default()
+        };
+        let (outcome, assignment, reason) = match decision {
+            ClaimDecision::Grant { kind, assignment } => {
+                let (o, why) = match kind {
+                    GrantKind::New => (pb::ClaimOutcome::Granted, "granted".to_owned()),
+                    GrantKind::AlreadyHeld => {
+                        (pb::ClaimOutcome::AlreadyHeld, "already held".to_owned())
+                    }
+                    GrantKind::TakenOver { from } => (
+                        pb::ClaimOutcome::TakenOver,
+                        format!("taken over from {from}, whose lease expired"),
+                    ),
+                };
+                tracing::info!(node = %r.node_id, stream = %r.stream, epoch = assignment.epoch, %why, "claim granted");
+                let relay = relay_of(&assignment.origin);
+                (o, Some(assignment.to_pb(&relay, true)), why)
+            }
+            ClaimDecision::Refuse(refusal) => {
+                let current = sh.store.assignment(r.stream.clone()).await?;
+                let current = current.map(|v| {
+                    let relay = relay_of(&v.value.origin);
+                    let alive = snap.is_live(&v.value.origin);
+                    v.value.to_pb(&relay, alive)
+                });
+                let (o, why) = match refusal {
+                    Refusal::Duplicate { holder } => (
+                        pb::ClaimOutcome::RefusedDuplicate,
+                        format!("live on {holder}"),
+                    ),
+                    Refusal::UnknownNode => (
+                        pb::ClaimOutcome::RefusedUnavailable,
+                        "not registered (or its lease expired)".into(),
+                    ),
+                    Refusal::NotAnOrigin => {
+                        (pb::ClaimOutcome::RefusedUnavailable, "not an origin".into())
+                    }
+                    Refusal::Draining => (pb::ClaimOutcome::RefusedUnavailable, "draining".into()),
+                    Refusal::AtCapacity { max_streams } => (
+                        pb::ClaimOutcome::RefusedUnavailable,
+                        format!("at capacity ({max_streams} streams)"),
+                    ),
+                };
+                (o, current, why)
+            }
+        };
+        Ok(pb::ClaimStreamReply {
+            outcome: outcome.into(),
+            assignment,
+            reason,
+        })
+    }
+
+    async fn release(&self, r: pb::ReleaseStreamRequest) -> ApiResult<pb::ReleaseStreamReply> {
+        required("stream", &r.stream)?;
+        let sh = &self.0;
+        let fence = sh.fence().await?;
+        let cont = r.continuity.unwrap_or_default().into();
+        assign::report(sh.store.as_ref(), &fence, &r.stream, r.epoch, cont, true).await?;
+        tracing::info!(node = %r.node_id, stream = %r.stream, epoch = r.epoch, "stream released");
+        Ok(pb::ReleaseStreamReply {})
+    }
+}
+
+#[tonic::async_trait]
+impl NodeService for NodeApi {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterReply>, Status> {
+        Ok(Response::new(
+            NodeApi::register(self, request.into_inner()).await?,
+        ))
+    }
+
+    type HeartbeatStream = BoxStream<pb::HeartbeatReply>;
+
+    async fn heartbeat(
+        &self,
+        request: Request<Streaming<pb::HeartbeatRequest>>,
+    ) -> Result<Response<Self::HeartbeatStream>, Status> {
+        let api = self.clone();
+        let mut incoming = request.into_inner();
+        // One reply per heartbeat, in order; the first error ends the stream.
+        let out = async_stream_of(move |tx| async move {
+            while let Some(hb) = incoming.next().await {
+                let reply = match hb {
+                    Ok(hb) => api.heartbeat_one(hb).await.map_err(Status::from),
+                    Err(s) => Err(s),
+                };
+                let end = reply.is_err();
+                if tx.send(reply).await.is_err() || end {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(out))
+    }
+
+    async fn claim_stream(
+        &self,
+        request: Request<pb::ClaimStreamRequest>,
+    ) -> Result<Response<pb::ClaimStreamReply>, Status> {
+        Ok(Response::new(self.claim(request.into_inner()).await?))
+    }
+
+    async fn release_stream(
+        &self,
+        request: Request<pb::ReleaseStreamRequest>,
+    ) -> Result<Response<pb::ReleaseStreamReply>, Status> {
+        Ok(Response::new(self.release(request.into_inner()).await?))
+    }
+
+    type WatchAssignmentsStream = BoxStream<pb::AssignmentEvent>;
+
+    async fn watch_assignments(
+        &self,
+        _request: Request<pb::WatchAssignmentsRequest>,
+    ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
+        Err(Status::unimplemented(
+            "WatchAssignments is not implemented yet",
+        ))
+    }
+}
+
+/// A stream fed by `f` through a small bounded channel (a slow reader slows the producer).
+fn async_stream_of<T, F, Fut>(f: F) -> BoxStream<T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<T, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// `OperatorService`, called by operators and `ferrocast ctl` (behind the token check of
+/// [`OperatorAuth`]).
+#[derive(Debug, Clone)]
+pub struct OperatorApi(pub Arc<Shared>);
+
+impl OperatorApi {
+    async fn list_nodes(&self, r: pb::ListNodesRequest) -> ApiResult<pb::ListNodesReply> {
+        let sh = &self.0;
+        let snap = sh.snapshot().await?;
+        let want = Role::try_from(r.role()).ok();
+        let nodes = snap
+            .nodes
+            .values()
+            .filter(|s| want.is_none_or(|w| s.node.role == w))
+            .filter_map(|s| sh.node_info(&snap, &s.node.id))
+            .collect();
+        Ok(pb::ListNodesReply { nodes })
+    }
+
+    async fn get_node(&self, r: pb::GetNodeRequest) -> ApiResult<pb::NodeInfo> {
+        let snap = self.0.snapshot().await?;
+        self.0
+            .node_info(&snap, &r.node_id)
+            .ok_or_else(|| ApiError::NotFound(format!("node {} is not live", r.node_id)))
+    }
+
+    async fn drain(&self, r: pb::DrainNodeRequest) -> ApiResult<pb::DrainNodeReply> {
+        required("node_id", &r.node_id)?;
+        let sh = &self.0;
+        let fence = sh.fence().await?;
+        sh.store
+            .set_draining(r.node_id.clone(), r.drain, fence)
+            .await?;
+        tracing::info!(node = %r.node_id, drain = r.drain, "drain set");
+        let snap = sh.snapshot().await?;
+        Ok(pb::DrainNodeReply {
+            node: sh.node_info(&snap, &r.node_id),
+        })
+    }
+
+    async fn kick(&self, r: pb::KickPublisherRequest) -> ApiResult<pb::KickPublisherReply> {
+        required("stream", &r.stream)?;
+        let sh = &self.0;
+        sh.fence().await?;
+        let Some(a) = sh.store.assignment(r.stream.clone()).await? else {
+            return Err(ApiError::NotFound(format!(
+                "stream {} has no origin",
+                r.stream
+            )));
+        };
+        sh.loads
+            .lock()
+            .kicks
+            .entry(a.value.origin.clone())
+            .or_default()
+            .insert(r.stream.clone());
+        tracing::info!(stream = %r.stream, origin = %a.value.origin, reason = %r.reason, "publisher kicked");
+        Ok(pb::KickPublisherReply {
+            origin_id: a.value.origin,
+        })
+    }
+
+    async fn resolve(&self, r: pb::ResolveRequest) -> ApiResult<pb::ResolveReply> {
+        required("stream", &r.stream)?;
+        let sh = &self.0;
+        let snap = sh.snapshot().await?;
+        // No CIDR table yet: the region comes from the request only.
+        let region = Some(r.region.as_str()).filter(|r| !r.is_empty());
+        let p = place_viewer(&snap, &r.stream, region, &sh.policy).map_err(|e| match e {
+            PlacementError::NoEdge => ApiError::Precondition("no live edge".into()),
+            e => ApiError::Precondition(e.to_string()),
+        })?;
+        let base = snap
+            .nodes
+            .get(&p.edge)
+            .map(|s| s.node.http_url.trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        let (reason, why) = match p.reason {
+            PlacementReason::AlreadyServing => (
+                pb::PlacementReason::AlreadyServing,
+                "already serves the stream, under its load bound",
+            ),
+            PlacementReason::LeastLoaded => (pb::PlacementReason::LeastLoaded, "least loaded"),
+        };
+        Ok(pb::ResolveReply {
+            url: format!("{base}/live/{}/index.m3u8", r.stream),
+            detail: format!("{}: {why}", p.edge),
+            edge_id: p.edge,
+            reason: reason.into(),
+            client_region: r.region,
+            region_match: p.region_match,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl OperatorService for OperatorApi {
+    async fn list_nodes(
+        &self,
+        request: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesReply>, Status> {
+        Ok(Response::new(
+            OperatorApi::list_nodes(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_node(
+        &self,
+        request: Request<pb::GetNodeRequest>,
+    ) -> Result<Response<pb::NodeInfo>, Status> {
+        Ok(Response::new(
+            OperatorApi::get_node(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_streams(
+        &self,
+        _request: Request<pb::ListStreamsRequest>,
+    ) -> Result<Response<pb::ListStreamsReply>, Status> {
+        let streams = self.0.stream_infos(None).await?;
+        Ok(Response::new(pb::ListStreamsReply { streams }))
+    }
+
+    async fn get_stream(
+        &self,
+        request: Request<pb::GetStreamRequest>,
+    ) -> Result<Response<pb::StreamInfo>, Status> {
+        let name = request.into_inner().stream;
+        let info = self.0.stream_infos(Some(&name)).await?.into_iter().next();
+        info.map(Response::new)
+            .ok_or_else(|| ApiError::NotFound(format!("no stream {name}")).into())
+    }
+
+    async fn drain_node(
+        &self,
+        request: Request<pb::DrainNodeRequest>,
+    ) -> Result<Response<pb::DrainNodeReply>, Status> {
+        Ok(Response::new(self.drain(request.into_inner()).await?))
+    }
+
+    async fn kick_publisher(
+        &self,
+        request: Request<pb::KickPublisherRequest>,
+    ) -> Result<Response<pb::KickPublisherReply>, Status> {
+        Ok(Response::new(self.kick(request.into_inner()).await?))
+    }
+
+    async fn resolve(
+        &self,
+        request: Request<pb::ResolveRequest>,
+    ) -> Result<Response<pb::ResolveReply>, Status> {
+        Ok(Response::new(
+            OperatorApi::resolve(self, request.into_inner()).await?,
+        ))
+    }
+
+    type WatchEventsStream = BoxStream<pb::Event>;
+
+    async fn watch_events(
+        &self,
+        _request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        Err(Status::unimplemented("WatchEvents is not implemented yet"))
+    }
+}
+
+/// The operator token check: with a token configured, every operator call must carry
+/// `authorization: Bearer <token>`; without one, every call is allowed.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorAuth {
+    token: Option<Arc<str>>,
+}
+
+impl OperatorAuth {
+    /// Checks for `token`, or lets everything through with `None`.
+    pub fn new(token: Option<String>) -> Self {
+        OperatorAuth {
+            token: token.map(Arc::from),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for OperatorAuth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(want) = self.token.as_deref() else {
+            return Ok(req);
+        };
+        let got = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(got.as_bytes(), want.as_bytes()) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated(
+                "operator calls need a bearer token",
+            ))
+        }
+    }
+}
+
+/// Compares without an early exit, so the time taken does not reveal the matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_status_codes() {
+        let s = Status::from(ApiError::NotLeader {
+            leader: Some("10.0.0.2:50051".into()),
+        });
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert_eq!(s.metadata().get(LEADER_METADATA).unwrap(), "10.0.0.2:50051");
+        let stale = AssignError::StaleEpoch {
+            stream: "s".into(),
+            epoch: 1,
+            current: 2,
+        };
+        assert_eq!(
+            Status::from(ApiError::from(stale)).code(),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            Status::from(ApiError::Store(StoreError::LeaseExpired(1))).code(),
+            tonic::Code::NotFound
+        );
+        assert_eq!(
+            Status::from(ApiError::Store(StoreError::Fenced)).code(),
+            tonic::Code::Unavailable
+        );
+    }
+
+    #[test]
+    fn operator_token() {
+        use tonic::service::Interceptor;
+        let mut open = OperatorAuth::new(None);
+        assert!(open.call(Request::new(())).is_ok());
+        let mut closed = OperatorAuth::new(Some("s3cret".into()));
+        assert_eq!(
+            closed.call(Request::new(())).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        let mut req = Request::new(());
+        req.metadata_mut()
+            .insert("authorization", "Bearer s3cret".parse().unwrap());
+        assert!(closed.call(req).is_ok());
+        assert!(!constant_time_eq(b"abc", b"abd"));
+    }
+}

@@ -1,0 +1,383 @@
+//! The controller process: [`ControllerConfig`] (validated before anything binds),
+//! [`Controller::bind`] (store, election, listeners) and [`Controller::run`] (the gRPC
+//! server with health and reflection, the admin HTTP server, the election loop).
+
+use crate::api::{Leader, Loads, NodeApi, OperatorApi, OperatorAuth, Shared};
+use crate::election::{Election, EtcdElection, Leadership, LocalElection};
+use crate::etcd::EtcdClient;
+use crate::scheduler::PlacementPolicy;
+use crate::store::etcd::{EtcdStore, DEFAULT_PREFIX};
+use crate::store::memory::MemoryStore;
+use crate::store::Store;
+use ferrocast_proto::controller::v1 as pb;
+use ferrocast_proto::controller::FILE_DESCRIPTOR_SET;
+use ferrocast_runtime::http::{Request, Response, ServerLimits};
+use ferrocast_runtime::metrics::Metrics;
+use ferrocast_runtime::respond;
+use pb::node_service_server::NodeServiceServer;
+use pb::operator_service_server::OperatorServiceServer;
+use prometheus_client::metrics::gauge::Gauge;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+/// The etcd election key of the controller replicas.
+pub const ELECTION_NAME: &str = "/ferrocast/v1/election/controller";
+/// Largest request a client may send (load reports of a busy node fit easily).
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// Largest reply the controller sends (ListStreams of a large cluster).
+pub const MAX_REPLY_BYTES: usize = 16 << 20;
+/// Deadline of every call (a stream only for its opening); clients may ask for less.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Controller configuration.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// gRPC (node and operator APIs, health, reflection) listen address.
+    pub grpc_listen: SocketAddr,
+    /// Admin HTTP (`/healthz`, `/readyz`, `/metrics`) listen address.
+    pub http_listen: SocketAddr,
+    /// etcd endpoints; empty: in-memory store and a lone, always-leading controller.
+    pub etcd: Vec<String>,
+    /// TTL of node leases (and of the leader's lease on etcd).
+    pub lease_ttl: Duration,
+    /// Bearer token operator calls must carry; `None`: operator calls are open.
+    pub operator_token: Option<String>,
+    /// The gRPC address followers redirect writes to; defaults to the bound address.
+    pub advertise: Option<String>,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            grpc_listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 8090)),
+            etcd: Vec::new(),
+            lease_ttl: Duration::from_secs(5),
+            operator_token: None,
+            advertise: None,
+        }
+    }
+}
+
+/// A configuration that cannot work, naming the field, or a listener that cannot bind.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A field has an unusable value.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field (as its flag is named).
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A listener could not bind.
+    #[error("cannot bind {field} {addr}: {source}")]
+    Bind {
+        /// The field naming the address.
+        field: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl ControllerConfig {
+    /// Checks every field; nothing is bound before this passes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.lease_ttl < Duration::from_millis(100) || self.lease_ttl > Duration::from_secs(300)
+        {
+            return invalid("lease-ttl", "must be between 100ms and 300s");
+        }
+        if !self.etcd.is_empty() && self.lease_ttl < Duration::from_secs(2) {
+            return invalid(
+                "lease-ttl",
+                "must be at least 2s with etcd (its minimum TTL)",
+            );
+        }
+        if self.etcd.iter().any(|e| e.trim().is_empty()) {
+            return invalid("etcd", "an endpoint is empty");
+        }
+        if let Some(t) = &self.operator_token {
+            if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return invalid(
+                    "operator-token",
+                    "must be non-empty, without whitespace or control characters",
+                );
+            }
+        }
+        if self.advertise.as_deref() == Some("") {
+            return invalid("advertise", "is empty");
+        }
+        Ok(())
+    }
+}
+
+/// A bound controller, ready to [`run`](Controller::run).
+#[derive(Debug)]
+pub struct Controller {
+    cfg: ControllerConfig,
+    grpc: TcpListener,
+    http: TcpListener,
+    shared: Arc<Shared>,
+    election: Arc<dyn Election>,
+    registry: Arc<Metrics>,
+    is_leader: Gauge,
+}
+
+impl Controller {
+    /// Validates `cfg`, builds the store and election, and binds both listeners.
+    pub async fn bind(cfg: ControllerConfig, registry: Arc<Metrics>) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let bind = |field, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ConfigError::Bind {
+                    field,
+                    addr,
+                    source,
+                })
+        };
+        let grpc = bind("grpc-listen", cfg.grpc_listen).await?;
+        let http = bind("http-listen", cfg.http_listen).await?;
+        let grpc_addr = grpc.local_addr().unwrap_or(cfg.grpc_listen);
+        let (store, election): (Arc<dyn Store>, Arc<dyn Election>) = if cfg.etcd.is_empty() {
+            (Arc::new(MemoryStore::new()), Arc::new(LocalElection))
+        } else {
+            let client = EtcdClient::new(&cfg.etcd, Duration::from_secs(2)).map_err(|e| {
+                ConfigError::Invalid {
+                    field: "etcd",
+                    reason: e.to_string(),
+                }
+            })?;
+            let advertise = cfg
+                .advertise
+                .clone()
+                .unwrap_or_else(|| grpc_addr.to_string());
+            let election =
+                EtcdElection::new(client.clone(), ELECTION_NAME, advertise, cfg.lease_ttl);
+            (
+                Arc::new(EtcdStore::new(client, DEFAULT_PREFIX)),
+                Arc::new(election),
+            )
+        };
+        let is_leader = Gauge::default();
+        registry.register(|r| {
+            r.register(
+                "ferrocast_controller_leader",
+                "1 while this controller replica leads",
+                is_leader.clone(),
+            )
+        });
+        let shared = Arc::new(Shared {
+            store,
+            election: election.clone(),
+            leader: Arc::new(Leader::default()),
+            loads: Loads::default(),
+            lease_ttl: cfg.lease_ttl,
+            policy: PlacementPolicy::default(),
+        });
+        Ok(Controller {
+            cfg,
+            grpc,
+            http,
+            shared,
+            election,
+            registry,
+            is_leader,
+        })
+    }
+
+    /// The gRPC address actually bound.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or(self.cfg.grpc_listen)
+    }
+
+    /// The admin HTTP address actually bound.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or(self.cfg.http_listen)
+    }
+
+    /// Serves until `shutdown`: then readiness goes off, leadership is resigned (a
+    /// successor is elected at once), and both servers drain.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Controller {
+            cfg,
+            grpc,
+            http,
+            shared,
+            election,
+            registry,
+            is_leader,
+        } = self;
+        tracing::info!(grpc = %grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            http = %http.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            store = if cfg.etcd.is_empty() { "memory" } else { "etcd" }, "controller listening");
+        let ready = Arc::new(AtomicBool::new(false));
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<NodeServiceServer<NodeApi>>().await;
+        health
+            .set_serving::<OperatorServiceServer<OperatorApi>>()
+            .await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let (Ok(reflection_v1), Ok(reflection_v1alpha)) =
+            (reflection().build_v1(), reflection().build_v1alpha())
+        else {
+            // The descriptor set is committed and checked by the codegen test.
+            tracing::error!("the committed descriptor set does not decode");
+            return;
+        };
+        let election_token = CancellationToken::new();
+        // A lone controller leads at once: win before serving, so no call sees a follower.
+        let first = if cfg.etcd.is_empty() {
+            election.campaign(election_token.clone()).await.ok()
+        } else {
+            None
+        };
+        if let Some(l) = &first {
+            shared.leader.set(Some(l.fence().clone()));
+        }
+        let election_task = tokio::spawn(lead(
+            first,
+            election,
+            shared.leader.clone(),
+            is_leader,
+            election_token.clone(),
+        ));
+
+        let node = NodeServiceServer::new(NodeApi(shared.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_REPLY_BYTES);
+        let operator = tonic::service::interceptor::InterceptedService::new(
+            OperatorServiceServer::new(OperatorApi(shared.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_REPLY_BYTES),
+            OperatorAuth::new(cfg.operator_token.clone()),
+        );
+        let grpc_token = CancellationToken::new();
+        let grpc_stop = grpc_token.clone();
+        let grpc_task = tokio::spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .timeout(CALL_TIMEOUT)
+                .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .add_service(node)
+                .add_service(operator)
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(grpc),
+                    grpc_stop.cancelled_owned(),
+                )
+                .await;
+            if let Err(error) = r {
+                tracing::error!(%error, "gRPC server failed");
+            }
+        });
+
+        let http_token = CancellationToken::new();
+        let (http_ready, http_registry) = (ready.clone(), registry.clone());
+        let http_task = tokio::spawn(ferrocast_runtime::http::serve(
+            http,
+            move |req: Request| {
+                let ready = http_ready.load(Ordering::Relaxed);
+                let registry = http_registry.clone();
+                async move { admin(req, ready, &registry) }
+            },
+            ServerLimits {
+                max_connections: 1024,
+                drain_grace: Duration::from_secs(5),
+                ..ServerLimits::default()
+            },
+            http_token.clone(),
+        ));
+
+        ready.store(true, Ordering::Relaxed);
+        shutdown.cancelled().await;
+        tracing::info!("controller shutting down");
+        ready.store(false, Ordering::Relaxed);
+        health.set_not_serving::<NodeServiceServer<NodeApi>>().await;
+        election_token.cancel();
+        let _ = election_task.await;
+        grpc_token.cancel();
+        http_token.cancel();
+        if tokio::time::timeout(Duration::from_secs(10), grpc_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("gRPC drain timed out");
+        }
+        let _ = http_task.await;
+    }
+}
+
+/// The election loop: campaign (unless `first` is already won), publish the fence, hold
+/// until lost or cancelled, repeat.
+async fn lead(
+    first: Option<Leadership>,
+    election: Arc<dyn Election>,
+    leader: Arc<Leader>,
+    gauge: Gauge,
+    cancel: CancellationToken,
+) {
+    let mut first = first;
+    loop {
+        let campaign = match first.take() {
+            Some(l) => Ok(l),
+            None => election.campaign(cancel.clone()).await,
+        };
+        let leadership = match campaign {
+            Ok(l) => l,
+            Err(error) => {
+                if !cancel.is_cancelled() {
+                    tracing::warn!(%error, "campaign ended");
+                }
+                return;
+            }
+        };
+        leader.set(Some(leadership.fence().clone()));
+        gauge.set(1);
+        let lost = leadership.lost();
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                leader.set(None);
+                gauge.set(0);
+                leadership.resign().await;
+                return;
+            }
+            _ = lost.cancelled() => {
+                leader.set(None);
+                gauge.set(0);
+                tracing::warn!("leadership lost; campaigning again");
+            }
+        }
+    }
+}
+
+/// The admin endpoints only (no player page on the controller); anything else is 404.
+fn admin(req: Request, ready: bool, registry: &Metrics) -> Response {
+    let path = req.uri().path();
+    let known = matches!(path, "/healthz" | "/readyz" | "/metrics");
+    match respond::common(req.method(), path, ready, registry, |_| false) {
+        Some((_, r)) if known || r.status() != http::StatusCode::OK => r,
+        _ => respond::error(http::StatusCode::NOT_FOUND, "not found"),
+    }
+}
