@@ -903,3 +903,59 @@ impl Node {
         }
     }
 }
+
+/// ffmpeg decodes `url` (with `args`, e.g. `-map 0:v`) to nowhere and prints no error.
+pub fn assert_decodes_cleanly(what: &str, url: &str, args: &[&str]) {
+    let out = run_with_timeout(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-i", url])
+            .args(args)
+            .args(["-f", "null", "-"]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{what}: decode errors: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Plays the watch page `url` for `seconds` in headless Chromium (tests/browser/play.mjs
+/// with `extra` flags); the driver must succeed. Returns its JSON result. `server_log`
+/// is shown when playback fails.
+pub fn play_in_browser(
+    url: &str,
+    seconds: u32,
+    extra: &[&str],
+    server_log: impl Fn() -> String,
+) -> serde_json::Value {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf();
+    assert!(
+        root.join("tests/browser/node_modules/playwright-core")
+            .exists(),
+        "run `npm ci --prefix tests/browser` first (scripts/test.sh does)"
+    );
+    let out = run_with_timeout(
+        Command::new("node")
+            .arg(root.join("tests/browser/play.mjs"))
+            .args(["--url", url, "--seconds", &seconds.to_string()])
+            .args(extra),
+        Duration::from_secs(90),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser playback of {url} failed:\n{stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server_log()
+    );
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .expect("JSON result line");
+    serde_json::from_str(line).expect("JSON")
+}

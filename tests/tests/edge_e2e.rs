@@ -7,8 +7,6 @@ use ferrocast_media::hls::lint::lint;
 use ferrocast_tests::*;
 use std::collections::BTreeMap;
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
@@ -766,48 +764,17 @@ fn edge_from_another_ca_is_refused() {
     );
 }
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
-}
-
 /// The watch page in headless Chromium through an edge process pulling the origin's
 /// demo stream: hls.js in low-latency mode, with parts, every media request served by
 /// the edge.
 #[test]
 fn player_page_plays_through_a_separate_edge() {
-    let root = repo_root();
-    let driver = root.join("tests/browser/play.mjs");
-    assert!(
-        root.join("tests/browser/node_modules/playwright-core")
-            .exists(),
-        "run `npm ci --prefix tests/browser` first (scripts/test.sh does)"
-    );
     let cluster = Cluster::start(&["--demo"], 1);
     let edge = cluster.edge();
     edge.wait_live("demo", Duration::from_secs(20));
     let url = format!("http://{}/watch/demo", edge.http);
-    let out = run_with_timeout(
-        Command::new("node")
-            .arg(&driver)
-            .args(["--url", &url, "--seconds", "15"]),
-        Duration::from_secs(90),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser playback failed:\n{stdout}\n{stderr}\nedge log:\n{}",
-        edge.log()
-    );
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .expect("JSON result line");
-    let v: serde_json::Value = serde_json::from_str(line).expect("JSON");
+    let v = play_in_browser(&url, 15, &[], || edge.log());
+    let line = v.to_string();
     assert_eq!(v["started"], true, "{line}");
     assert_eq!(v["lowLatencyMode"], true, "{line}");
     assert_eq!(v["hasParts"], true, "{line}");
