@@ -98,6 +98,18 @@ pub struct NodeArgs {
     /// are open).
     #[arg(long, env = "FERROCAST_OPERATOR_TOKEN")]
     pub operator_token: Option<String>,
+    /// Controller: seconds a node's registration (and the leader's) lives without a
+    /// heartbeat (default 5; at least 2 with etcd).
+    #[arg(long, env = "FERROCAST_LEASE_TTL")]
+    pub lease_ttl: Option<f64>,
+    /// Origin and edge: controller gRPC addresses, comma-separated (any replica; the
+    /// leader is found). Without one an origin decides alone and an edge uses --origin.
+    #[arg(long, env = "FERROCAST_CONTROLLER", value_delimiter = ',')]
+    pub controller: Vec<String>,
+    /// Origin and edge: the host or IP other nodes and viewers reach this node at
+    /// (default: the listen address, or 127.0.0.1 when that is unspecified).
+    #[arg(long, env = "FERROCAST_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
 }
 
 /// The TOML file: the same keys as the flags, nothing else.
@@ -128,6 +140,9 @@ struct FileConfig {
     grpc_listen: Option<SocketAddr>,
     etcd: Option<Vec<String>>,
     operator_token: Option<String>,
+    lease_ttl: Option<f64>,
+    controller: Option<Vec<String>>,
+    advertise_host: Option<String>,
 }
 
 /// Which node(s) this process runs.
@@ -160,8 +175,12 @@ pub struct Settings {
     pub tls_dir: Option<PathBuf>,
     /// Edge: the origin's QUIC address.
     pub origin_addr: Option<SocketAddr>,
-    /// The controller's configuration (controller).
+    /// The controller's configuration (controller; standalone embeds one).
     pub controller: ControllerConfig,
+    /// Origin and edge: controller gRPC addresses (empty: no controller).
+    pub controllers: Vec<String>,
+    /// Origin and edge: the host other nodes and viewers reach this node at.
+    pub advertise_host: Option<String>,
 }
 
 impl Settings {
@@ -193,11 +212,17 @@ impl Settings {
             origin.quic_listen = local(0);
             edge.http_listen = local(8080);
         }
+        let mut controller = ControllerConfig::default();
+        if role == Role::Standalone {
+            // The embedded controller: gRPC for `ferrocast ctl` on loopback, admin HTTP
+            // on a free loopback port (the edge answers /play and /metrics).
+            controller.grpc_listen = SocketAddr::from(([127, 0, 0, 1], 50051));
+            controller.http_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        }
         if let Some(a) = args.rtmp_listen.or(file.rtmp_listen) {
             origin.rtmp_listen = a;
         }
         let http = args.http_listen.or(file.http_listen);
-        let mut controller = ControllerConfig::default();
         match role {
             Role::Controller => controller.http_listen = http.unwrap_or(controller.http_listen),
             Role::Origin => origin.http_listen = http.unwrap_or(origin.http_listen),
@@ -272,6 +297,18 @@ impl Settings {
             controller.etcd = e;
         }
         controller.operator_token = args.operator_token.or(file.operator_token);
+        if let Some(v) = args.lease_ttl.or(file.lease_ttl) {
+            controller.lease_ttl = seconds("lease-ttl", v)?;
+        }
+        let controllers = if !args.controller.is_empty() {
+            args.controller
+        } else {
+            file.controller.unwrap_or_default()
+        };
+        if !controllers.is_empty() && !matches!(role, Role::Origin | Role::Edge) {
+            bail!("invalid controller: only origins and edges join a controller");
+        }
+        let advertise_host = args.advertise_host.or(file.advertise_host);
         if role == Role::Controller {
             controller.validate()?;
         }
@@ -287,9 +324,9 @@ impl Settings {
             None => None,
         };
         if role == Role::Edge {
-            if origin_addr.is_none() {
+            if origin_addr.is_none() && controllers.is_empty() {
                 bail!(
-                    "invalid origin: an edge needs --origin HOST:PORT (the origin's QUIC address)"
+                    "invalid origin: an edge needs --controller URL or --origin HOST:PORT (the origin's QUIC address)"
                 );
             }
             if tls_dir.is_none() {
@@ -318,6 +355,8 @@ impl Settings {
             tls_dir,
             origin_addr,
             controller,
+            controllers,
+            advertise_host,
         })
     }
 }

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use ferrocast_media::flv;
-use ferrocast_origin::stream::Streams;
+use ferrocast_origin::stream::{ClaimError, Streams};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -21,11 +21,23 @@ pub async fn run(streams: Arc<Streams>, shutdown: CancellationToken) {
             return;
         }
     };
-    let mut publisher = match streams.claim("demo") {
-        Ok(p) => p,
-        Err(error) => {
-            tracing::error!(%error, "cannot publish the demo stream");
-            return;
+    // In a cluster the claim goes through the controller, which may not answer yet.
+    let mut attempts = 0;
+    let mut publisher = loop {
+        attempts += 1;
+        match streams.publish("demo").await {
+            Ok(p) => break p,
+            Err(error @ ClaimError::Unavailable(..)) if attempts < 30 => {
+                tracing::debug!(%error, "demo stream not granted yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot publish the demo stream");
+                return;
+            }
         }
     };
     // One loop lasts until the last video frame ends; a frame is ~33 ms at 30 fps.

@@ -6,9 +6,12 @@ mod demo;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use config::Role;
+use ferrocast_agent::{pb, Agent, AgentConfig};
 use ferrocast_controller::Controller;
-use ferrocast_edge::upstream::quic::{QuicUpstream, StaticOrigin};
+use ferrocast_edge::cluster::{ControllerOrigins, EdgeHooks};
+use ferrocast_edge::upstream::quic::{OriginResolver, QuicUpstream, StaticOrigin};
 use ferrocast_edge::Edge;
+use ferrocast_origin::cluster::Cluster;
 use ferrocast_origin::Origin;
 use ferrocast_runtime::metrics::Metrics;
 use ferrocast_runtime::tls::{generate_dev, TlsFiles};
@@ -131,6 +134,17 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
     let shutdown = CancellationToken::new();
     ferrocast_runtime::shutdown::cancel_on_signal(shutdown.clone());
     let mut tasks = tokio::task::JoinSet::new();
+    let mut controllers = settings.controllers.clone();
+    if role == Role::Standalone {
+        // The embedded controller (in-memory state): origin and edge join it over
+        // loopback gRPC exactly as separate nodes join a cluster.
+        let c = Controller::bind(settings.controller.clone(), registry.clone())
+            .await
+            .context("starting the embedded controller")?;
+        tracing::info!(grpc = %c.grpc_addr(), "embedded controller ready (in-memory state)");
+        controllers = vec![format!("http://{}", c.grpc_addr())];
+        tasks.spawn(c.run(shutdown.clone()));
+    }
     let mut origin_quic = None;
     if role != Role::Edge {
         if tls.is_none() {
@@ -142,12 +156,32 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
             .await
             .context("starting the origin")?;
         origin_quic = origin.quic_addr();
+        if !controllers.is_empty() {
+            let host = advertised(&settings, origin.rtmp_addr());
+            let mut cfg = AgentConfig::new(
+                controllers.clone(),
+                origin_node_id(&settings, role),
+                pb::NodeRole::Origin,
+            );
+            cfg.region = settings.region.clone();
+            cfg.addresses = pb::NodeAddresses {
+                relay: origin_quic
+                    .map(|q| format!("{host}:{}", q.port()))
+                    .unwrap_or_default(),
+                http: format!("http://{host}:{}", origin.http_addr().port()),
+                rtmp: format!("{host}:{}", origin.rtmp_addr().port()),
+            };
+            cfg.capacity.max_streams = settings.origin.streams.max_streams as u32;
+            let agent = Agent::new(cfg).context("invalid controller")?;
+            Cluster::start(agent, &origin.streams(), shutdown.clone());
+        }
         tracing::info!(
             node = %settings.node_id,
             region = %settings.region,
             rtmp = %origin.rtmp_addr(),
             http = %origin.http_addr(),
             quic = ?origin_quic,
+            controller = ?controllers,
             "origin ready; publish to rtmp://{}/live/KEY",
             origin.rtmp_addr(),
         );
@@ -157,23 +191,52 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
         tasks.spawn(origin.run(shutdown.clone()));
     }
     if role != Role::Origin {
-        let origin_addr = settings
-            .origin_addr
-            .or(origin_quic)
-            .context("invalid origin: no origin QUIC address")?;
         let tls = tls
             .as_ref()
             .context("invalid tls-dir: an edge needs the cluster certificates")?;
-        let upstream = QuicUpstream::new(Arc::new(StaticOrigin(origin_addr)), tls)
-            .context("starting the QUIC client")?;
+        let mut agent = None;
+        let resolver: Arc<dyn OriginResolver> = if controllers.is_empty() {
+            let origin_addr = settings
+                .origin_addr
+                .or(origin_quic)
+                .context("invalid origin: no origin QUIC address")?;
+            Arc::new(StaticOrigin(origin_addr))
+        } else {
+            let mut cfg = AgentConfig::new(
+                controllers.clone(),
+                settings.node_id.clone(),
+                pb::NodeRole::Edge,
+            );
+            cfg.region = settings.region.clone();
+            let a = Agent::new(cfg.clone()).context("invalid controller")?;
+            let table = a.watch_assignments(shutdown.clone());
+            agent = Some(cfg);
+            Arc::new(ControllerOrigins(table))
+        };
+        let upstream = QuicUpstream::new(resolver, tls).context("starting the QUIC client")?;
         let edge = Edge::bind(settings.edge.clone(), registry.clone(), Arc::new(upstream))
             .await
             .context("starting the edge")?;
+        if let Some(mut cfg) = agent {
+            let scheme = if settings.edge.http.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let host = advertised(&settings, edge.http_addr());
+            cfg.addresses.http = format!("{scheme}://{host}:{}", edge.http_addr().port());
+            let agent = Agent::new(cfg).context("invalid controller")?;
+            edge.state().set_cluster(agent.clone());
+            let hooks = EdgeHooks::new(&edge.state());
+            let token = shutdown.clone();
+            tasks.spawn(async move { agent.run(hooks, token).await });
+        }
         tracing::info!(
             node = %settings.node_id,
             region = %settings.region,
             http = %edge.http_addr(),
-            origin = %origin_addr,
+            origin = ?settings.origin_addr.or(origin_quic),
+            controller = ?controllers,
             "edge ready; watch at http://{}/",
             edge.http_addr(),
         );
@@ -184,6 +247,32 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The host others reach this node at: `--advertise-host`, else the listen IP, else
+/// loopback (a node listening everywhere should be told its address).
+fn advertised(settings: &config::Settings, listen: std::net::SocketAddr) -> String {
+    match &settings.advertise_host {
+        Some(h) if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+        Some(h) => h.clone(),
+        None if listen.ip().is_unspecified() => {
+            tracing::warn!("no --advertise-host: advertising 127.0.0.1 to the controller");
+            "127.0.0.1".to_owned()
+        }
+        None => match listen.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        },
+    }
+}
+
+/// Standalone runs an origin and an edge under one node id: the origin registers as
+/// `ID-origin` so both fit in the cluster.
+fn origin_node_id(settings: &config::Settings, role: Role) -> String {
+    match role {
+        Role::Standalone => format!("{}-origin", settings.node_id),
+        _ => settings.node_id.clone(),
+    }
 }
 
 async fn controller(settings: config::Settings, registry: Arc<Metrics>) -> anyhow::Result<()> {

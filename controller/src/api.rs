@@ -493,6 +493,17 @@ impl NodeService for NodeApi {
         Ok(Response::new(self.release(request.into_inner()).await?))
     }
 
+    async fn place(
+        &self,
+        request: Request<pb::ResolveRequest>,
+    ) -> Result<Response<pb::ResolveReply>, Status> {
+        // The operators' Resolve, for edges answering `/play`: a read, on any replica.
+        let op = OperatorApi(self.0.clone());
+        Ok(Response::new(
+            OperatorApi::resolve(&op, request.into_inner()).await?,
+        ))
+    }
+
     type WatchAssignmentsStream = BoxStream<pb::AssignmentEvent>;
 
     async fn watch_assignments(

@@ -32,11 +32,67 @@ pub struct HttpState {
     pub registry: Arc<Metrics>,
     /// False once shutdown begins (or before start-up completes).
     pub ready: AtomicBool,
+    /// The controller link, when the edge is in a cluster (for `/play`).
+    pub cluster: std::sync::OnceLock<ferrocast_agent::Agent>,
+}
+
+impl HttpState {
+    /// Joins the cluster behind `agent` (set once).
+    pub fn set_cluster(&self, agent: ferrocast_agent::Agent) {
+        let _ = self.cluster.set(agent);
+    }
 }
 
 /// Handles one request from the server loop.
 pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
+    if let Some(stream) = req.uri().path().strip_prefix("/play/") {
+        let resp = play(&state, stream, &req).await;
+        state
+            .metrics
+            .http_requests
+            .get_or_create(&RequestLabels {
+                kind: "play",
+                status: resp.status().as_u16(),
+            })
+            .inc();
+        return resp;
+    }
     respond(&state, req.method(), req.uri()).await
+}
+
+/// `GET /play/{stream}`: 302 to the edge the controller places this viewer on (this
+/// one when it has no controller, or when the controller cannot be asked: a viewer is
+/// better served here than refused).
+async fn play(state: &HttpState, stream: &str, req: &Request) -> Response {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+    }
+    if !valid_stream_key(stream) {
+        return error(StatusCode::BAD_REQUEST, "invalid stream key");
+    }
+    let here = format!("/live/{stream}/index.m3u8");
+    let location = match state.cluster.get() {
+        None => here,
+        Some(agent) => match agent.place(stream, None, None).await {
+            Ok(r) if !r.url.is_empty() => r.url,
+            Ok(_) => here,
+            Err(e) => {
+                tracing::debug!(error = %e, "placement unavailable; serving the viewer here");
+                here
+            }
+        },
+    };
+    let location = match req.uri().query() {
+        Some(q) if !q.is_empty() => format!("{location}?{q}"),
+        _ => location,
+    };
+    http::Response::builder()
+        .status(StatusCode::FOUND)
+        .header(http::header::LOCATION, location)
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .header(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
+        .body(Default::default())
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "bad location"))
 }
 
 /// Answers `method uri` (the request body is never read): the entry point tests use.

@@ -6,6 +6,7 @@
 //! subscriptions end.
 
 pub mod cache;
+pub mod cluster;
 pub mod http;
 pub mod metrics;
 pub mod state;
@@ -122,6 +123,7 @@ impl EdgeConfig {
             metrics,
             registry,
             ready: false.into(),
+            cluster: Default::default(),
         })
     }
 }

@@ -328,7 +328,7 @@ impl<'a> Connection<'a> {
             }
             let fed = self.session.feed(&buf[..n]);
             // Events parsed before an error still count: media already accepted is kept.
-            let handled = self.handle_events();
+            let handled = self.handle_events().await;
             self.flush().await?;
             fed?;
             handled?;
@@ -340,7 +340,7 @@ impl<'a> Connection<'a> {
         }
     }
 
-    fn handle_events(&mut self) -> Result<(), ConnError> {
+    async fn handle_events(&mut self) -> Result<(), ConnError> {
         while let Some(ev) = self.session.poll_event() {
             match ev {
                 ServerEvent::Publish {
@@ -348,7 +348,7 @@ impl<'a> Connection<'a> {
                     app,
                     name,
                     ..
-                } => self.on_publish(stream_id, &app, &name)?,
+                } => self.on_publish(stream_id, &app, &name).await?,
                 ServerEvent::Video {
                     stream_id,
                     timestamp,
@@ -379,7 +379,7 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
-    fn on_publish(&mut self, stream_id: u32, app: &str, name: &str) -> Result<(), ConnError> {
+    async fn on_publish(&mut self, stream_id: u32, app: &str, name: &str) -> Result<(), ConnError> {
         let app = app.split('?').next().unwrap_or("").trim_end_matches('/');
         let key = name.split('?').next().unwrap_or("");
         let refusal = if app != "live" {
@@ -391,7 +391,7 @@ impl<'a> Connection<'a> {
         } else if !valid_key(key) {
             Some(ClaimError::InvalidKey(key.chars().take(80).collect()).to_string())
         } else {
-            match self.streams.claim(key) {
+            match self.streams.publish(key).await {
                 Ok(p) => {
                     self.publisher = Some((stream_id, p));
                     self.session.accept_publish(stream_id);

@@ -2,6 +2,7 @@
 //! and segments, and serves LL-HLS over HTTP. `Origin::bind` validates and binds;
 //! `Origin::run` serves until cancelled, then drains in order.
 
+pub mod cluster;
 pub mod ingest;
 pub mod metrics;
 pub mod package;

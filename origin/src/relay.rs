@@ -324,12 +324,23 @@ impl RequestCtx {
             .flatten();
         let span = tracing::info_span!("subscription", stream = %req.stream.chars().take(64).collect::<String>(), id = req.subscription);
         let Some(stream) = stream else {
-            frame::write_msg(send, &SubscribeReply { found: false }).await?;
+            frame::write_msg(
+                send,
+                &SubscribeReply {
+                    found: false,
+                    epoch: 0,
+                },
+            )
+            .await?;
             send.finish()?;
             tracing::debug!(parent: &span, "subscribe: no such stream");
             return Ok(());
         };
-        frame::write_msg(send, &SubscribeReply { found: true }).await?;
+        let reply = SubscribeReply {
+            found: true,
+            epoch: stream.epoch(),
+        };
+        frame::write_msg(send, &reply).await?;
         let rx = stream.subscribe();
         // Hold the stream weakly so its end (the watch sender dropping) is seen.
         let weak = Arc::downgrade(&stream);

@@ -9,10 +9,34 @@ use crate::package::{Continuity, PackageError, Packager, PackagerConfig, Snapsho
 use bytes::Bytes;
 use ferrocast_media::flv;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The cluster's say over which origin holds a stream (the controller, through
+/// [`crate::cluster`]). Without one, an origin decides alone.
+pub trait Authority: Send + Sync + std::fmt::Debug + 'static {
+    /// Asks for `stream` before its publisher is accepted.
+    fn claim<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Grant, ClaimError>>;
+    /// The stream ended here (its grace period is over): hand it back with `continuity`.
+    fn released(&self, stream: &str, epoch: u64, continuity: Continuity);
+}
+
+/// A claim the cluster granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// The epoch this origin holds the stream under.
+    pub epoch: u64,
+    /// Where the previous holder got to (already past anything it may have used).
+    pub continuity: Option<Continuity>,
+}
 
 /// How streams behave over time.
 #[derive(Debug, Clone)]
@@ -58,6 +82,12 @@ pub enum ClaimError {
     /// The origin holds as many streams as it may.
     #[error("origin is at its limit of {0} streams")]
     TooManyStreams(usize),
+    /// The cluster says the stream is live on another origin.
+    #[error("stream {0:?} is already being published elsewhere ({1})")]
+    Duplicate(String, String),
+    /// The cluster cannot grant the stream now (controller unreachable, draining, full).
+    #[error("the cluster cannot take stream {0:?} now: {1}; try again")]
+    Unavailable(String, String),
 }
 
 pub use ferrocast_media::hls::names::valid_stream_key as valid_key;
@@ -77,6 +107,12 @@ pub struct Stream {
     packager: Mutex<Packager>,
     publish: Mutex<PublishState>,
     tx: watch::Sender<Arc<Snapshot>>,
+    /// The cluster epoch this origin holds the stream under (0: no controller).
+    epoch: AtomicU64,
+    /// The cluster gave the stream to another origin: refuse its media.
+    fenced: AtomicBool,
+    /// Handed back to the cluster (ended here); no longer reported.
+    released: AtomicBool,
 }
 
 impl Stream {
@@ -98,6 +134,24 @@ impl Stream {
     /// Whether a publisher is connected now.
     pub fn has_publisher(&self) -> bool {
         lock(&self.publish).live.is_some()
+    }
+
+    /// The cluster epoch the stream is held under (0 without a controller).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Whether this origin holds the stream for the cluster now (claimed, not released,
+    /// not fenced): what its heartbeats report.
+    pub fn held(&self) -> bool {
+        self.epoch() > 0
+            && !self.released.load(Ordering::Relaxed)
+            && !self.fenced.load(Ordering::Relaxed)
+    }
+
+    /// Where numbering stands.
+    pub fn continuity(&self) -> Continuity {
+        lock(&self.packager).continuity()
     }
 
     fn with_packager<R>(&self, f: impl FnOnce(&mut Packager) -> R) -> R {
@@ -129,6 +183,7 @@ fn now_ms() -> i64 {
 #[derive(Debug)]
 pub struct Streams {
     cfg: StreamConfig,
+    authority: OnceLock<Arc<dyn Authority>>,
     streams: Mutex<HashMap<String, Arc<Stream>>>,
     remembered: Mutex<(HashMap<String, Continuity>, VecDeque<String>)>,
     next_session: std::sync::atomic::AtomicU64,
@@ -140,6 +195,7 @@ impl Streams {
     pub fn new(cfg: StreamConfig, metrics: Arc<OriginMetrics>) -> Arc<Self> {
         Arc::new(Self {
             cfg,
+            authority: OnceLock::new(),
             streams: Mutex::default(),
             remembered: Mutex::default(),
             next_session: 1.into(),
@@ -164,32 +220,99 @@ impl Streams {
         v
     }
 
-    /// Claims `name` for a new publisher. A stream within its grace period (or ended but
-    /// not yet aged out) goes on with a discontinuity; a live one refuses.
-    pub fn claim(self: &Arc<Self>, name: &str) -> Result<Publisher, ClaimError> {
+    /// Puts the cluster in charge of which streams this origin may take; set once,
+    /// before the first publisher.
+    pub fn set_authority(&self, authority: Arc<dyn Authority>) {
+        if self.authority.set(authority).is_err() {
+            tracing::warn!("the cluster authority was already set");
+        }
+    }
+
+    /// Claims `name` for a new publisher: from the cluster first when there is one, then
+    /// here. While the controller is unreachable, a stream this origin already holds
+    /// goes on under its epoch (nobody else can be granted it meanwhile); a new one is
+    /// refused until the controller answers.
+    pub async fn publish(self: &Arc<Self>, name: &str) -> Result<Publisher, ClaimError> {
         if !valid_key(name) {
             return Err(ClaimError::InvalidKey(name.chars().take(80).collect()));
         }
-        let session = self
-            .next_session
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.get(name).is_some_and(|s| s.has_publisher()) {
+            return Err(ClaimError::AlreadyLive(name.to_owned()));
+        }
+        let Some(authority) = self.authority.get() else {
+            return self.claim(name);
+        };
+        match authority.claim(name).await {
+            Ok(grant) => self.claim_granted(name, Some(grant)),
+            Err(ClaimError::Unavailable(_, why)) if self.get(name).is_some_and(|s| s.held()) => {
+                tracing::warn!(stream = name, reason = %why, "controller unreachable; continuing the stream this origin holds");
+                self.claim_granted(name, None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Claims `name` for a new publisher without asking the cluster. A stream within its
+    /// grace period (or ended but not yet aged out) goes on with a discontinuity; a live
+    /// one refuses.
+    pub fn claim(self: &Arc<Self>, name: &str) -> Result<Publisher, ClaimError> {
+        self.claim_granted(name, None)
+    }
+
+    fn new_stream(&self, name: &str, continuity: Option<Continuity>, epoch: u64) -> Arc<Stream> {
+        let packager = Packager::new(self.cfg.packager.clone(), continuity);
+        let snap = Arc::new(packager.snapshot());
+        Arc::new(Stream {
+            name: name.to_owned(),
+            packager: Mutex::new(packager),
+            publish: Mutex::default(),
+            tx: watch::channel(snap).0,
+            epoch: AtomicU64::new(epoch),
+            fenced: AtomicBool::new(false),
+            released: AtomicBool::new(false),
+        })
+    }
+
+    /// Claims `name` here under `grant` (the cluster's, if any). A stream held under an
+    /// older epoch (it went elsewhere and came back) starts over with the newer numbering.
+    fn claim_granted(
+        self: &Arc<Self>,
+        name: &str,
+        grant: Option<Grant>,
+    ) -> Result<Publisher, ClaimError> {
+        if !valid_key(name) {
+            return Err(ClaimError::InvalidKey(name.chars().take(80).collect()));
+        }
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let stream = {
             let mut map = lock(&self.streams);
-            match map.get(name) {
-                Some(s) => s.clone(),
-                None => {
-                    if map.len() >= self.cfg.max_streams {
+            let existing = map.get(name).cloned();
+            let stale = match (&existing, grant) {
+                (Some(s), Some(g)) => s.epoch() != g.epoch || s.fenced.load(Ordering::Relaxed),
+                _ => false,
+            };
+            match existing {
+                Some(s) if !stale => {
+                    if let Some(g) = grant {
+                        s.epoch.store(g.epoch, Ordering::Relaxed);
+                    }
+                    s.released.store(false, Ordering::Relaxed);
+                    s
+                }
+                existing => {
+                    if existing.is_none() && map.len() >= self.cfg.max_streams {
                         return Err(ClaimError::TooManyStreams(self.cfg.max_streams));
                     }
-                    let continuity = self.take_remembered(name);
-                    let packager = Packager::new(self.cfg.packager.clone(), continuity);
-                    let snap = Arc::new(packager.snapshot());
-                    let s = Arc::new(Stream {
-                        name: name.to_owned(),
-                        packager: Mutex::new(packager),
-                        publish: Mutex::default(),
-                        tx: watch::channel(snap).0,
-                    });
+                    let mut continuity = self.take_remembered(name);
+                    if let Some(old) = existing {
+                        if lock(&old.publish).live.is_some() {
+                            return Err(ClaimError::AlreadyLive(name.to_owned()));
+                        }
+                        old.fenced.store(true, Ordering::Relaxed);
+                        continuity = furthest(continuity, Some(old.continuity()));
+                    }
+                    let continuity = furthest(continuity, grant.and_then(|g| g.continuity));
+                    let s = self.new_stream(name, continuity, grant.map_or(0, |g| g.epoch));
                     map.insert(name.to_owned(), s.clone());
                     self.metrics.streams.set(map.len() as i64);
                     s
@@ -258,6 +381,12 @@ impl Streams {
             }
             stream.with_packager(|p| p.end());
             tracing::info!(stream = stream.name(), "stream ended (grace period over)");
+            if let Some(a) = this.authority.get() {
+                if stream.held() {
+                    stream.released.store(true, Ordering::Relaxed);
+                    a.released(stream.name(), stream.epoch(), stream.continuity());
+                }
+            }
             tokio::time::sleep(this.cfg.linger).await;
             let mut map = lock(&this.streams);
             if lock(&stream.publish).generation != generation {
@@ -275,6 +404,42 @@ impl Streams {
                 tracing::info!(stream = stream.name(), "stream aged out");
             }
         });
+    }
+}
+
+impl Streams {
+    /// The cluster gave `name` to another origin, or an operator kicked its publisher:
+    /// the publisher is cut off at its next message and the stream is dropped here at
+    /// once (its numbering is remembered for a return). Returns the stream's epoch and
+    /// continuity when it was here.
+    pub fn fence(&self, name: &str) -> Option<(u64, Continuity)> {
+        let stream = {
+            let mut map = lock(&self.streams);
+            let s = map.remove(name)?;
+            self.metrics.streams.set(map.len() as i64);
+            s
+        };
+        stream.fenced.store(true, Ordering::Relaxed);
+        let c = stream.continuity();
+        self.remember(name, c);
+        tracing::warn!(
+            stream = name,
+            epoch = stream.epoch(),
+            "stream fenced: dropped here"
+        );
+        Some((stream.epoch(), c))
+    }
+}
+
+/// The continuity that goes furthest (a successor must pass every number either used).
+fn furthest(a: Option<Continuity>, b: Option<Continuity>) -> Option<Continuity> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(Continuity {
+            next_msn: a.next_msn.max(b.next_msn),
+            discontinuity: a.discontinuity.max(b.discontinuity),
+            timeline_end_ms: a.timeline_end_ms.max(b.timeline_end_ms),
+        }),
+        (a, b) => a.or(b),
     }
 }
 
@@ -406,6 +571,7 @@ impl Publisher {
 
     /// A video message body (an FLV video tag body) with its RTMP timestamp.
     pub fn video(&mut self, timestamp: u32, body: &Bytes) -> Result<(), IngestError> {
+        self.check_fenced()?;
         let tag = flv::parse_video(body)?;
         let ts = self.clock.unwrap(timestamp);
         self.streams.metrics.ingest_bytes.inc_by(body.len() as u64);
@@ -416,12 +582,22 @@ impl Publisher {
 
     /// An audio message body (an FLV audio tag body) with its RTMP timestamp.
     pub fn audio(&mut self, timestamp: u32, body: &Bytes) -> Result<(), IngestError> {
+        self.check_fenced()?;
         let tag = flv::parse_audio(body)?;
         let ts = self.clock.unwrap(timestamp);
         self.streams.metrics.ingest_bytes.inc_by(body.len() as u64);
         Ok(self
             .stream
             .with_packager(|p| p.push_audio(ts, tag, now_ms()))?)
+    }
+}
+
+impl Publisher {
+    fn check_fenced(&self) -> Result<(), IngestError> {
+        if self.stream.fenced.load(Ordering::Relaxed) {
+            return Err(IngestError::Fenced(self.stream.name.clone()));
+        }
+        Ok(())
     }
 }
 
@@ -441,6 +617,9 @@ pub enum IngestError {
     /// The packager refused it.
     #[error(transparent)]
     Package(#[from] PackageError),
+    /// The cluster gave the stream to another origin, or an operator kicked it.
+    #[error("stream {0:?} was taken away from this origin (fenced or kicked)")]
+    Fenced(String),
 }
 
 #[cfg(test)]

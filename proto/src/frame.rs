@@ -136,14 +136,26 @@ mod tests {
             name: "seg-1.m4s".into(),
         };
         write_msg(&mut a, &msg).await.unwrap();
-        write_msg(&mut a, &SubscribeReply { found: true })
-            .await
-            .unwrap();
+        write_msg(
+            &mut a,
+            &SubscribeReply {
+                found: true,
+                epoch: 0,
+            },
+        )
+        .await
+        .unwrap();
         drop(a);
         let got: Option<Fetch> = read_msg(&mut b, MAX_CONTROL_MESSAGE).await.unwrap();
         assert_eq!(got, Some(msg));
         let got: Option<SubscribeReply> = read_msg(&mut b, MAX_CONTROL_MESSAGE).await.unwrap();
-        assert_eq!(got, Some(SubscribeReply { found: true }));
+        assert_eq!(
+            got,
+            Some(SubscribeReply {
+                found: true,
+                epoch: 0,
+            })
+        );
         let end: Option<SubscribeReply> = read_msg(&mut b, MAX_CONTROL_MESSAGE).await.unwrap();
         assert_eq!(end, None);
     }

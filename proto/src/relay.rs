@@ -52,6 +52,10 @@ pub struct SubscribeReply {
     /// The origin holds the stream; PlaylistState frames follow.
     #[prost(bool, tag = "1")]
     pub found: bool,
+    /// The epoch under which the origin holds the stream (0 without a controller); an
+    /// edge ignores an origin whose epoch is below the assignment's.
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
 }
 
 /// One partial segment.
@@ -444,7 +448,10 @@ mod tests {
             })),
         });
         round_trip(Request { kind: None });
-        round_trip(SubscribeReply { found: true });
+        round_trip(SubscribeReply {
+            found: true,
+            epoch: 7,
+        });
         round_trip(PlaylistState::new(1, &playlist(), VariantInfo::default()));
         round_trip(ObjectHeader {
             stream: "s".into(),
@@ -466,7 +473,14 @@ mod tests {
     #[test]
     fn wire_layout_matches_the_schema() {
         // Spot checks of tags and wire types against relay.proto.
-        assert_eq!(SubscribeReply { found: true }.encode_to_vec(), [0x08, 1]);
+        assert_eq!(
+            SubscribeReply {
+                found: true,
+                epoch: 0
+            }
+            .encode_to_vec(),
+            [0x08, 1]
+        );
         let s = Subscribe {
             stream: "a".into(),
             subscription: 1,

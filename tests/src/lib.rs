@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+pub mod etcd;
 pub mod rtmp_client;
 
 /// A TCP port nobody listens on right now.
@@ -168,6 +170,9 @@ impl Node {
             cmd.args([
                 "--origin-http-listen",
                 &format!("127.0.0.1:{}", free_port()),
+                // The embedded controller's gRPC port: any free one.
+                "--grpc-listen",
+                "127.0.0.1:0",
             ]);
         }
         let proc = Proc::spawn(role, &mut cmd, &dir.0);
@@ -635,7 +640,7 @@ impl Node {
         let name = spec.name.clone().unwrap_or_else(|| spec.role.clone());
         let dir = TempDir::new(&name);
         let http = spec.http.unwrap_or_else(free_addr);
-        let has_rtmp = spec.role != "edge";
+        let has_rtmp = spec.role != "edge" && spec.role != "controller";
         let rtmp = match (has_rtmp, spec.rtmp) {
             (true, Some(a)) => a,
             (true, None) => free_addr(),
@@ -649,6 +654,9 @@ impl Node {
         }
         if spec.role == "standalone" {
             cmd.args(["--origin-http-listen", &free_addr().to_string()]);
+            if !spec.args.iter().any(|a| a == "--grpc-listen") {
+                cmd.args(["--grpc-listen", "127.0.0.1:0"]);
+            }
         }
         cmd.args(&spec.args).env("RUST_LOG", "info");
         for (k, v) in &spec.env {

@@ -40,11 +40,29 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-/// Which origin holds a stream. The controller's assignment (issue 4) implements this
-/// later; until then [`StaticOrigin`] names the one configured origin.
+/// Where a stream is: the holding origin's relay address and the epoch it holds the
+/// stream under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginChoice {
+    /// The origin's QUIC relay address.
+    pub addr: SocketAddr,
+    /// The assignment's epoch: an origin answering with a lower one lost the stream
+    /// (it is fenced) and is ignored. 0 accepts any origin (no controller).
+    pub epoch: u64,
+}
+
+/// Which origin holds a stream: the controller's assignments
+/// ([`crate::cluster::ControllerOrigins`]), or [`StaticOrigin`] without a controller.
 pub trait OriginResolver: Send + Sync + Debug {
-    /// The origin's relay address for `stream`, or `None` when no origin holds it.
-    fn resolve(&self, stream: &str) -> Option<SocketAddr>;
+    /// The origin holding `stream`, or `None` when no live origin holds it.
+    fn resolve(&self, stream: &str) -> Option<OriginChoice>;
+
+    /// A counter bumped whenever an answer of [`resolve`](Self::resolve) may have
+    /// changed, so subscriptions move to a new holder at once; `None` if answers never
+    /// change.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Every stream is on one origin.
@@ -52,8 +70,24 @@ pub trait OriginResolver: Send + Sync + Debug {
 pub struct StaticOrigin(pub SocketAddr);
 
 impl OriginResolver for StaticOrigin {
-    fn resolve(&self, _stream: &str) -> Option<SocketAddr> {
-        Some(self.0)
+    fn resolve(&self, _stream: &str) -> Option<OriginChoice> {
+        Some(OriginChoice {
+            addr: self.0,
+            epoch: 0,
+        })
+    }
+}
+
+/// Resolves when `changes` ticks; never without a receiver (or once its sender is gone).
+async fn changed(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                *changes = None;
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
@@ -226,12 +260,12 @@ impl Upstream for QuicUpstream {
             if !names::valid_stream_key(stream) {
                 return Err(UpstreamError::NotFound);
             }
-            let addr = self
+            let choice = self
                 .inner
                 .resolver
                 .resolve(stream)
                 .ok_or(UpstreamError::NotFound)?;
-            let origin = self.inner.origin(addr);
+            let origin = self.inner.origin(choice.addr);
             let conn = origin.connection(&self.inner).await.map_err(|e| e.error)?;
             self.inner.fetch_on(&conn, stream, object).await
         })
@@ -314,12 +348,13 @@ impl Inner {
         if !names::valid_stream_key(&stream) {
             return Err(UpstreamError::NotFound);
         }
-        let addr = self
+        let choice = self
             .resolver
             .resolve(&stream)
             .ok_or(UpstreamError::NotFound)?;
         let mut sub = SubState::new(stream.clone());
-        let session = sub.open(&self, addr).await.map_err(|e| e.error)?;
+        sub.changes = self.resolver.changes();
+        let session = sub.open(&self, choice).await.map_err(|e| e.error)?;
         let (tx, rx) = mpsc::channel(self.cfg.events_capacity.max(1));
         let inner = self.clone();
         self.tracker.spawn(
@@ -336,8 +371,17 @@ impl Inner {
         events: mpsc::Sender<UpstreamEvent>,
     ) {
         loop {
-            let end = sub.run(&self, &mut session, &events).await;
+            let choice = session.choice;
+            let mut end = sub.run(&self, &mut session, &events).await;
             drop(session);
+            if matches!(end, SessionEnd::Gone) {
+                // An origin that lost the stream ends it; the new holder goes on.
+                if let Some(c) = self.resolver.resolve(&sub.stream) {
+                    if c.addr != choice.addr || c.epoch > choice.epoch {
+                        end = SessionEnd::Lost("the stream moved".into());
+                    }
+                }
+            }
             match end {
                 SessionEnd::Unsubscribed | SessionEnd::Shutdown => return,
                 SessionEnd::Gone => {
@@ -368,9 +412,9 @@ impl Inner {
         loop {
             failures += 1;
             let mut wake = Instant::now() + self.backoff(failures);
-            let addr = self.resolver.resolve(&sub.stream);
-            if let Some(addr) = addr {
-                match sub.open(self, addr).await {
+            let choice = self.resolver.resolve(&sub.stream);
+            if let Some(choice) = choice {
+                match sub.open(self, choice).await {
                     Ok(s) => {
                         tracing::info!(attempts = failures, "resubscribed");
                         return Some(s);
@@ -395,6 +439,8 @@ impl Inner {
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
+                // A new assignment: try it at once.
+                _ = changed(&mut sub.changes) => {}
                 _ = events.closed() => return None,
                 _ = self.shutdown.cancelled() => return None,
             }
@@ -606,6 +652,8 @@ impl Drop for Route {
 /// One subscribe exchange on one connection.
 #[derive(Debug)]
 struct Session {
+    /// Whom the session is with, to notice the stream moving elsewhere.
+    choice: OriginChoice,
     conn: Connection,
     send: SendStream,
     /// Taken by the frame reader while the session runs.
@@ -650,6 +698,8 @@ struct SubState {
     held: Option<Held>,
     /// Objects the origin answered "no such object" for: a state naming one is stale.
     vanished: HashSet<Object>,
+    /// The resolver's change counter, if its answers can change.
+    changes: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 fn now_ms() -> i64 {
@@ -669,6 +719,7 @@ impl SubState {
             last: None,
             held: None,
             vanished: HashSet::new(),
+            changes: None,
         }
     }
 
@@ -676,9 +727,9 @@ impl SubState {
     async fn open(
         &mut self,
         inner: &Arc<Inner>,
-        addr: SocketAddr,
+        choice: OriginChoice,
     ) -> Result<Session, ConnectError> {
-        let origin = inner.origin(addr);
+        let origin = inner.origin(choice.addr);
         let conn = origin.connection(inner).await?;
         let lost = |e: String| ConnectError {
             error: UpstreamError::Unavailable(e),
@@ -710,19 +761,29 @@ impl SubState {
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or("origin closed the subscription without a reply")?;
-            Ok::<_, String>((send, recv, reply.found))
+            Ok::<_, String>((send, recv, reply.found, reply.epoch))
         };
-        let (send, recv, found) = timeout(inner.cfg.subscribe_timeout, exchange)
+        let (send, recv, found, epoch) = timeout(inner.cfg.subscribe_timeout, exchange)
             .await
             .map_err(|_| lost("subscribe timed out".into()))?
             .map_err(lost)?;
-        if !found {
+        if found && epoch < choice.epoch {
+            // A fenced origin (it lost the stream while frozen or cut off): not a source.
+            tracing::info!(
+                origin = %choice.addr,
+                epoch,
+                current = choice.epoch,
+                "ignoring an origin that holds the stream under a stale epoch"
+            );
+        }
+        if !found || epoch < choice.epoch {
             return Err(ConnectError {
                 error: UpstreamError::NotFound,
                 retry_at: Instant::now() + inner.cfg.backoff_min,
             });
         }
         Ok(Session {
+            choice,
             conn,
             send,
             recv: Some(recv),
@@ -785,6 +846,17 @@ impl SubState {
                 biased;
                 _ = inner.shutdown.cancelled() => return SessionEnd::Shutdown,
                 _ = events.closed() => return SessionEnd::Unsubscribed,
+                _ = changed(&mut self.changes) => {
+                    // Moved to another origin or a newer epoch: follow it. No answer
+                    // (the holder's lease expired) keeps the session: the origin may still
+                    // be serving, and the data path must not depend on the controller.
+                    if let Some(c) = inner.resolver.resolve(&self.stream) {
+                        if c.addr != s.choice.addr || c.epoch > s.choice.epoch {
+                            tracing::info!(from = %s.choice.addr, to = %c.addr, epoch = c.epoch, "stream moved to another origin");
+                            return SessionEnd::Lost("the stream moved".into());
+                        }
+                    }
+                }
                 p = s.objects.recv() => {
                     // The route lives as long as the session, so `None` cannot happen.
                     let Some(p) = p else { continue };

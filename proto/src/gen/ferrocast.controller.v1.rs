@@ -763,6 +763,29 @@ pub mod node_service_client {
                 );
             self.inner.server_streaming(req, path, codec).await
         }
+        /// Where a viewer should watch a stream: what an edge's `/play/{stream}` asks (the same
+        /// decision as OperatorService.Resolve, for nodes).
+        pub async fn place(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ResolveRequest>,
+        ) -> std::result::Result<tonic::Response<super::ResolveReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocast.controller.v1.NodeService/Place",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("ferrocast.controller.v1.NodeService", "Place"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated client implementations.
@@ -1125,6 +1148,12 @@ pub mod node_service_server {
             tonic::Response<Self::WatchAssignmentsStream>,
             tonic::Status,
         >;
+        /// Where a viewer should watch a stream: what an edge's `/play/{stream}` asks (the same
+        /// decision as OperatorService.Resolve, for nodes).
+        async fn place(
+            &self,
+            request: tonic::Request<super::ResolveRequest>,
+        ) -> std::result::Result<tonic::Response<super::ResolveReply>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct NodeServiceServer<T> {
@@ -1428,6 +1457,51 @@ pub mod node_service_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ferrocast.controller.v1.NodeService/Place" => {
+                    #[allow(non_camel_case_types)]
+                    struct PlaceSvc<T: NodeService>(pub Arc<T>);
+                    impl<
+                        T: NodeService,
+                    > tonic::server::UnaryService<super::ResolveRequest>
+                    for PlaceSvc<T> {
+                        type Response = super::ResolveReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ResolveRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as NodeService>::place(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = PlaceSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
