@@ -232,9 +232,21 @@ impl Shared {
         }
     }
 
+    /// The last good view while the hub finds the store unreachable: reads then answer
+    /// at once instead of waiting for the store's deadline.
+    fn degraded_view(&self) -> Option<Arc<ClusterView>> {
+        if self.hub.is_store_up() {
+            return None;
+        }
+        self.hub.view()
+    }
+
     /// The live nodes, from the store, or from the last good view when it is unreachable.
     async fn snapshot(&self) -> ApiResult<Snapshot> {
         let loads = self.loads.snapshot();
+        if let Some(view) = self.degraded_view() {
+            return Ok(view.placement(&loads));
+        }
         match assign::snapshot(self.store.as_ref(), &loads).await {
             Ok(s) => Ok(s),
             Err(e) => Ok(self.last_good(e)?.placement(&loads)),
@@ -243,6 +255,16 @@ impl Shared {
 
     /// Assignments (of `only`, or all), from the store or the last good view.
     async fn assignments(&self, only: Option<&str>) -> ApiResult<Vec<Assignment>> {
+        let from_view = |view: &ClusterView| -> Vec<Assignment> {
+            view.assignments
+                .values()
+                .filter(|a| only.is_none_or(|s| a.stream == s))
+                .cloned()
+                .collect()
+        };
+        if let Some(view) = self.degraded_view() {
+            return Ok(from_view(&view));
+        }
         let read = match only {
             Some(s) => self
                 .store
@@ -259,12 +281,7 @@ impl Shared {
             Ok(a) => Ok(a),
             Err(e) => {
                 let view = self.last_good(e)?;
-                Ok(view
-                    .assignments
-                    .values()
-                    .filter(|a| only.is_none_or(|s| a.stream == s))
-                    .cloned()
-                    .collect())
+                Ok(from_view(&view))
             }
         }
     }

@@ -362,6 +362,11 @@ impl Hub {
         self.store_up.subscribe()
     }
 
+    /// Whether the last poll reached the store.
+    pub fn is_store_up(&self) -> bool {
+        *self.store_up.borrow()
+    }
+
     /// Fires when the hub stops: watcher streams end then.
     pub fn closing(&self) -> CancellationToken {
         self.closing.clone()

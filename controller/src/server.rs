@@ -484,7 +484,7 @@ impl Admin {
             return self.play(&req, stream);
         }
         let ready = self.ready.load(Ordering::Relaxed);
-        if path == "/readyz" && ready && !*self.shared.hub.store_up().borrow() {
+        if path == "/readyz" && ready && !self.shared.hub.is_store_up() {
             return respond::text(
                 http::StatusCode::SERVICE_UNAVAILABLE,
                 "degraded: state store unreachable; writes refused, reads served from the last good view\n",
