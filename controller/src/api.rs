@@ -616,6 +616,9 @@ impl NodeService for NodeApi {
 /// sender; past them, updates wait in the hub's bounded backlog.
 const WATCH_QUEUE: usize = 64;
 
+/// How long the final error of a watcher stream may wait for room in its queue.
+const WATCH_FAREWELL: Duration = Duration::from_secs(1);
+
 /// A watcher's stream over the hub: `first` of the subscription's view, then `each`
 /// update's messages. Ends with `RESOURCE_EXHAUSTED` when the watcher fell too far behind,
 /// with `UNAVAILABLE` when the replica shuts down, and silently when the client leaves.
@@ -669,8 +672,9 @@ where
                     }
                 }
                 Err(status) => {
-                    // The queue may be full of what the watcher did not read: don't wait.
-                    let _ = tx.try_send(Err(status));
+                    // The queue may be full of what the watcher did not read yet: wait a
+                    // little for room, not for ever.
+                    let _ = tokio::time::timeout(WATCH_FAREWELL, tx.send(Err(status))).await;
                     return;
                 }
             }
@@ -943,6 +947,60 @@ mod tests {
         assert_eq!(
             Status::from(ApiError::Store(StoreError::Fenced)).code(),
             tonic::Code::Unavailable
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watcher_that_does_not_read_is_dropped_with_an_error() {
+        use crate::model::{Capacity, Node, Role};
+        use crate::store::memory::MemoryStore;
+        let store = Arc::new(MemoryStore::new());
+        let hub = Arc::new(Hub::new(store.clone(), Duration::from_millis(200), 2));
+        hub.poll_once().await.unwrap();
+        // Each update is more than the watcher's queue holds.
+        let mut stream = watch(
+            hub.clone(),
+            |_: &ClusterView| vec![0u32],
+            |u: &Update| vec![1u32; WATCH_QUEUE + 10 * u.events.len()],
+        );
+        assert_eq!(
+            stream.next().await.unwrap().unwrap(),
+            0,
+            "the snapshot first"
+        );
+        for i in 0..5 {
+            let node = Node {
+                id: format!("n{i}"),
+                role: Role::Edge,
+                region: "eu".into(),
+                relay_addr: String::new(),
+                http_url: String::new(),
+                rtmp_addr: String::new(),
+                capacity: Capacity::default(),
+            };
+            store
+                .register_node(node, Duration::from_secs(30))
+                .await
+                .unwrap();
+            hub.poll_once().await.unwrap();
+        }
+        let mut read = 0;
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match stream.next().await {
+                    Some(Ok(_)) => read += 1,
+                    Some(Err(s)) => return Some(s),
+                    None => return None,
+                }
+            }
+        })
+        .await
+        .expect("the stream ends");
+        let status = end.expect("with an error");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert!(
+            read < 5 * (WATCH_QUEUE + 10),
+            "dropped before the end: {read}"
         );
     }
 
