@@ -269,7 +269,9 @@ async fn ctl_tables_json_token_and_errors() {
     let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(json[0]["stream"], "s");
 
-    // events: one JSON object per line; stops after --count.
+    // events: one JSON object per line; stops after --count. The hub (200 ms) has
+    // reported e1's drain and undo before the watcher starts.
+    sleep(Duration::from_millis(600)).await;
     let events = ctl_command(&with(&["--json", "events", "--count", "2"]))
         .spawn()
         .unwrap();
