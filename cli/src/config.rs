@@ -110,6 +110,19 @@ pub struct NodeArgs {
     /// (default: the listen address, or 127.0.0.1 when that is unspecified).
     #[arg(long, env = "FERROCAST_ADVERTISE_HOST")]
     pub advertise_host: Option<String>,
+    /// Controller: a client address block and its viewer region, `CIDR=REGION`
+    /// (e.g. `10.1.0.0/16=eu-west`); repeat it, or comma-separate in the environment. The
+    /// longest matching prefix wins (default: none).
+    #[arg(
+        long = "region-cidr",
+        env = "FERROCAST_REGION_CIDR",
+        value_delimiter = ','
+    )]
+    pub region_cidr: Vec<String>,
+    /// Controller: a request header with the viewer's region, set by a trusted load
+    /// balancer (e.g. `x-client-region`); wins over `--region-cidr` (default: none).
+    #[arg(long, env = "FERROCAST_REGION_HEADER")]
+    pub region_header: Option<String>,
 }
 
 /// The TOML file: the same keys as the flags, nothing else.
@@ -143,6 +156,8 @@ struct FileConfig {
     lease_ttl: Option<f64>,
     controller: Option<Vec<String>>,
     advertise_host: Option<String>,
+    region_cidr: Option<Vec<String>>,
+    region_header: Option<String>,
 }
 
 /// Which node(s) this process runs.
@@ -309,6 +324,18 @@ impl Settings {
             bail!("invalid controller: only origins and edges join a controller");
         }
         let advertise_host = args.advertise_host.or(file.advertise_host);
+        let cidrs = if args.region_cidr.is_empty() {
+            file.region_cidr.unwrap_or_default()
+        } else {
+            args.region_cidr
+        };
+        controller.region_cidrs = cidrs
+            .iter()
+            .filter(|c| !c.trim().is_empty())
+            .map(|c| c.parse())
+            .collect::<Result<_, _>>()
+            .context("invalid region-cidr")?;
+        controller.region_header = args.region_header.or(file.region_header);
         if role == Role::Controller {
             controller.validate()?;
         }
@@ -500,5 +527,34 @@ mod tests {
         let err = Settings::resolve(args(&["--operator-token", "a b"]), Role::Controller)
             .expect_err("whitespace");
         assert!(format!("{err:#}").contains("operator-token"), "{err:#}");
+        let s = Settings::resolve(
+            args(&[
+                "--region-cidr",
+                "10.1.0.0/16=eu-west",
+                "--region-cidr",
+                "2001:db8::/32=us-east",
+                "--region-header",
+                "x-client-region",
+            ]),
+            Role::Controller,
+        )
+        .expect("valid");
+        let cidrs: Vec<String> = s
+            .controller
+            .region_cidrs
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(cidrs, ["10.1.0.0/16=eu-west", "2001:db8::/32=us-east"]);
+        assert_eq!(
+            s.controller.region_header.as_deref(),
+            Some("x-client-region")
+        );
+        let err = Settings::resolve(args(&["--region-cidr", "10.1.2.3/16=eu"]), Role::Controller)
+            .expect_err("host bits");
+        assert!(format!("{err:#}").contains("region-cidr"), "{err:#}");
+        let err = Settings::resolve(args(&["--region-header", "bad header"]), Role::Controller)
+            .expect_err("header name");
+        assert!(format!("{err:#}").contains("region-header"), "{err:#}");
     }
 }

@@ -1,6 +1,7 @@
 //! The `ferrocast` binary: a thin `main` over the node libraries.
 
 mod config;
+mod ctl;
 mod demo;
 
 use anyhow::Context;
@@ -50,6 +51,8 @@ enum Command {
     /// Run a controller: node and operator gRPC API (50051), admin HTTP (8090); state on
     /// etcd (`--etcd`) or in memory.
     Controller(config::NodeArgs),
+    /// Operator CLI: nodes, streams, drain, kick, resolve, events (over the controller's gRPC API).
+    Ctl(ctl::CtlArgs),
     /// Write a development cluster CA and node certificate into DIR.
     Certs {
         /// Where to write ca.pem, node.pem and node-key.pem.
@@ -87,6 +90,7 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Bench { tool } => return bench(tool),
+        Command::Ctl(args) => ctl::main(args),
     };
     let settings = config::Settings::resolve(args, role)?;
     ferrocast_runtime::telemetry::init(settings.log_format);

@@ -11,12 +11,17 @@
 //! - Registrations (node id → lease, which is also the incarnation) are kept by the
 //!   replica that took them: after a leader change, a node's next heartbeat gets
 //!   `NOT_FOUND` and the node registers again with the new leader.
-//!
-//! Not yet implemented (answer `UNIMPLEMENTED`): `WatchAssignments` and `WatchEvents`.
+//! - `WatchAssignments` and `WatchEvents` are served by every replica from its [`Hub`]:
+//!   a snapshot (assignments only), then the changes the hub sees. A watcher that falls
+//!   behind gets `RESOURCE_EXHAUSTED` and its stream ends; while the store is unreachable
+//!   the stream stays open and silent, and resumes with the difference when it is back.
+//! - While the store is unreachable, reads answer from the hub's last good view.
 
 use crate::assign::{self, AssignError};
 use crate::election::Election;
-use crate::model::{Continuity, Load, Node, Role};
+use crate::hub::{ClusterView, Hub, Update};
+use crate::model::{Assignment, Continuity, Load, Node, Role};
+use crate::region::RegionTable;
 use crate::scheduler::{
     place_viewer, ClaimDecision, GrantKind, PlacementError, PlacementPolicy, PlacementReason,
     Refusal, Snapshot,
@@ -167,7 +172,27 @@ pub struct Shared {
     pub lease_ttl: Duration,
     /// Viewer placement policy.
     pub policy: PlacementPolicy,
+    /// The replica's view of the cluster and its changes.
+    pub hub: Arc<Hub>,
+    /// Client address → region, for `Resolve` and `/play`.
+    pub regions: RegionTable,
+    /// The placement snapshot `/play` decides on.
+    pub placement_cache: PlacementCache,
 }
+
+/// How old the load reports in a cached placement snapshot may be.
+const PLACEMENT_MAX_AGE: Duration = Duration::from_millis(200);
+
+/// The placement snapshot of the hub's view with the load reports, rebuilt when the view
+/// changes or every [`PLACEMENT_MAX_AGE`], so a `/play` decision costs no copy of the
+/// cluster.
+#[derive(Debug, Default)]
+pub struct PlacementCache {
+    inner: Mutex<Option<CachedPlacement>>,
+}
+
+/// When it was built, of which view, and the snapshot.
+type CachedPlacement = (tokio::time::Instant, Arc<ClusterView>, Arc<Snapshot>);
 
 impl Shared {
     /// The fence, or the refusal a follower answers with.
@@ -179,8 +204,86 @@ impl Shared {
         Err(ApiError::NotLeader { leader })
     }
 
+    /// The placement snapshot of `view` with recent load reports (see [`PlacementCache`]).
+    pub fn placement(&self, view: &Arc<ClusterView>) -> Arc<Snapshot> {
+        let now = tokio::time::Instant::now();
+        let lock = || {
+            self.placement_cache
+                .inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        };
+        if let Some((at, v, snap)) = lock().as_ref() {
+            if Arc::ptr_eq(v, view) && now.duration_since(*at) < PLACEMENT_MAX_AGE {
+                return snap.clone();
+            }
+        }
+        // Built without the lock: concurrent requests may build twice, never wait.
+        let snap = Arc::new(view.placement(&self.loads.snapshot()));
+        *lock() = Some((now, view.clone(), snap.clone()));
+        snap
+    }
+
+    /// The hub's last good view, for reads while the store is unreachable.
+    fn last_good(&self, e: StoreError) -> ApiResult<Arc<ClusterView>> {
+        match (&e, self.hub.view()) {
+            (StoreError::Unavailable(_), Some(view)) => Ok(view),
+            _ => Err(e.into()),
+        }
+    }
+
+    /// The last good view while the hub finds the store unreachable: reads then answer
+    /// at once instead of waiting for the store's deadline.
+    fn degraded_view(&self) -> Option<Arc<ClusterView>> {
+        if self.hub.is_store_up() {
+            return None;
+        }
+        self.hub.view()
+    }
+
+    /// The live nodes, from the store, or from the last good view when it is unreachable.
     async fn snapshot(&self) -> ApiResult<Snapshot> {
-        Ok(assign::snapshot(self.store.as_ref(), &self.loads.snapshot()).await?)
+        let loads = self.loads.snapshot();
+        if let Some(view) = self.degraded_view() {
+            return Ok(view.placement(&loads));
+        }
+        match assign::snapshot(self.store.as_ref(), &loads).await {
+            Ok(s) => Ok(s),
+            Err(e) => Ok(self.last_good(e)?.placement(&loads)),
+        }
+    }
+
+    /// Assignments (of `only`, or all), from the store or the last good view.
+    async fn assignments(&self, only: Option<&str>) -> ApiResult<Vec<Assignment>> {
+        let from_view = |view: &ClusterView| -> Vec<Assignment> {
+            view.assignments
+                .values()
+                .filter(|a| only.is_none_or(|s| a.stream == s))
+                .cloned()
+                .collect()
+        };
+        if let Some(view) = self.degraded_view() {
+            return Ok(from_view(&view));
+        }
+        let read = match only {
+            Some(s) => self
+                .store
+                .assignment(s.to_owned())
+                .await
+                .map(|a| a.into_iter().map(|v| v.value).collect()),
+            None => self
+                .store
+                .assignments()
+                .await
+                .map(|all| all.into_iter().map(|v| v.value).collect()),
+        };
+        match read {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                let view = self.last_good(e)?;
+                Ok(from_view(&view))
+            }
+        }
     }
 
     fn node_info(&self, snap: &Snapshot, id: &str) -> Option<pb::NodeInfo> {
@@ -209,19 +312,10 @@ impl Shared {
 
     async fn stream_infos(&self, only: Option<&str>) -> ApiResult<Vec<pb::StreamInfo>> {
         let snap = self.snapshot().await?;
-        let assignments = match only {
-            Some(s) => self
-                .store
-                .assignment(s.to_owned())
-                .await?
-                .into_iter()
-                .collect(),
-            None => self.store.assignments().await?,
-        };
+        let assignments = self.assignments(only).await?;
         Ok(assignments
             .into_iter()
-            .map(|v| {
-                let a = v.value;
+            .map(|a| {
                 let origin = snap.nodes.get(&a.origin);
                 let relay = origin.map(|o| o.node.relay_addr.as_str()).unwrap_or("");
                 let mut info = pb::StreamInfo {
@@ -508,12 +602,96 @@ impl NodeService for NodeApi {
 
     async fn watch_assignments(
         &self,
-        _request: Request<pb::WatchAssignmentsRequest>,
+        request: Request<pb::WatchAssignmentsRequest>,
     ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
-        Err(Status::unimplemented(
-            "WatchAssignments is not implemented yet",
-        ))
+        let node = request.into_inner().node_id;
+        tracing::debug!(%node, "assignment watcher");
+        let snapshot = |view: &ClusterView| {
+            vec![pb::AssignmentEvent {
+                kind: Some(pb::assignment_event::Kind::Snapshot(
+                    pb::AssignmentSnapshot {
+                        assignments: view.assignments_pb(),
+                    },
+                )),
+            }]
+        };
+        Ok(Response::new(watch(
+            self.0.hub.clone(),
+            snapshot,
+            |u: &Update| u.assignments.clone(),
+        )))
     }
+}
+
+/// Messages a watcher may have queued before its connection's flow control holds the
+/// sender; past them, updates wait in the hub's bounded backlog.
+const WATCH_QUEUE: usize = 64;
+
+/// How long the final error of a watcher stream may wait for room in its queue.
+const WATCH_FAREWELL: Duration = Duration::from_secs(1);
+
+/// A watcher's stream over the hub: `first` of the subscription's view, then `each`
+/// update's messages. Ends with `RESOURCE_EXHAUSTED` when the watcher fell too far behind,
+/// with `UNAVAILABLE` when the replica shuts down, and silently when the client leaves.
+fn watch<T, F, E>(hub: Arc<Hub>, first: F, each: E) -> BoxStream<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&ClusterView) -> Vec<T> + Send + 'static,
+    E: Fn(&Update) -> Vec<T> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(WATCH_QUEUE);
+    let closing = hub.closing();
+    tokio::spawn(async move {
+        let sub = tokio::select! {
+            _ = tx.closed() => return,
+            s = hub.subscribe() => s,
+        };
+        let Some(mut sub) = sub else {
+            let _ = tx
+                .send(Err(Status::unavailable("controller shutting down")))
+                .await;
+            return;
+        };
+        drop(hub);
+        for m in first(&sub.view) {
+            if tx.send(Ok(m)).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let update = tokio::select! {
+                _ = tx.closed() => return,
+                _ = closing.cancelled() => Err(Status::unavailable("controller shutting down")),
+                r = sub.updates.recv() => match r {
+                    Ok(u) => Ok(u),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        Err(Status::resource_exhausted(format!(
+                            "watcher too slow: {n} updates behind; watch again for a fresh snapshot"
+                        )))
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        Err(Status::unavailable("controller shutting down"))
+                    }
+                },
+            };
+            match update {
+                Ok(u) => {
+                    for m in each(&u) {
+                        if tx.send(Ok(m)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(status) => {
+                    // The queue may be full of what the watcher did not read yet: wait a
+                    // little for room, not for ever.
+                    let _ = tokio::time::timeout(WATCH_FAREWELL, tx.send(Err(status))).await;
+                    return;
+                }
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 /// A stream fed by `f` through a small bounded channel (a slow reader slows the producer).
@@ -594,8 +772,18 @@ impl OperatorApi {
         required("stream", &r.stream)?;
         let sh = &self.0;
         let snap = sh.snapshot().await?;
-        // No CIDR table yet: the region comes from the request only.
-        let region = Some(r.region.as_str()).filter(|r| !r.is_empty());
+        // The region given, else the CIDR table's for the client address.
+        let client_ip = match r.client_ip.as_str() {
+            "" => None,
+            ip => Some(ip.parse::<std::net::IpAddr>().map_err(|_| {
+                ApiError::Invalid(format!("client_ip {ip:?} is not an IP address"))
+            })?),
+        };
+        let region = Some(r.region.as_str())
+            .filter(|r| !r.is_empty())
+            .or_else(|| client_ip.and_then(|ip| sh.regions.lookup(ip)))
+            .map(str::to_owned);
+        let region = region.as_deref();
         let p = place_viewer(&snap, &r.stream, region, &sh.policy).map_err(|e| match e {
             PlacementError::NoEdge => ApiError::Precondition("no live edge".into()),
             e => ApiError::Precondition(e.to_string()),
@@ -613,11 +801,11 @@ impl OperatorApi {
             PlacementReason::LeastLoaded => (pb::PlacementReason::LeastLoaded, "least loaded"),
         };
         Ok(pb::ResolveReply {
-            url: format!("{base}/live/{}/index.m3u8", r.stream),
+            url: crate::play::play_location(&base, &r.stream, None),
             detail: format!("{}: {why}", p.edge),
             edge_id: p.edge,
             reason: reason.into(),
-            client_region: r.region,
+            client_region: region.unwrap_or("").to_owned(),
             region_match: p.region_match,
         })
     }
@@ -690,7 +878,11 @@ impl OperatorService for OperatorApi {
         &self,
         _request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        Err(Status::unimplemented("WatchEvents is not implemented yet"))
+        Ok(Response::new(watch(
+            self.0.hub.clone(),
+            |_: &ClusterView| Vec::new(),
+            |u: &Update| u.events.clone(),
+        )))
     }
 }
 
@@ -766,6 +958,60 @@ mod tests {
         assert_eq!(
             Status::from(ApiError::Store(StoreError::Fenced)).code(),
             tonic::Code::Unavailable
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watcher_that_does_not_read_is_dropped_with_an_error() {
+        use crate::model::{Capacity, Node, Role};
+        use crate::store::memory::MemoryStore;
+        let store = Arc::new(MemoryStore::new());
+        let hub = Arc::new(Hub::new(store.clone(), Duration::from_millis(200), 2));
+        hub.poll_once().await.unwrap();
+        // Each update is more than the watcher's queue holds.
+        let mut stream = watch(
+            hub.clone(),
+            |_: &ClusterView| vec![0u32],
+            |u: &Update| vec![1u32; WATCH_QUEUE + 10 * u.events.len()],
+        );
+        assert_eq!(
+            stream.next().await.unwrap().unwrap(),
+            0,
+            "the snapshot first"
+        );
+        for i in 0..5 {
+            let node = Node {
+                id: format!("n{i}"),
+                role: Role::Edge,
+                region: "eu".into(),
+                relay_addr: String::new(),
+                http_url: String::new(),
+                rtmp_addr: String::new(),
+                capacity: Capacity::default(),
+            };
+            store
+                .register_node(node, Duration::from_secs(30))
+                .await
+                .unwrap();
+            hub.poll_once().await.unwrap();
+        }
+        let mut read = 0;
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match stream.next().await {
+                    Some(Ok(_)) => read += 1,
+                    Some(Err(s)) => return Some(s),
+                    None => return None,
+                }
+            }
+        })
+        .await
+        .expect("the stream ends");
+        let status = end.expect("with an error");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert!(
+            read < 5 * (WATCH_QUEUE + 10),
+            "dropped before the end: {read}"
         );
     }
 

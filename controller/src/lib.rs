@@ -5,6 +5,9 @@
 //! Only the leader writes assignments, with a [`store::Fence`] that etcd checks in the same
 //! transaction, so a controller that lost its lease cannot overwrite its successor's work.
 //!
+//! [`hub`] keeps each replica's view of the cluster and broadcasts its changes to watchers;
+//! [`play`] places viewers (`GET /play/{stream}`) by [`region`].
+//!
 //! [`api`] serves the gRPC API over them and [`server::Controller`] runs it all.
 
 pub use server::{ConfigError, Controller, ControllerConfig};
@@ -13,7 +16,10 @@ pub mod api;
 pub mod assign;
 pub mod election;
 pub mod etcd;
+pub mod hub;
 pub mod model;
+pub mod play;
+pub mod region;
 pub mod scheduler;
 pub mod server;
 pub mod store;

@@ -1,17 +1,27 @@
 //! The controller process: [`ControllerConfig`] (validated before anything binds),
 //! [`Controller::bind`] (store, election, listeners) and [`Controller::run`] (the gRPC
-//! server with health and reflection, the admin HTTP server, the election loop).
+//! server with health and reflection, the admin HTTP server with `/play/{stream}`, the
+//! election loop, the cluster [`Hub`]).
+//!
+//! While the store is unreachable the controller is degraded, not dead: `/healthz` stays
+//! 200, `/readyz` answers 503 `degraded`, gRPC health reports `NodeService` (and the
+//! server as a whole) `NOT_SERVING` because writes fail, `OperatorService` stays
+//! `SERVING` (reads answer from the last good view), `ferrocast_controller_store_up` is 0,
+//! and `/play` keeps placing viewers on the last good view.
 
 use crate::api::{Leader, Loads, NodeApi, OperatorApi, OperatorAuth, Shared};
 use crate::election::{Election, EtcdElection, Leadership, LocalElection};
 use crate::etcd::EtcdClient;
+use crate::hub::{self, Hub};
+use crate::play;
+use crate::region::{RegionCidr, RegionTable};
 use crate::scheduler::PlacementPolicy;
 use crate::store::etcd::{EtcdStore, DEFAULT_PREFIX};
 use crate::store::memory::MemoryStore;
 use crate::store::Store;
 use ferrocast_proto::controller::v1 as pb;
 use ferrocast_proto::controller::FILE_DESCRIPTOR_SET;
-use ferrocast_runtime::http::{Request, Response, ServerLimits};
+use ferrocast_runtime::http::{PeerAddr, Request, Response, ServerLimits};
 use ferrocast_runtime::metrics::Metrics;
 use ferrocast_runtime::respond;
 use pb::node_service_server::NodeServiceServer;
@@ -49,6 +59,12 @@ pub struct ControllerConfig {
     pub operator_token: Option<String>,
     /// The gRPC address followers redirect writes to; defaults to the bound address.
     pub advertise: Option<String>,
+    /// Client address blocks → viewer region (`--region-cidr 10.1.0.0/16=eu-west`), for
+    /// `/play` and `Resolve`; the longest matching prefix wins. Default: none.
+    pub region_cidrs: Vec<RegionCidr>,
+    /// A request header carrying the viewer's region, set by a trusted load balancer
+    /// (e.g. `x-client-region`); it wins over `region_cidrs`. Default: none (never trusted).
+    pub region_header: Option<String>,
 }
 
 impl Default for ControllerConfig {
@@ -60,6 +76,8 @@ impl Default for ControllerConfig {
             lease_ttl: Duration::from_secs(5),
             operator_token: None,
             advertise: None,
+            region_cidrs: Vec::new(),
+            region_header: None,
         }
     }
 }
@@ -121,6 +139,11 @@ impl ControllerConfig {
         if self.advertise.as_deref() == Some("") {
             return invalid("advertise", "is empty");
         }
+        if let Some(h) = &self.region_header {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return invalid("region-header", "is not a valid HTTP header name");
+            }
+        }
         Ok(())
     }
 }
@@ -135,6 +158,7 @@ pub struct Controller {
     election: Arc<dyn Election>,
     registry: Arc<Metrics>,
     is_leader: Gauge,
+    store_up: Gauge,
 }
 
 impl Controller {
@@ -181,6 +205,19 @@ impl Controller {
                 is_leader.clone(),
             )
         });
+        let store_up = Gauge::default();
+        registry.register(|r| {
+            r.register(
+                "ferrocast_controller_store_up",
+                "1 while the last read of the state store (etcd) succeeded",
+                store_up.clone(),
+            )
+        });
+        let hub = Arc::new(Hub::new(
+            store.clone(),
+            hub::DEFAULT_INTERVAL,
+            hub::DEFAULT_BACKLOG,
+        ));
         let shared = Arc::new(Shared {
             store,
             election: election.clone(),
@@ -188,6 +225,9 @@ impl Controller {
             loads: Loads::default(),
             lease_ttl: cfg.lease_ttl,
             policy: PlacementPolicy::default(),
+            hub,
+            regions: RegionTable::new(cfg.region_cidrs.iter().cloned()),
+            placement_cache: Default::default(),
         });
         Ok(Controller {
             cfg,
@@ -197,6 +237,7 @@ impl Controller {
             election,
             registry,
             is_leader,
+            store_up,
         })
     }
 
@@ -221,6 +262,7 @@ impl Controller {
             election,
             registry,
             is_leader,
+            store_up,
         } = self;
         tracing::info!(grpc = %grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             http = %http.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -244,6 +286,18 @@ impl Controller {
             tracing::error!("the committed descriptor set does not decode");
             return;
         };
+        // The hub reads the store before anything is served, so watchers and `/play` start
+        // from a view (when the store answers).
+        let hub_token = CancellationToken::new();
+        let _ = shared.hub.poll_once().await;
+        let hub_task = tokio::spawn(shared.hub.clone().run(hub_token.clone()));
+        let store_task = tokio::spawn(follow_store(
+            shared.hub.store_up(),
+            health.clone(),
+            store_up,
+            hub_token.clone(),
+        ));
+
         let election_token = CancellationToken::new();
         // A lone controller leads at once: win before serving, so no call sees a follower.
         let first = if cfg.etcd.is_empty() {
@@ -294,13 +348,17 @@ impl Controller {
         });
 
         let http_token = CancellationToken::new();
-        let (http_ready, http_registry) = (ready.clone(), registry.clone());
+        let admin_state = Arc::new(Admin {
+            ready: ready.clone(),
+            registry: registry.clone(),
+            shared: shared.clone(),
+            region_header: cfg.region_header.clone(),
+        });
         let http_task = tokio::spawn(ferrocast_runtime::http::serve(
             http,
             move |req: Request| {
-                let ready = http_ready.load(Ordering::Relaxed);
-                let registry = http_registry.clone();
-                async move { admin(req, ready, &registry) }
+                let admin = admin_state.clone();
+                async move { admin.handle(req) }
             },
             ServerLimits {
                 max_connections: 1024,
@@ -317,6 +375,10 @@ impl Controller {
         health.set_not_serving::<NodeServiceServer<NodeApi>>().await;
         election_token.cancel();
         let _ = election_task.await;
+        // Watch streams end now, so the gRPC drain does not wait for them.
+        hub_token.cancel();
+        let _ = hub_task.await;
+        let _ = store_task.await;
         grpc_token.cancel();
         http_token.cancel();
         if tokio::time::timeout(Duration::from_secs(10), grpc_task)
@@ -372,12 +434,91 @@ async fn lead(
     }
 }
 
-/// The admin endpoints only (no player page on the controller); anything else is 404.
-fn admin(req: Request, ready: bool, registry: &Metrics) -> Response {
-    let path = req.uri().path();
-    let known = matches!(path, "/healthz" | "/readyz" | "/metrics");
-    match respond::common(req.method(), path, ready, registry, |_| false) {
-        Some((_, r)) if known || r.status() != http::StatusCode::OK => r,
-        _ => respond::error(http::StatusCode::NOT_FOUND, "not found"),
+/// Follows the store's reachability into the gauge and gRPC health until `cancel`.
+async fn follow_store(
+    mut up: tokio::sync::watch::Receiver<bool>,
+    health: tonic_health::server::HealthReporter,
+    gauge: Gauge,
+    cancel: CancellationToken,
+) {
+    use tonic_health::ServingStatus;
+    loop {
+        let now = *up.borrow_and_update();
+        gauge.set(i64::from(now));
+        let status = if now {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        // Writes need the store; reads (the operator API) are served from the last view.
+        health
+            .set_service_status(
+                <NodeServiceServer<NodeApi> as tonic::server::NamedService>::NAME,
+                status,
+            )
+            .await;
+        health.set_service_status("", status).await;
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = up.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// The admin HTTP server's state.
+#[derive(Debug)]
+struct Admin {
+    ready: Arc<AtomicBool>,
+    registry: Arc<Metrics>,
+    shared: Arc<Shared>,
+    region_header: Option<String>,
+}
+
+impl Admin {
+    /// `/play/{stream}` and the admin endpoints (no player page on the controller);
+    /// anything else is 404.
+    fn handle(&self, req: Request) -> Response {
+        let path = req.uri().path();
+        let read = req.method() == http::Method::GET || req.method() == http::Method::HEAD;
+        if let (Some(stream), true) = (path.strip_prefix("/play/"), read) {
+            return self.play(&req, stream);
+        }
+        let ready = self.ready.load(Ordering::Relaxed);
+        if path == "/readyz" && ready && !self.shared.hub.is_store_up() {
+            return respond::text(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "degraded: state store unreachable; writes refused, reads served from the last good view\n",
+            );
+        }
+        let known = matches!(path, "/healthz" | "/readyz" | "/metrics");
+        match respond::common(req.method(), path, ready, &self.registry, |_| false) {
+            Some((_, r)) if known || r.status() != http::StatusCode::OK => r,
+            _ => respond::error(http::StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+
+    fn play(&self, req: &Request, stream: &str) -> Response {
+        let sh = &self.shared;
+        let Some(view) = sh.hub.view() else {
+            return play::respond(Err(play::PlayError::Placement(
+                crate::scheduler::PlacementError::NoEdge,
+            )));
+        };
+        let peer = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+        let region = play::client_region(
+            req.headers(),
+            self.region_header.as_deref(),
+            &sh.regions,
+            peer,
+        );
+        let snapshot = sh.placement(&view);
+        let decision = play::decide(&snapshot, stream, region, &sh.policy, req.uri().query());
+        match &decision {
+            Ok(d) => {
+                tracing::debug!(%stream, edge = %d.placement.edge, region = ?region, "viewer placed")
+            }
+            Err(error) => tracing::debug!(%stream, %error, region = ?region, "viewer not placed"),
+        }
+        play::respond(decision)
     }
 }

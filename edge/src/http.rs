@@ -73,14 +73,20 @@ async fn play(state: &HttpState, stream: &str, req: &Request) -> Response {
     let here = format!("/live/{stream}/index.m3u8");
     let location = match state.cluster.get() {
         None => here,
-        Some(agent) => match agent.place(stream, None, None).await {
-            Ok(r) if !r.url.is_empty() => r.url,
-            Ok(_) => here,
-            Err(e) => {
-                tracing::debug!(error = %e, "placement unavailable; serving the viewer here");
-                here
+        Some(agent) => {
+            let client = req
+                .extensions()
+                .get::<ferrocast_runtime::http::PeerAddr>()
+                .map(|p| p.0.ip());
+            match agent.place(stream, client, None).await {
+                Ok(r) if !r.url.is_empty() => r.url,
+                Ok(_) => here,
+                Err(e) => {
+                    tracing::debug!(error = %e, "placement unavailable; serving the viewer here");
+                    here
+                }
             }
-        },
+        }
     };
     let location = match req.uri().query() {
         Some(q) if !q.is_empty() => format!("{location}?{q}"),

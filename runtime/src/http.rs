@@ -19,6 +19,11 @@ pub type Request = http::Request<Incoming>;
 /// Response with a zero-copy body.
 pub type Response = http::Response<ChunksBody>;
 
+/// The remote address of the connection a request came on, in the request's extensions
+/// (`req.extensions().get::<PeerAddr>()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// Limits of the HTTP server loop.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
@@ -127,7 +132,8 @@ async fn serve_connection<I, H, F>(
     H: Fn(Request) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req: Request| {
+        req.extensions_mut().insert(PeerAddr(peer));
         let handler = handler.clone();
         async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
     });

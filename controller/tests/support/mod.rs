@@ -1,6 +1,8 @@
 //! A real etcd server for tests: `etcd` (Debian `etcd-server`) on free loopback ports with
 //! a temporary data dir (on tmpfs when there is one), killed by PID and cleaned up on drop. Every wait is bounded.
 
+pub mod cluster;
+
 use ferrocast_controller::etcd::EtcdClient;
 use ferrocast_proto::etcd::etcdserverpb::RangeRequest;
 use std::net::TcpListener;
