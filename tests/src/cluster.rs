@@ -132,6 +132,37 @@ impl ControlPlane {
         })
     }
 
+    /// Runs `ferrocast ctl --json ARGS` against the replicas and parses its output.
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = crate::run_with_timeout(
+            std::process::Command::new(crate::ferrocast_bin())
+                .args(["ctl", "--json", "--controller", &self.controller_urls()])
+                .args(args),
+            Duration::from_secs(20),
+        );
+        assert!(
+            out.status.success(),
+            "ctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "ctl {args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// The controller's view of `stream`: (origin, epoch, state in lower case).
+    pub fn stream_holder(&self, stream: &str) -> (String, u64, String) {
+        let v = self.ctl_json(&["stream", stream]);
+        (
+            v["origin"].as_str().unwrap_or_default().to_owned(),
+            v["epoch"].as_u64().unwrap_or_default(),
+            v["state"].as_str().unwrap_or_default().to_lowercase(),
+        )
+    }
+
     /// The replica that reports itself leader (`ferrocast_controller_leader 1`).
     pub fn leader(&self) -> Option<usize> {
         self.controllers.iter().enumerate().find_map(|(i, c)| {

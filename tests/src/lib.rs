@@ -164,7 +164,8 @@ impl Node {
                 &http.to_string(),
             ])
             .args(extra)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
         if role == "standalone" {
             // The embedded origin's own HTTP port, so parallel tests never collide.
             cmd.args([
@@ -658,7 +659,9 @@ impl Node {
                 cmd.args(["--grpc-listen", "127.0.0.1:0"]);
             }
         }
-        cmd.args(&spec.args).env("RUST_LOG", "info");
+        cmd.args(&spec.args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
         for (k, v) in &spec.env {
             cmd.env(k, v);
         }

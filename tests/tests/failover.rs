@@ -3,7 +3,7 @@
 //! and frozen with signals, by their own PIDs.
 
 use ferrocast_tests::cluster::{check_continuity, ClusterOrigin, ControlPlane, Poller};
-use ferrocast_tests::{ffmpeg_publish_live, Node, Proc};
+use ferrocast_tests::{ffmpeg_publish_live, http_get, metric_value, Node, Proc};
 use std::time::{Duration, Instant};
 
 const KEY: &str = "failover";
@@ -57,13 +57,20 @@ fn wait_past(edge: &Node, poller: &Poller, msn: u64, within: Duration) -> Durati
     );
 }
 
+/// The highest segment number the poller has seen (waiting up to 15 s for a first one).
 fn last_msn(poller: &Poller) -> u64 {
-    poller
-        .samples()
-        .iter()
-        .rev()
-        .find_map(|s| s.last_msn())
-        .expect("a listed segment")
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(m) = poller.samples().iter().rev().find_map(|s| s.last_msn()) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no segment listed: {:?}",
+            poller.samples()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -155,6 +162,11 @@ fn frozen_origin_is_fenced_when_it_wakes() {
     let samples = poller.stop();
     assert_eq!(check_continuity("edge-1", &samples, &[503]), 1);
     assert!(b.node.log().contains("taken_over=true"), "{}", b.node.log());
+    // The controller kept the new holder: the woken origin's reports were refused.
+    assert_eq!(
+        cp.stream_holder(KEY),
+        ("origin-b".to_owned(), 2, "live".to_owned())
+    );
 }
 
 #[test]
@@ -210,6 +222,10 @@ fn controller_leader_killed_another_takes_over() {
         0,
         "no reassignment"
     );
+    assert_eq!(
+        cp.stream_holder(KEY),
+        ("origin-a".to_owned(), 1, "live".to_owned())
+    );
 }
 
 #[test]
@@ -246,4 +262,153 @@ fn etcd_leader_lost_in_a_three_member_cluster_changes_nothing() {
             .count(),
         1
     );
+    assert_eq!(
+        cp.stream_holder(KEY),
+        ("origin-a".to_owned(), 1, "live".to_owned())
+    );
+}
+
+/// The edge `/play/KEY` on the controller sends a viewer to (its `Location` host:port).
+fn play_target(cp: &ControlPlane) -> Option<String> {
+    let c = cp.controllers[0].as_ref().expect("controller running");
+    let r = http_get(c.http, &format!("/play/{KEY}"), Duration::from_secs(5)).ok()?;
+    if r.status != 302 {
+        return None;
+    }
+    let loc = r.header("location")?.to_owned();
+    Some(loc.split('/').nth(2)?.to_owned())
+}
+
+#[test]
+fn killed_edge_is_no_longer_chosen_within_a_lease() {
+    let lease = 2;
+    let cp = ControlPlane::start(1, 1, lease);
+    cp.wait_leader(Duration::from_secs(15));
+    let a = cp.start_origin("origin-a", &[]);
+    let mut edges = vec![
+        Some(cp.start_edge("edge-1", &[])),
+        Some(cp.start_edge("edge-2", &[])),
+    ];
+    let _publisher = publish_until_accepted(&a, Duration::from_secs(20), "a");
+    for e in edges.iter().flatten() {
+        e.wait_live(KEY, Duration::from_secs(30));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let chosen = loop {
+        if let Some(t) = play_target(&cp) {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "/play never answered 302");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let victim = edges
+        .iter()
+        .position(|e| e.as_ref().is_some_and(|e| e.http.to_string() == chosen))
+        .unwrap_or_else(|| panic!("/play names {chosen}, not one of the edges"));
+    let survivor = edges[1 - victim].as_ref().unwrap().http.to_string();
+    let killed = Instant::now();
+    edges[victim].take().unwrap().proc.signal("KILL");
+    let took = loop {
+        if play_target(&cp).as_deref() == Some(survivor.as_str()) {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(u64::from(lease) * 3),
+            "/play still chooses the dead edge"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "FIGURE edge kill → /play avoids it: {:.2} s",
+        took.as_secs_f64()
+    );
+    assert!(
+        took <= Duration::from_secs(u64::from(lease)) + Duration::from_millis(800),
+        "took {took:?} with a {lease} s lease"
+    );
+    for _ in 0..20 {
+        assert_eq!(play_target(&cp).as_deref(), Some(survivor.as_str()));
+    }
+}
+
+#[test]
+fn etcd_stopped_streams_keep_flowing_then_state_reconciles() {
+    let mut cp = ControlPlane::start(1, 1, 2);
+    cp.wait_leader(Duration::from_secs(15));
+    let a = cp.start_origin("origin-a", &[]);
+    let edge = cp.start_edge("edge-1", &[]);
+    let _publisher = publish_until_accepted(&a, Duration::from_secs(20), "a");
+    edge.wait_live(KEY, Duration::from_secs(30));
+    let poller = Poller::start(
+        edge.http,
+        &format!("/live/{KEY}/index.m3u8"),
+        Duration::from_millis(200),
+    );
+    let controller = cp.controllers[0].as_ref().unwrap().http;
+
+    cp.etcd.kill(0);
+    // Degraded, not dead: readiness fails with a reason, liveness holds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http_get(controller, "/readyz", Duration::from_secs(2)).unwrap();
+        if r.status == 503 {
+            assert!(r.text().contains("degraded"), "{}", r.text());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readiness never reported the store down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let live = http_get(controller, "/healthz", Duration::from_secs(2)).unwrap();
+    assert_eq!(live.status, 200);
+    let m = http_get(controller, "/metrics", Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        metric_value(&m.text(), "ferrocast_controller_store_up"),
+        0.0
+    );
+    // Several leases without etcd: viewers keep getting new segments.
+    let before = last_msn(&poller);
+    wait_past(&edge, &poller, before + 2, Duration::from_secs(20));
+
+    cp.etcd.restart(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = http_get(controller, "/metrics", Duration::from_secs(2)).unwrap();
+        let ready = http_get(controller, "/readyz", Duration::from_secs(2)).unwrap();
+        if metric_value(&m.text(), "ferrocast_controller_store_up") == 1.0 && ready.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the controller never saw etcd back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Reconciled: both nodes registered again, the stream still where it was.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let nodes = cp.ctl_json(&["nodes"]);
+        let ids: Vec<&str> = nodes
+            .as_array()
+            .map(|a| a.iter().filter_map(|n| n["id"].as_str()).collect())
+            .unwrap_or_default();
+        if ids.contains(&"origin-a") && ids.contains(&"edge-1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes not back: {nodes}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        cp.stream_holder(KEY),
+        ("origin-a".to_owned(), 1, "live".to_owned())
+    );
+    let samples = poller.stop();
+    assert_eq!(
+        check_continuity("edge-1", &samples, &[503]),
+        0,
+        "no reassignment"
+    );
+    assert!(!a.node.log().contains("stream fenced"), "{}", a.node.log());
 }
