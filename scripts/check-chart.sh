@@ -40,7 +40,11 @@ helm version --short
 
 if ! command -v kubernetes-validate >/dev/null; then
   echo "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION"
-  python3 -m pip install --quiet "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  # Debian's own python3 refuses system-wide installs (PEP 668) unless told otherwise.
+  python3 -m pip install --quiet "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    || python3 -m pip install --quiet --break-system-packages \
+      "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  hash -r
 fi
 command -v promtool >/dev/null || { echo "promtool missing (Debian package prometheus)"; exit 1; }
 
