@@ -503,6 +503,11 @@ fn spans_from_real_nodes_reach_an_otlp_receiver() {
         );
     });
 
+    // A few dozen spans: far from a full batch (512), and the timer is 10 minutes away.
+    assert!(
+        receiver.posts().is_empty(),
+        "exported before shutdown although no batch was due"
+    );
     stop(&mut node);
     stop(&mut ctl);
     // Shutdown waited for the export; allow the receiver's threads a moment to record it.
