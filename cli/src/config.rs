@@ -371,6 +371,8 @@ impl Settings {
             .unwrap_or_else(|| "ferrocast".to_owned());
         let region = args
             .region
+            // An empty FERROCAST_REGION (a Downward API label the node lacks) means unset.
+            .filter(|r| !r.trim().is_empty())
             .or(file.region)
             .unwrap_or_else(|| "default".to_owned());
         Ok(Self {
@@ -504,6 +506,14 @@ mod tests {
         )
         .expect_err("too small");
         assert!(format!("{err:#}").contains("cache-capacity"), "{err:#}");
+    }
+
+    #[test]
+    fn an_empty_region_means_the_default_one() {
+        let s = Settings::resolve(args(&["--region", ""]), Role::Origin).expect("valid");
+        assert_eq!(s.region, "default");
+        let s = Settings::resolve(args(&["--region", "eu-west"]), Role::Origin).expect("valid");
+        assert_eq!(s.region, "eu-west");
     }
 
     #[test]

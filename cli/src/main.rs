@@ -93,7 +93,8 @@ fn main() -> anyhow::Result<()> {
         Command::Ctl(args) => ctl::main(args),
     };
     let settings = config::Settings::resolve(args, role)?;
-    ferrocast_runtime::telemetry::init(settings.log_format);
+    // Held to the end of main: dropping it flushes the spans still batched for OTLP.
+    let _telemetry = ferrocast_runtime::telemetry::init(settings.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -462,6 +462,7 @@ impl NodeApi {
         })
     }
 
+    #[tracing::instrument(name = "controller decision", skip_all, fields(op = "claim", stream = %r.stream, node = %r.node_id))]
     async fn claim(&self, r: pb::ClaimStreamRequest) -> ApiResult<pb::ClaimStreamReply> {
         required("node_id", &r.node_id)?;
         required("stream", &r.stream)?;
@@ -768,6 +769,7 @@ impl OperatorApi {
         })
     }
 
+    #[tracing::instrument(name = "controller decision", skip_all, fields(op = "resolve", stream = %r.stream))]
     async fn resolve(&self, r: pb::ResolveRequest) -> ApiResult<pb::ResolveReply> {
         required("stream", &r.stream)?;
         let sh = &self.0;

@@ -299,6 +299,7 @@ impl<'a> Connection<'a> {
         }
     }
 
+    #[tracing::instrument(name = "publish session", skip_all, fields(peer = %self.peer))]
     async fn run(mut self, shutdown: &CancellationToken) -> Result<(), ConnError> {
         let mut buf = vec![0u8; 64 * 1024];
         // One timer for the connection, pushed forward at most once a second: a timer

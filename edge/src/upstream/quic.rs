@@ -447,6 +447,7 @@ impl Inner {
         }
     }
 
+    #[tracing::instrument(name = "upstream fetch", skip_all, fields(%stream, ?object))]
     async fn fetch_on(
         &self,
         conn: &Connection,
