@@ -285,7 +285,7 @@ fn killed_edge_is_no_longer_chosen_within_a_lease() {
     let cp = ControlPlane::start(1, 1, lease);
     cp.wait_leader(Duration::from_secs(15));
     let a = cp.start_origin("origin-a", &[]);
-    let mut edges = vec![
+    let mut edges = [
         Some(cp.start_edge("edge-1", &[])),
         Some(cp.start_edge("edge-2", &[])),
     ];

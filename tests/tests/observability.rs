@@ -203,9 +203,6 @@ fn metrics_pass_promtool_and_cover_the_dashboard_and_alerts() {
     );
 
     let exported = exported_names(&all);
-    // Added by the controller's store-health work on another branch; this list empties
-    // when it lands.
-    let pending = ["ferrocast_controller_store_up"];
     for file in [
         "deploy/grafana/ferrocast.json",
         "deploy/prometheus/alerts.yaml",
@@ -215,7 +212,7 @@ fn metrics_pass_promtool_and_cover_the_dashboard_and_alerts() {
         assert!(!used.is_empty(), "{file} names no ferrocast metric");
         for name in used {
             assert!(
-                exported.contains(&name) || pending.contains(&name.as_str()),
+                exported.contains(&name),
                 "{file} uses {name}, which no node exports; exported: {exported:#?}"
             );
         }
