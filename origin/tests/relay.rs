@@ -3,7 +3,9 @@
 //! edge's `QuicUpstream`.
 
 use bytes::{Bytes, BytesMut};
-use ferrocast_edge::upstream::quic::{QuicConfig, QuicUpstream, StaticOrigin};
+use ferrocast_edge::upstream::quic::{
+    OriginChoice, OriginResolver, QuicConfig, QuicUpstream, StaticOrigin,
+};
 use ferrocast_edge::upstream::{Subscription, Upstream, UpstreamError, UpstreamEvent};
 use ferrocast_media::flv::{self, FlvTag};
 use ferrocast_media::hls::names::Object;
@@ -774,4 +776,88 @@ async fn works_over_ipv6_loopback() {
     feeder.await.unwrap();
     relay.stop.cancel();
     relay.task.await.unwrap();
+}
+
+/// A resolver the test moves by hand, as the controller's assignments would.
+#[derive(Debug)]
+struct Movable {
+    choice: std::sync::Mutex<OriginChoice>,
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl OriginResolver for Movable {
+    fn resolve(&self, _stream: &str) -> Option<OriginChoice> {
+        Some(*self.choice.lock().unwrap())
+    }
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.changes.subscribe())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_under_a_stale_epoch_is_ignored_and_a_move_is_followed() {
+    let _ = tracing_subscriber_init();
+    let tls = generate_dev(None, &[]).unwrap();
+    // Two origins with the same stream; neither joined a controller (epoch 0).
+    let (streams_a, metrics_a) = streams(Duration::from_secs(10));
+    let (streams_b, metrics_b) = streams(Duration::from_secs(10));
+    let stop = CancellationToken::new();
+    let feed_a = publish(&streams_a, "s", 1.0, stop.clone());
+    let feed_b = publish(&streams_b, "s", 1.0, stop.clone());
+    let relay_a = start_relay(
+        loopback(),
+        &tls,
+        &streams_a,
+        &metrics_a,
+        RelayConfig::default(),
+    );
+    let relay_b = start_relay(
+        loopback(),
+        &tls,
+        &streams_b,
+        &metrics_b,
+        RelayConfig::default(),
+    );
+
+    // The assignment says epoch 2: an origin answering with an older epoch is not a source.
+    let resolver = Arc::new(Movable {
+        choice: std::sync::Mutex::new(OriginChoice {
+            addr: relay_a.addr,
+            epoch: 2,
+        }),
+        changes: tokio::sync::watch::channel(0).0,
+    });
+    let up = QuicUpstream::new(resolver.clone(), &tls).unwrap();
+    assert_eq!(
+        up.subscribe("s").await.err(),
+        Some(UpstreamError::NotFound),
+        "a fenced origin must be ignored"
+    );
+
+    // Epoch 0 (no controller) accepts it; then the stream moves to B and the
+    // subscription follows without the consumer doing anything.
+    resolver.choice.lock().unwrap().epoch = 0;
+    let mut sub = up.subscribe("s").await.unwrap();
+    while !matches!(next(&mut sub).await, UpstreamEvent::Playlist(_)) {}
+    assert_eq!(metrics_a.relay_subscriptions.get(), 1);
+    assert_eq!(metrics_b.relay_subscriptions.get(), 0);
+    *resolver.choice.lock().unwrap() = OriginChoice {
+        addr: relay_b.addr,
+        epoch: 0,
+    };
+    resolver.changes.send_modify(|n| *n += 1);
+    let deadline = Instant::now() + T;
+    while metrics_b.relay_subscriptions.get() != 1 || metrics_a.relay_subscriptions.get() != 0 {
+        assert!(Instant::now() < deadline, "the subscription did not move");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Playlists keep coming, now from B.
+    while !matches!(next(&mut sub).await, UpstreamEvent::Playlist(_)) {}
+    drop(sub);
+    stop.cancel();
+    for r in [relay_a, relay_b] {
+        r.stop.cancel();
+        let _ = r.task.await;
+    }
+    let _ = tokio::join!(feed_a, feed_b);
 }
