@@ -97,7 +97,22 @@ fn origin_killed_publisher_moves_edges_follow() {
     let _b_publisher = publish_until_accepted(&b, Duration::from_secs(30), "b");
     let mut recovered = Vec::new();
     for (e, p) in edges.iter().zip(&pollers) {
-        recovered.push(wait_past(e, p, before, Duration::from_secs(30)) - killed_at);
+        wait_past(e, p, before, Duration::from_secs(30));
+        // New media: the first segment from the new origin (after the discontinuity).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let at = loop {
+            let seen = p
+                .samples()
+                .iter()
+                .find(|s| s.at > killed_at && s.segments.iter().any(|(_, d)| *d))
+                .map(|s| s.at);
+            if let Some(at) = seen {
+                break at;
+            }
+            assert!(Instant::now() < deadline, "{}: no new media", e.proc.name);
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        recovered.push(at - killed_at);
     }
     // Let the new origin's stream run a little through both edges.
     std::thread::sleep(Duration::from_secs(4));
