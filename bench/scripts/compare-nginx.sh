@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Ferrocast next to nginx-rtmp (Debian nginx + libnginx-mod-rtmp, HLS on) in one run,
+# Ferrocast next to nginx-rtmp (Debian nginx + libnginx-mod-rtmp, HLS on) and xiu (the
+# Rust live server, built from crates.io with `cargo install xiu`, HLS on) in one run,
 # with the same publishers and the same HTTP load:
 #   - origin CPU per ingested ~3 Mbps stream (utime+stime of the server from /proc),
 #   - publish -> first playable (first part for ferrocast, first segment for nginx),
@@ -8,13 +9,17 @@
 # starts is killed by its own PID; the system nginx is never started or touched
 # (package installs run with a policy-rc.d that forbids service starts).
 #
-# Knobs (environment): STREAMS (10), CPU_SECS (30), WRK_SECS (10), KEEP=1 keeps the
-# temp dir (logs, configs) for inspection.
+# Knobs (environment): STREAMS (10), CPU_SECS (30), WRK_SECS (10), PEERS ("nginx xiu"),
+# XIU_VERSION (0.14.0), KEEP=1 keeps the temp dir (logs, configs) for inspection.
+# SRS is not included: it builds its bundled dependencies from sources fetched over the
+# network, which this kind of machine cannot reach.
 set -euo pipefail
 
 STREAMS=${STREAMS:-10}
 CPU_SECS=${CPU_SECS:-30}
 WRK_SECS=${WRK_SECS:-10}
+PEERS=${PEERS:-"nginx xiu"}
+XIU_VERSION=${XIU_VERSION:-0.14.0}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TMP=$(mktemp -d /tmp/ferrocast-vs-nginx.XXXXXX)
 PIDS=()
@@ -142,10 +147,14 @@ wrk_run() { # url -> "req/s p99_ms non2xx"
 }
 
 # Runs the whole workload against one server. Sets R_<name>_{cpu,first,pl_rps,...}.
-measure() { # name server_pid rtmp_base playlist_url_of(key) first_pattern segment_regex
+url_of() { # template key: every @KEY@ in the template replaced by key
+    echo "${1//@KEY@/$2}"
+}
+
+measure() { # name server_pid rtmp_base playlist_url_template(@KEY@) first_pattern segment_regex
     local name=$1 spid=$2 base=$3 url_fmt=$4 first_pattern=$5 seg_re=$6
     log "$name: publish -> first playable"
-    first_playable "$name" "$base" "$(printf "$url_fmt" first-0)" "$first_pattern"
+    first_playable "$name" "$base" "$(url_of "$url_fmt" first-0)" "$first_pattern"
     local first=$FIRST
     sleep 2
 
@@ -171,7 +180,7 @@ measure() { # name server_pid rtmp_base playlist_url_of(key) first_pattern segme
     pubcpu=$(echo "($p1 - $p0) / $hz / $wall * 100 / $STREAMS" | bc -l)
 
     local pl seg
-    pl=$(printf "$url_fmt" bench-0)
+    pl=$(url_of "$url_fmt" bench-0)
     seg=$(curl -fs --max-time 2 "$pl" | grep -E "$seg_re" | tail -n 1)
     seg="${pl%/*}/$seg"
     log "$name: wrk playlist $pl"
@@ -205,10 +214,12 @@ F_PID=$!
 PIDS+=("$F_PID")
 wait_http "http://127.0.0.1:$F_HTTP/readyz" 20
 measure ferrocast "$F_PID" "rtmp://127.0.0.1:$F_RTMP/live" \
-    "http://127.0.0.1:$F_HTTP/live/%s/index.m3u8" '^#EXT-X-PART:' '^seg-[0-9]+\.m4s$'
+    "http://127.0.0.1:$F_HTTP/live/@KEY@/index.m3u8" '^#EXT-X-PART:' '^seg-[0-9]+\.m4s$'
 kill "$F_PID" && wait "$F_PID" 2>/dev/null || true
 
 # --- nginx-rtmp --------------------------------------------------------------------
+has_peer() { [[ " $PEERS " == *" $1 "* ]]; }
+if has_peer nginx; then
 N_RTMP=$(free_port)
 N_HTTP=$(free_port)
 ND=$TMP/nginx
@@ -261,21 +272,69 @@ N_PID=$!
 PIDS+=("$N_PID")
 wait_http "http://127.0.0.1:$N_HTTP/hls/" 10 || { cat "$ND/error.log" >&2; exit 1; }
 measure nginx "$N_PID" "rtmp://127.0.0.1:$N_RTMP/live" \
-    "http://127.0.0.1:$N_HTTP/hls/%s.m3u8" '\.ts$' '\.ts$'
+    "http://127.0.0.1:$N_HTTP/hls/@KEY@.m3u8" '\.ts$' '\.ts$'
 kill "$N_PID" && wait "$N_PID" 2>/dev/null || true
+fi
+
+# --- xiu ---------------------------------------------------------------------------
+XIU=""
+if has_peer xiu; then
+    XIU=$(command -v xiu || true)
+    if [[ -z $XIU ]]; then
+        XIU_ROOT=$ROOT/target/peers/xiu-$XIU_VERSION
+        if [[ ! -x $XIU_ROOT/bin/xiu ]]; then
+            log "building xiu $XIU_VERSION from crates.io (once; a few minutes)"
+            cargo install xiu --locked --version "$XIU_VERSION" --root "$XIU_ROOT" \
+                --target-dir "$ROOT/target/peers/build" >"$TMP/xiu-build.log" 2>&1 ||
+                cargo install xiu --version "$XIU_VERSION" --root "$XIU_ROOT" \
+                    --target-dir "$ROOT/target/peers/build" >>"$TMP/xiu-build.log" 2>&1 ||
+                { log "xiu did not build; skipping it (see $TMP/xiu-build.log)"; }
+        fi
+        [[ -x $XIU_ROOT/bin/xiu ]] && XIU=$XIU_ROOT/bin/xiu
+    fi
+fi
+if [[ -n $XIU ]]; then
+    X_RTMP=$(free_port)
+    X_HTTP=$(free_port)
+    XD=$TMP/xiu
+    mkdir -p "$XD"
+    log "starting xiu (rtmp $X_RTMP, hls http $X_HTTP)"
+    # xiu writes its HLS files under its working directory and serves them from there.
+    (cd "$XD" && exec "$XIU" --rtmp "$X_RTMP" --hls "$X_HTTP" --log warn) >"$XD/xiu.log" 2>&1 &
+    X_PID=$!
+    PIDS+=("$X_PID")
+    wait_http "http://127.0.0.1:$X_HTTP/" 10 || { cat "$XD/xiu.log" >&2; exit 1; }
+    measure xiu "$X_PID" "rtmp://127.0.0.1:$X_RTMP/live" \
+        "http://127.0.0.1:$X_HTTP/live/@KEY@/@KEY@.m3u8" '\.ts$' '^[0-9]+\.ts$'
+    kill "$X_PID" && wait "$X_PID" 2>/dev/null || true
+fi
 
 # --- the table -----------------------------------------------------------------------
 ratio() { python3 -c 'import sys; a,b=map(float,sys.argv[1:]); print("%.2f" % (a/b) if b else "n/a")' "$1" "$2" 2>/dev/null || echo n/a; }
-row() { printf '%-40s %12s %12s %10s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
+val() { local v="R_${1}_$2"; echo "${!v:-n/a}"; }
+COLS=(ferrocast)
+has_peer nginx && COLS+=(nginx)
+[[ -n $XIU ]] && COLS+=(xiu)
+row() { # label metric
+    local line c
+    line=$(printf '%-40s' "$1")
+    for c in "${COLS[@]}"; do line+=$(printf ' %12s' "$(val "$c" "$2")"); done
+    for c in "${COLS[@]:1}"; do line+=$(printf ' %10s' "$(ratio "$(val ferrocast "$2")" "$(val "$c" "$2")")"); done
+    echo "$line"
+}
 echo
-echo "ferrocast vs nginx-rtmp — $STREAMS publishers of a ~3 Mbps 2 s-GOP H.264+AAC clip; $(nproc) cores; $(date -u +%FT%TZ)"
-printf '%-40s %12s %12s %10s\n' metric ferrocast nginx-rtmp "ratio f/n"
-row "origin CPU per stream (% of a core)" "$R_ferrocast_cpu" "$R_nginx_cpu"
-row "publish -> first playable (s)" "$R_ferrocast_first" "$R_nginx_first"
-row "playlist req/s (wrk -c100)" "$R_ferrocast_pl_rps" "$R_nginx_pl_rps"
-row "playlist p99 (ms)" "$R_ferrocast_pl_p99" "$R_nginx_pl_p99"
-row "segment req/s (wrk -c100)" "$R_ferrocast_seg_rps" "$R_nginx_seg_rps"
-row "segment p99 (ms)" "$R_ferrocast_seg_p99" "$R_nginx_seg_p99"
-echo "ferrocast: $R_ferrocast_info; bench publisher CPU $R_ferrocast_pubcpu % of a core per stream"
-echo "nginx:     $R_nginx_info; bench publisher CPU $R_nginx_pubcpu % of a core per stream"
-echo "first playable = first part listed (ferrocast), first segment listed (nginx)."
+echo "ferrocast vs ${COLS[*]:1} — $STREAMS publishers of a ~3 Mbps 2 s-GOP H.264+AAC clip; $(nproc) cores; $(date -u +%FT%TZ)"
+header=$(printf '%-40s' metric)
+for c in "${COLS[@]}"; do header+=$(printf ' %12s' "$c"); done
+for c in "${COLS[@]:1}"; do header+=$(printf ' %10s' "f/${c}"); done
+echo "$header"
+row "origin CPU per stream (% of a core)" cpu
+row "publish -> first playable (s)" first
+row "playlist req/s (wrk -c100)" pl_rps
+row "playlist p99 (ms)" pl_p99
+row "segment req/s (wrk -c100)" seg_rps
+row "segment p99 (ms)" seg_p99
+for c in "${COLS[@]}"; do
+    echo "$c: $(val "$c" info); bench publisher CPU $(val "$c" pubcpu) % of a core per stream"
+done
+echo "first playable = first part listed (ferrocast), first segment listed (the others)."
