@@ -5,6 +5,8 @@
 //! - Assignments are written only with a [`Fence`] (proof of leadership) and the revision
 //!   the writer read, so a stale leader, or a decision taken on stale data, fails instead
 //!   of overwriting a newer one ([`StoreError::Fenced`], [`StoreError::Conflict`]).
+//! - Access records (keys, policies, revocations) are opaque bytes by kind and name,
+//!   written only by the leader, without a lease.
 //! - Drains are kept apart from the node record, without a lease, so that a drained node
 //!   that restarts stays drained.
 
@@ -142,4 +144,18 @@ pub trait Store: Send + Sync + Debug {
         expected: Option<Revision>,
         fence: Fence,
     ) -> BoxFuture<'_, Result<Revision, StoreError>>;
+
+    /// Every access record of `kind` (publish keys, signing keys, stream policies,
+    /// revocations: see [`crate::access`]), as name → opaque bytes, without a lease.
+    fn records(&self, kind: &'static str)
+        -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>, StoreError>>;
+
+    /// Writes (`Some`) or deletes (`None`) one access record while `fence` holds.
+    fn set_record(
+        &self,
+        kind: &'static str,
+        name: String,
+        value: Option<Vec<u8>>,
+        fence: Fence,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
 }
