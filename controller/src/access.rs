@@ -228,7 +228,10 @@ impl AccessView {
             }
             return Ok(());
         }
-        Err("no publish credential: publish to rtmp://HOST/live/STREAM?key=SECRET or ?token=TOKEN".into())
+        Err(
+            "no publish credential: publish to rtmp://HOST/live/STREAM?key=SECRET or ?token=TOKEN"
+                .into(),
+        )
     }
 }
 

@@ -60,6 +60,9 @@ pub enum ApiError {
     /// The caller acted under a stale epoch or on a state that forbids it.
     #[error("{0}")]
     Precondition(String),
+    /// The caller's role does not allow the call.
+    #[error("{0}")]
+    Forbidden(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -101,6 +104,7 @@ impl From<ApiError> for Status {
                 s
             }
             ApiError::Invalid(_) => Status::invalid_argument(msg),
+            ApiError::Forbidden(_) => Status::permission_denied(msg),
             ApiError::NotFound(_) => Status::not_found(msg),
             ApiError::Precondition(_) => Status::failed_precondition(msg),
             ApiError::Store(StoreError::Fenced) => Status::unavailable(msg),
@@ -913,7 +917,7 @@ impl OperatorService for OperatorApi {
         let who = admin(&request, "DrainNode")?;
         let r = request.into_inner();
         let what = format!("node={} drain={}", r.node_id, r.drain);
-        audited(&who, "DrainNode", &what, self.drain(r).await)
+        Ok(audited(&who, "DrainNode", &what, self.drain(r).await)?)
     }
 
     async fn kick_publisher(
@@ -923,7 +927,7 @@ impl OperatorService for OperatorApi {
         let who = admin(&request, "KickPublisher")?;
         let r = request.into_inner();
         let what = format!("stream={}", r.stream);
-        audited(&who, "KickPublisher", &what, self.kick(r).await)
+        Ok(audited(&who, "KickPublisher", &what, self.kick(r).await)?)
     }
 
     async fn create_publish_key(
@@ -935,7 +939,10 @@ impl OperatorService for OperatorApi {
         let what = format!("stream={}", r.stream);
         let out = async {
             let fence = self.0.fence().await?;
-            let k = self.access_admin(&fence).create_publish_key(r.stream).await?;
+            let k = self
+                .access_admin(&fence)
+                .create_publish_key(r.stream)
+                .await?;
             Ok(k)
         }
         .await;
@@ -943,7 +950,7 @@ impl OperatorService for OperatorApi {
             Ok(k) => format!("{what} key={}", k.key.as_ref().map_or("", |k| &k.key_id)),
             Err(_) => what,
         };
-        audited(&who, "CreatePublishKey", &what, out)
+        Ok(audited(&who, "CreatePublishKey", &what, out)?)
     }
 
     async fn list_publish_keys(
@@ -968,7 +975,12 @@ impl OperatorService for OperatorApi {
             Ok(self.access_admin(&fence).rotate_publish_key(&id).await?)
         }
         .await;
-        audited(&who, "RotatePublishKey", &format!("key={id}"), out)
+        Ok(audited(
+            &who,
+            "RotatePublishKey",
+            &format!("key={id}"),
+            out,
+        )?)
     }
 
     async fn revoke_publish_key(
@@ -983,7 +995,12 @@ impl OperatorService for OperatorApi {
             Ok(pb::RevokeReply {})
         }
         .await;
-        audited(&who, "RevokePublishKey", &format!("key={id}"), out)
+        Ok(audited(
+            &who,
+            "RevokePublishKey",
+            &format!("key={id}"),
+            out,
+        )?)
     }
 
     async fn create_signing_key(
@@ -994,14 +1011,17 @@ impl OperatorService for OperatorApi {
         let purpose = request.into_inner().purpose;
         let out = async {
             let fence = self.0.fence().await?;
-            Ok(self.access_admin(&fence).create_signing_key(&purpose).await?)
+            Ok(self
+                .access_admin(&fence)
+                .create_signing_key(&purpose)
+                .await?)
         }
         .await;
         let what = match &out {
             Ok(k) => format!("purpose={purpose} key={}", k.key_id),
             Err(_) => format!("purpose={purpose}"),
         };
-        audited(&who, "CreateSigningKey", &what, out)
+        Ok(audited(&who, "CreateSigningKey", &what, out)?)
     }
 
     async fn list_signing_keys(
@@ -1026,7 +1046,12 @@ impl OperatorService for OperatorApi {
             Ok(pb::RevokeReply {})
         }
         .await;
-        audited(&who, "RevokeSigningKey", &format!("key={id}"), out)
+        Ok(audited(
+            &who,
+            "RevokeSigningKey",
+            &format!("key={id}"),
+            out,
+        )?)
     }
 
     async fn issue_token(
@@ -1035,7 +1060,10 @@ impl OperatorService for OperatorApi {
     ) -> Result<Response<pb::IssueTokenReply>, Status> {
         let who = admin(&request, "IssueToken")?;
         let r = request.into_inner();
-        let what = format!("purpose={} stream={} ttl={}s", r.purpose, r.stream, r.ttl_seconds);
+        let what = format!(
+            "purpose={} stream={} ttl={}s",
+            r.purpose, r.stream, r.ttl_seconds
+        );
         // Signing reads keys only; any replica may do it, but the audit trail is the
         // leader's, like every other changing call.
         let out = async {
@@ -1043,7 +1071,7 @@ impl OperatorService for OperatorApi {
             Ok(self.access_admin(&fence).issue_token(r).await?)
         }
         .await;
-        audited(&who, "IssueToken", &what, out)
+        Ok(audited(&who, "IssueToken", &what, out)?)
     }
 
     async fn revoke_token(
@@ -1060,7 +1088,7 @@ impl OperatorService for OperatorApi {
             Ok(pb::RevokeReply {})
         }
         .await;
-        audited(&who, "RevokeToken", &what, out)
+        Ok(audited(&who, "RevokeToken", &what, out)?)
     }
 
     async fn set_stream_access(
@@ -1078,7 +1106,7 @@ impl OperatorService for OperatorApi {
             Ok(self.access_admin(&fence).set_stream(r).await?)
         }
         .await;
-        audited(&who, "SetStreamAccess", &what, out)
+        Ok(audited(&who, "SetStreamAccess", &what, out)?)
     }
 
     async fn list_stream_access(
@@ -1154,7 +1182,7 @@ impl std::fmt::Display for Caller {
 }
 
 /// The caller of `req`, refused unless an admin.
-fn admin<T>(req: &Request<T>, op: &str) -> Result<Caller, Status> {
+fn admin<T>(req: &Request<T>, op: &str) -> ApiResult<Caller> {
     let caller = req.extensions().get::<Caller>().cloned().unwrap_or(Caller {
         // No interceptor in front: operator calls are open.
         name: Arc::from("anonymous"),
@@ -1163,7 +1191,7 @@ fn admin<T>(req: &Request<T>, op: &str) -> Result<Caller, Status> {
     });
     if caller.role != OperatorRole::Admin {
         tracing::warn!(target: "ferrocast::audit", who = %caller, op, "refused: read-only operator");
-        return Err(Status::permission_denied(format!(
+        return Err(ApiError::Forbidden(format!(
             "{op} needs an admin token; {} is read-only",
             caller.name
         )));
@@ -1172,7 +1200,7 @@ fn admin<T>(req: &Request<T>, op: &str) -> Result<Caller, Status> {
 }
 
 /// Logs a changing call with who made it and how it ended.
-fn audited<T>(who: &Caller, op: &str, what: &str, out: ApiResult<T>) -> Result<Response<T>, Status> {
+fn audited<T>(who: &Caller, op: &str, what: &str, out: ApiResult<T>) -> ApiResult<Response<T>> {
     match out {
         Ok(v) => {
             tracing::info!(target: "ferrocast::audit", who = %who, op, what, "operator call done");
@@ -1180,7 +1208,7 @@ fn audited<T>(who: &Caller, op: &str, what: &str, out: ApiResult<T>) -> Result<R
         }
         Err(e) => {
             tracing::info!(target: "ferrocast::audit", who = %who, op, what, error = %e, "operator call failed");
-            Err(e.into())
+            Err(e)
         }
     }
 }
@@ -1368,7 +1396,7 @@ mod tests {
             r
         };
         let ro = roles.call(with("ro")).unwrap();
-        let err = admin(&ro, "DrainNode").unwrap_err();
+        let err = Status::from(admin(&ro, "DrainNode").unwrap_err());
         assert_eq!(err.code(), tonic::Code::PermissionDenied);
         let adm = roles.call(with("adm")).unwrap();
         assert_eq!(&*admin(&adm, "DrainNode").unwrap().name, "admin");

@@ -357,10 +357,7 @@ impl Controller {
             OperatorServiceServer::new(OperatorApi(shared.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
                 .max_encoding_message_size(MAX_REPLY_BYTES),
-            OperatorAuth::with_roles(
-                cfg.operator_token.clone(),
-                cfg.operator_read_token.clone(),
-            ),
+            OperatorAuth::with_roles(cfg.operator_token.clone(), cfg.operator_read_token.clone()),
         );
         let grpc_token = CancellationToken::new();
         let grpc_stop = grpc_token.clone();

@@ -63,13 +63,15 @@ impl EdgeAccess {
 
 /// Checks a viewer request: `Ok` with the path to route (any `/t/{token}` prefix
 /// removed), or the 403 (or 404) to answer.
-pub fn gate<'a>(access: &EdgeAccess, uri: &'a Uri) -> Result<Cow<'a, str>, Response> {
+pub fn gate<'a>(access: &EdgeAccess, uri: &'a Uri) -> Result<Cow<'a, str>, Box<Response>> {
     let path = uri.path();
     let query_token = uri.query().and_then(|q| tokens::query_param(q, "token"));
     let (path, token): (Cow<'a, str>, Option<&str>) = match path.strip_prefix("/t/") {
         Some(rest) => match rest.split_once('/') {
-            Some((t, live)) if live.starts_with("live/") => (Cow::Owned(format!("/{live}")), Some(t)),
-            _ => return Err(error(StatusCode::NOT_FOUND, "not found")),
+            Some((t, live)) if live.starts_with("live/") => {
+                (Cow::Owned(format!("/{live}")), Some(t))
+            }
+            _ => return Err(Box::new(error(StatusCode::NOT_FOUND, "not found"))),
         },
         None => (Cow::Borrowed(path), query_token),
     };
@@ -111,13 +113,13 @@ fn check(rules: &Rules, stream: &str, token: &str) -> Result<(), tokens::TokenEr
     Ok(())
 }
 
-fn forbidden(why: &str) -> Response {
+fn forbidden(why: &str) -> Box<Response> {
     let mut r = error(StatusCode::FORBIDDEN, why);
     r.headers_mut().insert(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),
     );
-    r
+    Box::new(r)
 }
 
 #[cfg(test)]
@@ -158,7 +160,10 @@ mod tests {
     fn tokens_are_checked_in_the_path_or_query_and_stripped() {
         let a = EdgeAccess::default();
         // Nothing pushed yet: open.
-        assert_eq!(status(&a, "/live/cam/index.m3u8").unwrap(), "/live/cam/index.m3u8");
+        assert_eq!(
+            status(&a, "/live/cam/index.m3u8").unwrap(),
+            "/live/cam/index.m3u8"
+        );
         a.apply(snap(true, false, &[]));
         let exp = tokens::unix_now() + 60;
         let good = tokens::sign(Purpose::Play, "k1", "cam", exp, b"secret");
@@ -177,7 +182,11 @@ mod tests {
         let publish = tokens::sign(Purpose::Publish, "k1", "cam", exp, b"secret");
         let foreign = tokens::sign(Purpose::Play, "k9", "cam", exp, b"secret");
         for t in [other, old, publish, foreign, "junk".to_owned()] {
-            assert_eq!(status(&a, &format!("/t/{t}/live/cam/index.m3u8")), Err(403), "{t}");
+            assert_eq!(
+                status(&a, &format!("/t/{t}/live/cam/index.m3u8")),
+                Err(403),
+                "{t}"
+            );
         }
         // Streams without a policy stay open; other paths pass.
         assert!(status(&a, "/live/dog/index.m3u8").is_ok());
@@ -186,11 +195,17 @@ mod tests {
         // Revoking the token, then the key, then the stream.
         let sig = good.rsplit('.').next().unwrap().to_owned();
         a.apply(snap(true, false, &[&sig]));
-        assert_eq!(status(&a, &format!("/t/{good}/live/cam/index.m3u8")), Err(403));
+        assert_eq!(
+            status(&a, &format!("/t/{good}/live/cam/index.m3u8")),
+            Err(403)
+        );
         let mut s = snap(true, false, &[]);
         s.play_keys.clear();
         a.apply(s);
-        assert_eq!(status(&a, &format!("/t/{good}/live/cam/index.m3u8")), Err(403));
+        assert_eq!(
+            status(&a, &format!("/t/{good}/live/cam/index.m3u8")),
+            Err(403)
+        );
         a.apply(snap(false, true, &[]));
         assert_eq!(status(&a, "/live/cam/index.m3u8"), Err(403));
     }

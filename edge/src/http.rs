@@ -121,7 +121,7 @@ pub async fn respond(state: &HttpState, method: &Method, uri: &Uri) -> Response 
 async fn route(state: &HttpState, method: &Method, uri: &Uri) -> (&'static str, Response) {
     let path = match crate::access::gate(&state.access, uri) {
         Ok(p) => p,
-        Err(denied) => return ("denied", denied),
+        Err(denied) => return ("denied", *denied),
     };
     let path = path.as_ref();
     let ready = state.ready.load(Ordering::Relaxed);

@@ -129,9 +129,21 @@ impl<'a> Token<'a> {
 }
 
 /// The signature of a token (base64url, no padding).
-pub fn signature(purpose: Purpose, key_id: &str, stream: &str, expiry: u64, secret: &[u8]) -> String {
+pub fn signature(
+    purpose: Purpose,
+    key_id: &str,
+    stream: &str,
+    expiry: u64,
+    secret: &[u8],
+) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(format!("ferrocast/{}\n{key_id}\n{stream}\n{expiry}", purpose.as_str()).as_bytes());
+    mac.update(
+        format!(
+            "ferrocast/{}\n{key_id}\n{stream}\n{expiry}",
+            purpose.as_str()
+        )
+        .as_bytes(),
+    );
     base64url(&mac.finalize().into_bytes())
 }
 

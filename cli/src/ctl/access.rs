@@ -95,7 +95,9 @@ fn parse_ttl(s: &str) -> Result<u64, String> {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected e.g. 3600, 10m, 1h"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected e.g. 3600, 10m, 1h"))?;
     let mult = match unit {
         "s" => 1,
         "m" => 60,
@@ -152,7 +154,13 @@ pub async fn keys(ctl: &Ctl, c: KeysCommand, json_out: bool) -> anyhow::Result<(
                 let rows: Vec<Vec<String>> = r
                     .keys
                     .iter()
-                    .map(|k| vec![k.key_id.clone(), k.stream.clone(), k.created_unix.to_string()])
+                    .map(|k| {
+                        vec![
+                            k.key_id.clone(),
+                            k.stream.clone(),
+                            k.created_unix.to_string(),
+                        ]
+                    })
                     .collect();
                 table(&["KEY", "STREAM", "CREATED (UNIX)"], &rows);
                 Ok(())
@@ -173,7 +181,11 @@ pub async fn keys(ctl: &Ctl, c: KeysCommand, json_out: bool) -> anyhow::Result<(
                 Box::pin(async move { c.revoke_publish_key(r).await })
             })
             .await?;
-            done(json_out, json!({"revoked": id}), &format!("publish key {id} revoked"))
+            done(
+                json_out,
+                json!({"revoked": id}),
+                &format!("publish key {id} revoked"),
+            )
         }
     }
 }
@@ -223,7 +235,13 @@ pub async fn signing_keys(ctl: &Ctl, c: SigningKeysCommand, json_out: bool) -> a
                 let rows: Vec<Vec<String>> = r
                     .keys
                     .iter()
-                    .map(|k| vec![k.key_id.clone(), k.purpose.clone(), k.created_unix.to_string()])
+                    .map(|k| {
+                        vec![
+                            k.key_id.clone(),
+                            k.purpose.clone(),
+                            k.created_unix.to_string(),
+                        ]
+                    })
                     .collect();
                 table(&["KEY", "PURPOSE", "CREATED (UNIX)"], &rows);
                 Ok(())
@@ -235,7 +253,11 @@ pub async fn signing_keys(ctl: &Ctl, c: SigningKeysCommand, json_out: bool) -> a
                 Box::pin(async move { c.revoke_signing_key(r).await })
             })
             .await?;
-            done(json_out, json!({"revoked": id}), &format!("signing key {id} revoked"))
+            done(
+                json_out,
+                json!({"revoked": id}),
+                &format!("signing key {id} revoked"),
+            )
         }
     }
 }
@@ -277,9 +299,7 @@ pub async fn token(ctl: &Ctl, c: TokenCommand, json_out: bool) -> anyhow::Result
 }
 
 pub async fn playback(ctl: &Ctl, a: PlaybackArgs, json_out: bool) -> anyhow::Result<()> {
-    let view = |s: &pb::StreamAccess| {
-        json!({"stream": s.stream, "token_required": s.token_required, "blocked": s.blocked})
-    };
+    let view = |s: &pb::StreamAccess| json!({"stream": s.stream, "token_required": s.token_required, "blocked": s.blocked});
     if a.list {
         let r = ctl
             .read(pb::ListStreamAccessRequest {}, |mut c, r| {
@@ -330,7 +350,11 @@ pub async fn playback(ctl: &Ctl, a: PlaybackArgs, json_out: bool) -> anyhow::Res
     } else {
         "open"
     };
-    done(json_out, view(&s), &format!("stream {}: playback {what}", s.stream))
+    done(
+        json_out,
+        view(&s),
+        &format!("stream {}: playback {what}", s.stream),
+    )
 }
 
 #[cfg(test)]

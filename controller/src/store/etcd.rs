@@ -292,10 +292,7 @@ impl Store for EtcdStore {
         })
     }
 
-    fn records(
-        &self,
-        kind: &'static str,
-    ) -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>, StoreError>> {
+    fn records(&self, kind: &'static str) -> BoxFuture<'_, Result<super::Records, StoreError>> {
         Box::pin(async move {
             let dir = format!("access/{kind}");
             let prefix = self.key(&dir, "");

@@ -181,10 +181,7 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(r))
     }
 
-    fn records(
-        &self,
-        kind: &'static str,
-    ) -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>, StoreError>> {
+    fn records(&self, kind: &'static str) -> BoxFuture<'_, Result<super::Records, StoreError>> {
         let all = self
             .lock()
             .records

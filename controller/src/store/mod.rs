@@ -23,6 +23,9 @@ use std::time::Duration;
 /// A boxed, sendable future (the store is used as `Arc<dyn Store>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Access records of one kind: name → opaque bytes.
+pub type Records = Vec<(String, Vec<u8>)>;
+
 /// A record's version: it changes on every write of the record (etcd's mod revision).
 pub type Revision = i64;
 
@@ -147,8 +150,7 @@ pub trait Store: Send + Sync + Debug {
 
     /// Every access record of `kind` (publish keys, signing keys, stream policies,
     /// revocations: see [`crate::access`]), as name → opaque bytes, without a lease.
-    fn records(&self, kind: &'static str)
-        -> BoxFuture<'_, Result<Vec<(String, Vec<u8>)>, StoreError>>;
+    fn records(&self, kind: &'static str) -> BoxFuture<'_, Result<Records, StoreError>>;
 
     /// Writes (`Some`) or deletes (`None`) one access record while `fence` holds.
     fn set_record(
