@@ -135,6 +135,11 @@ pub enum Claim {
         /// Why.
         reason: String,
     },
+    /// The publisher's credential was refused.
+    Unauthorized {
+        /// Why (never the credential).
+        reason: String,
+    },
 }
 
 /// A node's controller link. Cheap to clone.
@@ -364,11 +369,24 @@ impl Agent {
 
     /// Asks the controller for `stream` before accepting its publisher.
     pub async fn claim(&self, stream: &str) -> Result<Claim, AgentError> {
+        self.claim_with(stream, "", None).await
+    }
+
+    /// [`claim`](Agent::claim) for a publisher who presented `credential` (the publish
+    /// URL's query) from `client_ip`.
+    pub async fn claim_with(
+        &self,
+        stream: &str,
+        credential: &str,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Result<Claim, AgentError> {
         self.wait_registered().await?;
         let cfg = &self.inner.cfg;
         let req = pb::ClaimStreamRequest {
             node_id: cfg.node_id.clone(),
             stream: stream.to_owned(),
+            credential: credential.to_owned(),
+            client_ip: client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         };
         let reply = self
             .inner
@@ -391,6 +409,9 @@ impl Agent {
                 taken_over: outcome == pb::ClaimOutcome::TakenOver,
             },
             pb::ClaimOutcome::RefusedDuplicate => Claim::Duplicate {
+                reason: reply.reason,
+            },
+            pb::ClaimOutcome::RefusedUnauthorized => Claim::Unauthorized {
                 reason: reply.reason,
             },
             _ => Claim::Unavailable {
@@ -499,6 +520,61 @@ impl Agent {
                 return;
             }
         }
+    }
+}
+
+impl Agent {
+    /// Starts following the controller's access state (playback keys, stream policies,
+    /// revoked tokens): `apply` gets every snapshot. While no controller answers, the
+    /// last snapshot stays in force (the data path does not depend on the controller).
+    pub fn watch_access<F>(&self, apply: F, shutdown: CancellationToken)
+    where
+        F: Fn(pb::AccessSnapshot) + Send + Sync + 'static,
+    {
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let inner = &agent.inner;
+            let mut failures = 0u32;
+            loop {
+                let (idx, mut client) = inner.endpoints.any();
+                let req = pb::WatchAccessRequest {
+                    node_id: inner.cfg.node_id.clone(),
+                };
+                let opened = tokio::select! {
+                    r = timeout(inner.cfg.call_timeout, client.watch_access(req)) => r,
+                    _ = shutdown.cancelled() => return,
+                };
+                let why = match opened {
+                    Ok(Ok(r)) => {
+                        let mut snaps = r.into_inner();
+                        loop {
+                            let s = tokio::select! {
+                                s = snaps.next() => s,
+                                _ = shutdown.cancelled() => return,
+                            };
+                            match s {
+                                Some(Ok(snap)) => {
+                                    failures = 0;
+                                    apply(snap);
+                                }
+                                Some(Err(s)) => break s.to_string(),
+                                None => break "the controller closed the watch".to_owned(),
+                            }
+                        }
+                    }
+                    Ok(Err(s)) => s.to_string(),
+                    Err(_) => "opening the watch timed out".to_owned(),
+                };
+                inner.endpoints.advance(idx);
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(20) {
+                    tracing::warn!(reason = %why, "access watch lost; keeping the last access state");
+                }
+                if pause(backoff(failures), &shutdown).await {
+                    return;
+                }
+            }
+        });
     }
 }
 

@@ -4,6 +4,7 @@
 //! socket is bound; an error names the field.
 
 use anyhow::{bail, Context};
+use ferrocast_controller::access::PublishAuth;
 use ferrocast_controller::ControllerConfig;
 use ferrocast_edge::EdgeConfig;
 use ferrocast_origin::OriginConfig;
@@ -98,6 +99,15 @@ pub struct NodeArgs {
     /// are open).
     #[arg(long, env = "FERROCAST_OPERATOR_TOKEN")]
     pub operator_token: Option<String>,
+    /// Controller: a bearer token allowed only the operator reads (lists, gets, resolve,
+    /// events); needs --operator-token (default: none).
+    #[arg(long, env = "FERROCAST_OPERATOR_READ_TOKEN")]
+    pub operator_read_token: Option<String>,
+    /// Controller and standalone: `closed` (publishers need a publish key or a signed
+    /// publish token; the controller's default) or `open` (anyone may publish;
+    /// standalone's default, announced with a warning).
+    #[arg(long, env = "FERROCAST_PUBLISH_AUTH")]
+    pub publish_auth: Option<String>,
     /// Controller: seconds a node's registration (and the leader's) lives without a
     /// heartbeat (default 5; at least 2 with etcd).
     #[arg(long, env = "FERROCAST_LEASE_TTL")]
@@ -153,6 +163,8 @@ struct FileConfig {
     grpc_listen: Option<SocketAddr>,
     etcd: Option<Vec<String>>,
     operator_token: Option<String>,
+    operator_read_token: Option<String>,
+    publish_auth: Option<String>,
     lease_ttl: Option<f64>,
     controller: Option<Vec<String>>,
     advertise_host: Option<String>,
@@ -312,6 +324,14 @@ impl Settings {
             controller.etcd = e;
         }
         controller.operator_token = args.operator_token.or(file.operator_token);
+        controller.operator_read_token = args.operator_read_token.or(file.operator_read_token);
+        controller.publish_auth = match args.publish_auth.or(file.publish_auth) {
+            Some(v) => v
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("invalid publish-auth: {e}"))?,
+            None if role == Role::Standalone => PublishAuth::Open,
+            None => PublishAuth::Closed,
+        };
         if let Some(v) = args.lease_ttl.or(file.lease_ttl) {
             controller.lease_ttl = seconds("lease-ttl", v)?;
         }

@@ -7,6 +7,8 @@
 //!   once more on the leader.
 //! - Every failure prints one readable line on stderr and exits with code 1.
 
+mod access;
+
 use anyhow::{anyhow, bail, Context};
 use ferrocast_controller::api::LEADER_METADATA;
 use ferrocast_proto::controller::v1 as pb;
@@ -102,6 +104,17 @@ enum CtlCommand {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Publish keys: create, list, rotate, revoke (secrets are shown once, stored hashed).
+    #[command(subcommand)]
+    Keys(access::KeysCommand),
+    /// Signing keys of publish and playback tokens: create, list, revoke.
+    #[command(subcommand, name = "signing-keys")]
+    SigningKeys(access::SigningKeysCommand),
+    /// Signed tokens: issue, revoke.
+    #[command(subcommand)]
+    Token(access::TokenCommand),
+    /// A stream's playback policy: token required, blocked, or open; or list them.
+    Playback(access::PlaybackArgs),
 }
 
 /// `5`, `5s`, `1.5s`, `500ms` → a duration.
@@ -269,6 +282,7 @@ impl Ctl {
             Code::Unauthenticated => anyhow!(
                 "unauthenticated: {url} needs an operator token (--token or FERROCAST_OPERATOR_TOKEN), or the one given is wrong"
             ),
+            Code::PermissionDenied => anyhow!("permission denied: {}", s.message()),
             Code::NotFound => anyhow!("not found: {}", s.message()),
             Code::InvalidArgument => anyhow!("invalid request: {}", s.message()),
             Code::FailedPrecondition => anyhow!("refused: {}", s.message()),
@@ -422,6 +436,10 @@ async fn run(args: CtlArgs) -> anyhow::Result<()> {
             }
         }
         CtlCommand::Events { count } => events(&ctl, json, count).await?,
+        CtlCommand::Keys(c) => access::keys(&ctl, c, json).await?,
+        CtlCommand::SigningKeys(c) => access::signing_keys(&ctl, c, json).await?,
+        CtlCommand::Token(c) => access::token(&ctl, c, json).await?,
+        CtlCommand::Playback(a) => access::playback(&ctl, a, json).await?,
     }
     Ok(())
 }

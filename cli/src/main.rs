@@ -200,6 +200,7 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
             .as_ref()
             .context("invalid tls-dir: an edge needs the cluster certificates")?;
         let mut agent = None;
+        let mut watcher = None;
         let resolver: Arc<dyn OriginResolver> = if controllers.is_empty() {
             let origin_addr = settings
                 .origin_addr
@@ -215,6 +216,7 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
             cfg.region = settings.region.clone();
             let a = Agent::new(cfg.clone()).context("invalid controller")?;
             let table = a.watch_assignments(shutdown.clone());
+            watcher = Some(a);
             agent = Some(cfg);
             Arc::new(ControllerOrigins(table))
         };
@@ -222,6 +224,11 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
         let edge = Edge::bind(settings.edge.clone(), registry.clone(), Arc::new(upstream))
             .await
             .context("starting the edge")?;
+        if let Some(a) = watcher {
+            // Playback keys, policies and revocations, pushed by the controller.
+            let access = edge.state().access.clone();
+            a.watch_access(move |snap| access.apply(snap), shutdown.clone());
+        }
         if let Some(mut cfg) = agent {
             let scheme = if settings.edge.http.tls.is_some() {
                 "https"

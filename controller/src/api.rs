@@ -17,6 +17,7 @@
 //!   the stream stays open and silent, and resumes with the difference when it is back.
 //! - While the store is unreachable, reads answer from the hub's last good view.
 
+use crate::access::{self, Access, AccessError};
 use crate::assign::{self, AssignError};
 use crate::election::Election;
 use crate::hub::{ClusterView, Hub, Update};
@@ -59,6 +60,9 @@ pub enum ApiError {
     /// The caller acted under a stale epoch or on a state that forbids it.
     #[error("{0}")]
     Precondition(String),
+    /// The caller's role does not allow the call.
+    #[error("{0}")]
+    Forbidden(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -70,6 +74,17 @@ impl From<AssignError> for ApiError {
             AssignError::Store(s) => ApiError::Store(s),
             e @ AssignError::StaleEpoch { .. } => ApiError::Precondition(e.to_string()),
             e @ AssignError::NoAssignment(_) => ApiError::NotFound(e.to_string()),
+        }
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::Store(s) => ApiError::Store(s),
+            AccessError::Invalid(m) => ApiError::Invalid(m),
+            AccessError::NotFound(m) => ApiError::NotFound(m),
+            e => ApiError::Precondition(e.to_string()),
         }
     }
 }
@@ -89,6 +104,7 @@ impl From<ApiError> for Status {
                 s
             }
             ApiError::Invalid(_) => Status::invalid_argument(msg),
+            ApiError::Forbidden(_) => Status::permission_denied(msg),
             ApiError::NotFound(_) => Status::not_found(msg),
             ApiError::Precondition(_) => Status::failed_precondition(msg),
             ApiError::Store(StoreError::Fenced) => Status::unavailable(msg),
@@ -178,6 +194,8 @@ pub struct Shared {
     pub regions: RegionTable,
     /// The placement snapshot `/play` decides on.
     pub placement_cache: PlacementCache,
+    /// Publish keys, signing keys, playback policies and revocations.
+    pub access: Arc<Access>,
 }
 
 /// How old the load reports in a cached placement snapshot may be.
@@ -468,6 +486,18 @@ impl NodeApi {
         required("stream", &r.stream)?;
         let sh = &self.0;
         let fence = sh.fence().await?;
+        if let Err(why) = sh
+            .access
+            .check_publish(sh.store.as_ref(), &r.stream, &r.credential)
+            .await
+        {
+            tracing::warn!(node = %r.node_id, stream = %r.stream, client = %r.client_ip, reason = %why, "publisher refused");
+            return Ok(pb::ClaimStreamReply {
+                outcome: pb::ClaimOutcome::RefusedUnauthorized.into(),
+                assignment: None,
+                reason: why,
+            });
+        }
         let snap = sh.snapshot().await?;
         let decision =
             assign::claim(sh.store.as_ref(), &fence, &snap, &r.node_id, &r.stream).await?;
@@ -621,6 +651,35 @@ impl NodeService for NodeApi {
             snapshot,
             |u: &Update| u.assignments.clone(),
         )))
+    }
+
+    type WatchAccessStream = BoxStream<pb::AccessSnapshot>;
+
+    async fn watch_access(
+        &self,
+        request: Request<pb::WatchAccessRequest>,
+    ) -> Result<Response<Self::WatchAccessStream>, Status> {
+        let node = request.into_inner().node_id;
+        tracing::debug!(%node, "access watcher");
+        let mut rx = self.0.access.subscribe();
+        let closing = self.0.hub.closing();
+        // Whole snapshots: each is small, and a watcher that misses some sees the last.
+        Ok(Response::new(async_stream_of(move |tx| async move {
+            loop {
+                let snap = rx.borrow_and_update().edge_snapshot();
+                if tx.send(Ok(snap)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                    _ = closing.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("controller shutting down"))).await;
+                        return;
+                    }
+                }
+            }
+        })))
     }
 }
 
@@ -855,14 +914,209 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::DrainNodeReply>, Status> {
-        Ok(Response::new(self.drain(request.into_inner()).await?))
+        let who = admin(&request, "DrainNode")?;
+        let r = request.into_inner();
+        let what = format!("node={} drain={}", r.node_id, r.drain);
+        Ok(audited(&who, "DrainNode", &what, self.drain(r).await)?)
     }
 
     async fn kick_publisher(
         &self,
         request: Request<pb::KickPublisherRequest>,
     ) -> Result<Response<pb::KickPublisherReply>, Status> {
-        Ok(Response::new(self.kick(request.into_inner()).await?))
+        let who = admin(&request, "KickPublisher")?;
+        let r = request.into_inner();
+        let what = format!("stream={}", r.stream);
+        Ok(audited(&who, "KickPublisher", &what, self.kick(r).await)?)
+    }
+
+    async fn create_publish_key(
+        &self,
+        request: Request<pb::CreatePublishKeyRequest>,
+    ) -> Result<Response<pb::PublishKeySecret>, Status> {
+        let who = admin(&request, "CreatePublishKey")?;
+        let r = request.into_inner();
+        let what = format!("stream={}", r.stream);
+        let out = async {
+            let fence = self.0.fence().await?;
+            let k = self
+                .access_admin(&fence)
+                .create_publish_key(r.stream)
+                .await?;
+            Ok(k)
+        }
+        .await;
+        let what = match &out {
+            Ok(k) => format!("{what} key={}", k.key.as_ref().map_or("", |k| &k.key_id)),
+            Err(_) => what,
+        };
+        Ok(audited(&who, "CreatePublishKey", &what, out)?)
+    }
+
+    async fn list_publish_keys(
+        &self,
+        request: Request<pb::ListPublishKeysRequest>,
+    ) -> Result<Response<pb::ListPublishKeysReply>, Status> {
+        let r = request.into_inner();
+        let keys = access::list_publish_keys(self.0.store.as_ref(), &r.stream)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListPublishKeysReply { keys }))
+    }
+
+    async fn rotate_publish_key(
+        &self,
+        request: Request<pb::KeyIdRequest>,
+    ) -> Result<Response<pb::PublishKeySecret>, Status> {
+        let who = admin(&request, "RotatePublishKey")?;
+        let id = request.into_inner().key_id;
+        let out = async {
+            let fence = self.0.fence().await?;
+            Ok(self.access_admin(&fence).rotate_publish_key(&id).await?)
+        }
+        .await;
+        Ok(audited(
+            &who,
+            "RotatePublishKey",
+            &format!("key={id}"),
+            out,
+        )?)
+    }
+
+    async fn revoke_publish_key(
+        &self,
+        request: Request<pb::KeyIdRequest>,
+    ) -> Result<Response<pb::RevokeReply>, Status> {
+        let who = admin(&request, "RevokePublishKey")?;
+        let id = request.into_inner().key_id;
+        let out = async {
+            let fence = self.0.fence().await?;
+            self.access_admin(&fence).revoke_publish_key(&id).await?;
+            Ok(pb::RevokeReply {})
+        }
+        .await;
+        Ok(audited(
+            &who,
+            "RevokePublishKey",
+            &format!("key={id}"),
+            out,
+        )?)
+    }
+
+    async fn create_signing_key(
+        &self,
+        request: Request<pb::CreateSigningKeyRequest>,
+    ) -> Result<Response<pb::SigningKey>, Status> {
+        let who = admin(&request, "CreateSigningKey")?;
+        let purpose = request.into_inner().purpose;
+        let out = async {
+            let fence = self.0.fence().await?;
+            Ok(self
+                .access_admin(&fence)
+                .create_signing_key(&purpose)
+                .await?)
+        }
+        .await;
+        let what = match &out {
+            Ok(k) => format!("purpose={purpose} key={}", k.key_id),
+            Err(_) => format!("purpose={purpose}"),
+        };
+        Ok(audited(&who, "CreateSigningKey", &what, out)?)
+    }
+
+    async fn list_signing_keys(
+        &self,
+        _request: Request<pb::ListSigningKeysRequest>,
+    ) -> Result<Response<pb::ListSigningKeysReply>, Status> {
+        let keys = access::list_signing_keys(self.0.store.as_ref())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListSigningKeysReply { keys }))
+    }
+
+    async fn revoke_signing_key(
+        &self,
+        request: Request<pb::KeyIdRequest>,
+    ) -> Result<Response<pb::RevokeReply>, Status> {
+        let who = admin(&request, "RevokeSigningKey")?;
+        let id = request.into_inner().key_id;
+        let out = async {
+            let fence = self.0.fence().await?;
+            self.access_admin(&fence).revoke_signing_key(&id).await?;
+            Ok(pb::RevokeReply {})
+        }
+        .await;
+        Ok(audited(
+            &who,
+            "RevokeSigningKey",
+            &format!("key={id}"),
+            out,
+        )?)
+    }
+
+    async fn issue_token(
+        &self,
+        request: Request<pb::IssueTokenRequest>,
+    ) -> Result<Response<pb::IssueTokenReply>, Status> {
+        let who = admin(&request, "IssueToken")?;
+        let r = request.into_inner();
+        let what = format!(
+            "purpose={} stream={} ttl={}s",
+            r.purpose, r.stream, r.ttl_seconds
+        );
+        // Signing reads keys only; any replica may do it, but the audit trail is the
+        // leader's, like every other changing call.
+        let out = async {
+            let fence = self.0.fence().await?;
+            Ok(self.access_admin(&fence).issue_token(r).await?)
+        }
+        .await;
+        Ok(audited(&who, "IssueToken", &what, out)?)
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeReply>, Status> {
+        let who = admin(&request, "RevokeToken")?;
+        let token = request.into_inner().token;
+        // The signature identifies the token; the log gets no usable token.
+        let what = format!("token_key={}", token.split('.').next().unwrap_or(""));
+        let out = async {
+            let fence = self.0.fence().await?;
+            self.access_admin(&fence).revoke_token(&token).await?;
+            Ok(pb::RevokeReply {})
+        }
+        .await;
+        Ok(audited(&who, "RevokeToken", &what, out)?)
+    }
+
+    async fn set_stream_access(
+        &self,
+        request: Request<pb::StreamAccess>,
+    ) -> Result<Response<pb::StreamAccess>, Status> {
+        let who = admin(&request, "SetStreamAccess")?;
+        let r = request.into_inner();
+        let what = format!(
+            "stream={} token_required={} blocked={}",
+            r.stream, r.token_required, r.blocked
+        );
+        let out = async {
+            let fence = self.0.fence().await?;
+            Ok(self.access_admin(&fence).set_stream(r).await?)
+        }
+        .await;
+        Ok(audited(&who, "SetStreamAccess", &what, out)?)
+    }
+
+    async fn list_stream_access(
+        &self,
+        _request: Request<pb::ListStreamAccessRequest>,
+    ) -> Result<Response<pb::ListStreamAccessReply>, Status> {
+        let streams = access::list_streams(self.0.store.as_ref())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListStreamAccessReply { streams }))
     }
 
     async fn resolve(
@@ -888,39 +1142,139 @@ impl OperatorService for OperatorApi {
     }
 }
 
-/// The operator token check: with a token configured, every operator call must carry
-/// `authorization: Bearer <token>`; without one, every call is allowed.
+impl OperatorApi {
+    fn access_admin<'a>(&'a self, fence: &'a Fence) -> access::Admin<'a> {
+        access::Admin {
+            store: self.0.store.as_ref(),
+            fence,
+            access: &self.0.access,
+        }
+    }
+}
+
+/// What an operator may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorRole {
+    /// Reads only: lists, gets, resolve, events.
+    ReadOnly,
+    /// Everything.
+    Admin,
+}
+
+/// Who makes an operator call, as [`OperatorAuth`] identified them (a request extension).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token's name (`admin`, `read-only`), or `anonymous` when calls are open.
+    pub name: Arc<str>,
+    /// What the caller may do.
+    pub role: OperatorRole,
+    /// The caller's address.
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.peer {
+            Some(p) => write!(f, "{}@{p}", self.name),
+            None => write!(f, "{}", self.name),
+        }
+    }
+}
+
+/// The caller of `req`, refused unless an admin.
+fn admin<T>(req: &Request<T>, op: &str) -> ApiResult<Caller> {
+    let caller = req.extensions().get::<Caller>().cloned().unwrap_or(Caller {
+        // No interceptor in front: operator calls are open.
+        name: Arc::from("anonymous"),
+        role: OperatorRole::Admin,
+        peer: req.remote_addr(),
+    });
+    if caller.role != OperatorRole::Admin {
+        tracing::warn!(target: "ferrocast::audit", who = %caller, op, "refused: read-only operator");
+        return Err(ApiError::Forbidden(format!(
+            "{op} needs an admin token; {} is read-only",
+            caller.name
+        )));
+    }
+    Ok(caller)
+}
+
+/// Logs a changing call with who made it and how it ended.
+fn audited<T>(who: &Caller, op: &str, what: &str, out: ApiResult<T>) -> ApiResult<Response<T>> {
+    match out {
+        Ok(v) => {
+            tracing::info!(target: "ferrocast::audit", who = %who, op, what, "operator call done");
+            Ok(Response::new(v))
+        }
+        Err(e) => {
+            tracing::info!(target: "ferrocast::audit", who = %who, op, what, error = %e, "operator call failed");
+            Err(e)
+        }
+    }
+}
+
+/// The operator token check: with tokens configured, every operator call must carry
+/// `authorization: Bearer <token>` of one of them, and the caller ([`Caller`]: the
+/// token's name and role) goes with the request; without any, every call is allowed.
 #[derive(Debug, Clone, Default)]
 pub struct OperatorAuth {
-    token: Option<Arc<str>>,
+    tokens: Arc<Vec<(String, Arc<str>, OperatorRole)>>,
 }
 
 impl OperatorAuth {
-    /// Checks for `token`, or lets everything through with `None`.
+    /// Checks for the admin `token`, or lets everything through with `None`.
     pub fn new(token: Option<String>) -> Self {
+        Self::with_roles(token, None)
+    }
+
+    /// An admin token and a read-only token (which needs an admin token too).
+    pub fn with_roles(admin: Option<String>, read_only: Option<String>) -> Self {
+        let mut tokens = Vec::new();
+        if let Some(t) = admin {
+            tokens.push((t, Arc::from("admin"), OperatorRole::Admin));
+        }
+        if let Some(t) = read_only {
+            tokens.push((t, Arc::from("read-only"), OperatorRole::ReadOnly));
+        }
         OperatorAuth {
-            token: token.map(Arc::from),
+            tokens: Arc::new(tokens),
         }
     }
 }
 
 impl tonic::service::Interceptor for OperatorAuth {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let Some(want) = self.token.as_deref() else {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let peer = req.remote_addr();
+        if self.tokens.is_empty() {
+            req.extensions_mut().insert(Caller {
+                name: Arc::from("anonymous"),
+                role: OperatorRole::Admin,
+                peer,
+            });
             return Ok(req);
-        };
+        }
         let got = req
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if constant_time_eq(got.as_bytes(), want.as_bytes()) {
-            Ok(req)
-        } else {
-            Err(Status::unauthenticated(
+        // Every token is compared, so the time taken does not tell which one matched.
+        let found = self.tokens.iter().fold(None, |found, (t, name, role)| {
+            if constant_time_eq(got.as_bytes(), t.as_bytes()) {
+                Some((name.clone(), *role))
+            } else {
+                found
+            }
+        });
+        match found {
+            Some((name, role)) => {
+                req.extensions_mut().insert(Caller { name, role, peer });
+                Ok(req)
+            }
+            None => Err(Status::unauthenticated(
                 "operator calls need a bearer token",
-            ))
+            )),
         }
     }
 }
@@ -1032,5 +1386,20 @@ mod tests {
             .insert("authorization", "Bearer s3cret".parse().unwrap());
         assert!(closed.call(req).is_ok());
         assert!(!constant_time_eq(b"abc", b"abd"));
+
+        // Roles: the read-only token passes the check but is not an admin.
+        let mut roles = OperatorAuth::with_roles(Some("adm".into()), Some("ro".into()));
+        let with = |t: &str| {
+            let mut r = Request::new(());
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+            r
+        };
+        let ro = roles.call(with("ro")).unwrap();
+        let err = Status::from(admin(&ro, "DrainNode").unwrap_err());
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        let adm = roles.call(with("adm")).unwrap();
+        assert_eq!(&*admin(&adm, "DrainNode").unwrap().name, "admin");
+        assert!(roles.call(with("nope")).is_err());
     }
 }

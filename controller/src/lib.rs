@@ -12,6 +12,7 @@
 
 pub use server::{ConfigError, Controller, ControllerConfig};
 
+pub mod access;
 pub mod api;
 pub mod assign;
 pub mod election;

@@ -55,8 +55,12 @@ pub struct ControllerConfig {
     pub etcd: Vec<String>,
     /// TTL of node leases (and of the leader's lease on etcd).
     pub lease_ttl: Duration,
-    /// Bearer token operator calls must carry; `None`: operator calls are open.
+    /// Bearer token operator calls must carry (admin role); `None`: operator calls are open.
     pub operator_token: Option<String>,
+    /// A bearer token allowed only the operator reads; needs `operator_token`.
+    pub operator_read_token: Option<String>,
+    /// Whether publishers need a credential (`--publish-auth open|closed`).
+    pub publish_auth: crate::access::PublishAuth,
     /// The gRPC address followers redirect writes to; defaults to the bound address.
     pub advertise: Option<String>,
     /// Client address blocks → viewer region (`--region-cidr 10.1.0.0/16=eu-west`), for
@@ -75,6 +79,8 @@ impl Default for ControllerConfig {
             etcd: Vec::new(),
             lease_ttl: Duration::from_secs(5),
             operator_token: None,
+            operator_read_token: None,
+            publish_auth: crate::access::PublishAuth::Open,
             advertise: None,
             region_cidrs: Vec::new(),
             region_header: None,
@@ -134,6 +140,20 @@ impl ControllerConfig {
                     "operator-token",
                     "must be non-empty, without whitespace or control characters",
                 );
+            }
+        }
+        if let Some(t) = &self.operator_read_token {
+            if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return invalid(
+                    "operator-read-token",
+                    "must be non-empty, without whitespace or control characters",
+                );
+            }
+            if self.operator_token.is_none() {
+                return invalid("operator-read-token", "needs --operator-token (admin) too");
+            }
+            if self.operator_token.as_ref() == Some(t) {
+                return invalid("operator-read-token", "must differ from operator-token");
             }
         }
         if self.advertise.as_deref() == Some("") {
@@ -228,6 +248,7 @@ impl Controller {
             hub,
             regions: RegionTable::new(cfg.region_cidrs.iter().cloned()),
             placement_cache: Default::default(),
+            access: Arc::new(crate::access::Access::new(cfg.publish_auth)),
         });
         Ok(Controller {
             cfg,
@@ -291,6 +312,19 @@ impl Controller {
         let hub_token = CancellationToken::new();
         let _ = shared.hub.poll_once().await;
         let hub_task = tokio::spawn(shared.hub.clone().run(hub_token.clone()));
+        if cfg.publish_auth == crate::access::PublishAuth::Open {
+            tracing::warn!(
+                "PUBLISHING IS OPEN: anyone who reaches an origin's RTMP port may publish any stream; \
+                 run with --publish-auth closed and create publish keys (ferrocast ctl keys create)"
+            );
+        }
+        let _ = shared.access.refresh(shared.store.as_ref()).await;
+        let access_task = tokio::spawn(
+            shared
+                .access
+                .clone()
+                .run(shared.store.clone(), hub_token.clone()),
+        );
         let store_task = tokio::spawn(follow_store(
             shared.hub.store_up(),
             health.clone(),
@@ -323,7 +357,7 @@ impl Controller {
             OperatorServiceServer::new(OperatorApi(shared.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
                 .max_encoding_message_size(MAX_REPLY_BYTES),
-            OperatorAuth::new(cfg.operator_token.clone()),
+            OperatorAuth::with_roles(cfg.operator_token.clone(), cfg.operator_read_token.clone()),
         );
         let grpc_token = CancellationToken::new();
         let grpc_stop = grpc_token.clone();
@@ -379,6 +413,7 @@ impl Controller {
         hub_token.cancel();
         let _ = hub_task.await;
         let _ = store_task.await;
+        let _ = access_task.await;
         grpc_token.cancel();
         http_token.cancel();
         if tokio::time::timeout(Duration::from_secs(10), grpc_task)

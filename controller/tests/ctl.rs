@@ -139,6 +139,7 @@ async fn ctl_tables_json_token_and_errors() {
     let claim = pb::ClaimStreamRequest {
         node_id: "o1".into(),
         stream: "s".into(),
+        ..Default::default()
     };
     timeout(WAIT, nodes.claim_stream(claim))
         .await

@@ -73,6 +73,7 @@ async fn claim(
     let req = pb::ClaimStreamRequest {
         node_id: node.into(),
         stream: stream.into(),
+        ..Default::default()
     };
     timeout(WAIT, c.claim_stream(req))
         .await

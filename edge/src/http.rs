@@ -34,6 +34,8 @@ pub struct HttpState {
     pub ready: AtomicBool,
     /// The controller link, when the edge is in a cluster (for `/play`).
     pub cluster: std::sync::OnceLock<ferrocast_agent::Agent>,
+    /// Playback tokens and policies (see [`crate::access`]).
+    pub access: Arc<crate::access::EdgeAccess>,
 }
 
 impl HttpState {
@@ -117,7 +119,11 @@ pub async fn respond(state: &HttpState, method: &Method, uri: &Uri) -> Response 
 }
 
 async fn route(state: &HttpState, method: &Method, uri: &Uri) -> (&'static str, Response) {
-    let path = uri.path();
+    let path = match crate::access::gate(&state.access, uri) {
+        Ok(p) => p,
+        Err(denied) => return ("denied", *denied),
+    };
+    let path = path.as_ref();
     let ready = state.ready.load(Ordering::Relaxed);
     if let Some(handled) = respond::common(method, path, ready, &state.registry, valid_stream_key) {
         return handled;

@@ -5,6 +5,7 @@
 //! drains in order: readiness off, stop accepting, in-flight requests finish,
 //! subscriptions end.
 
+pub mod access;
 pub mod cache;
 pub mod cluster;
 pub mod http;
@@ -124,6 +125,7 @@ impl EdgeConfig {
             registry,
             ready: false.into(),
             cluster: Default::default(),
+            access: Default::default(),
         })
     }
 }

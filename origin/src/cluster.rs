@@ -5,7 +5,7 @@
 //! fenced here at once.
 
 use crate::package::Continuity;
-use crate::stream::{Authority, BoxFuture, ClaimError, Grant, Streams};
+use crate::stream::{Authority, BoxFuture, ClaimError, Credential, Grant, Streams};
 use ferrocast_agent::{pb, Agent, Claim, NodeHooks};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -103,11 +103,15 @@ fn to_pb(c: Continuity) -> pb::Continuity {
 }
 
 impl Authority for Cluster {
-    fn claim<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Grant, ClaimError>> {
+    fn claim<'a>(
+        &'a self,
+        stream: &'a str,
+        credential: &'a Credential,
+    ) -> BoxFuture<'a, Result<Grant, ClaimError>> {
         Box::pin(async move {
             let claim = self
                 .agent
-                .claim(stream)
+                .claim_with(stream, &credential.query, credential.client_ip)
                 .await
                 .map_err(|e| ClaimError::Unavailable(stream.to_owned(), e.to_string()))?;
             match claim {
@@ -148,6 +152,9 @@ impl Authority for Cluster {
                 }
                 Claim::Unavailable { reason } => {
                     Err(ClaimError::Unavailable(stream.to_owned(), reason))
+                }
+                Claim::Unauthorized { reason } => {
+                    Err(ClaimError::Unauthorized(stream.to_owned(), reason))
                 }
             }
         })

@@ -3,7 +3,7 @@
 //! limit violation closes only that connection, with a log line naming the reason.
 
 use crate::metrics::{OriginMetrics, ReasonLabels};
-use crate::stream::{valid_key, ClaimError, Publisher, Streams};
+use crate::stream::{valid_key, ClaimError, Credential, Publisher, Streams};
 use bytes::Bytes;
 use ferrocast_media::rtmp::{Limits, ServerEvent, ServerSession};
 use std::collections::HashMap;
@@ -381,8 +381,17 @@ impl<'a> Connection<'a> {
     }
 
     async fn on_publish(&mut self, stream_id: u32, app: &str, name: &str) -> Result<(), ConnError> {
-        let app = app.split('?').next().unwrap_or("").trim_end_matches('/');
-        let key = name.split('?').next().unwrap_or("");
+        let (app, app_query) = match app.split_once('?') {
+            Some((a, q)) => (a, Some(q.trim_end_matches('/'))),
+            None => (app, None),
+        };
+        let app = app.trim_end_matches('/');
+        let (key, query) = name.split_once('?').unwrap_or((name, ""));
+        // A credential may also come with the application (rtmp://h/live?key=…/STREAM).
+        let query = match app_query {
+            Some(q) if query.is_empty() => q,
+            _ => query,
+        };
         let refusal = if app != "live" {
             Some(format!(
                 "unknown application {app:?}: publish to rtmp://host/live/KEY"
@@ -392,14 +401,24 @@ impl<'a> Connection<'a> {
         } else if !valid_key(key) {
             Some(ClaimError::InvalidKey(key.chars().take(80).collect()).to_string())
         } else {
-            match self.streams.publish(key).await {
+            let credential = Credential {
+                query: query.to_owned(),
+                client_ip: Some(self.peer.ip()),
+            };
+            match self.streams.publish_with(key, &credential).await {
                 Ok(p) => {
                     self.publisher = Some((stream_id, p));
                     self.session.accept_publish(stream_id);
                     tracing::info!(peer = %self.peer, stream = key, "publishing");
                     None
                 }
-                Err(e) => Some(e.to_string()),
+                Err(e) => {
+                    if let ClaimError::Unauthorized(_, why) = &e {
+                        // The reason, never the credential.
+                        tracing::warn!(peer = %self.peer, stream = key, reason = %why, "publisher refused: unauthorized");
+                    }
+                    Some(e.to_string())
+                }
             }
         };
         match refusal {

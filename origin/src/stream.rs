@@ -23,10 +23,23 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The cluster's say over which origin holds a stream (the controller, through
 /// [`crate::cluster`]). Without one, an origin decides alone.
 pub trait Authority: Send + Sync + std::fmt::Debug + 'static {
-    /// Asks for `stream` before its publisher is accepted.
-    fn claim<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<Grant, ClaimError>>;
+    /// Asks for `stream` before its publisher, who presented `credential`, is accepted.
+    fn claim<'a>(
+        &'a self,
+        stream: &'a str,
+        credential: &'a Credential,
+    ) -> BoxFuture<'a, Result<Grant, ClaimError>>;
     /// The stream ended here (its grace period is over): hand it back with `continuity`.
     fn released(&self, stream: &str, epoch: u64, continuity: Continuity);
+}
+
+/// What a publisher presented, for the cluster to check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credential {
+    /// The query of the publish URL (`key=SECRET` or `token=TOKEN`); empty: none.
+    pub query: String,
+    /// The publisher's address.
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 /// A claim the cluster granted.
@@ -85,6 +98,9 @@ pub enum ClaimError {
     /// The cluster says the stream is live on another origin.
     #[error("stream {0:?} is already being published elsewhere ({1})")]
     Duplicate(String, String),
+    /// The publisher's credential is missing, wrong, expired or revoked.
+    #[error("publish unauthorized for stream {0:?}: {1}")]
+    Unauthorized(String, String),
     /// The cluster cannot grant the stream now (controller unreachable, draining, full).
     #[error("the cluster cannot take stream {0:?} now: {1}; try again")]
     Unavailable(String, String),
@@ -233,6 +249,15 @@ impl Streams {
     /// goes on under its epoch (nobody else can be granted it meanwhile); a new one is
     /// refused until the controller answers.
     pub async fn publish(self: &Arc<Self>, name: &str) -> Result<Publisher, ClaimError> {
+        self.publish_with(name, &Credential::default()).await
+    }
+
+    /// [`publish`](Streams::publish) for a publisher who presented `credential`.
+    pub async fn publish_with(
+        self: &Arc<Self>,
+        name: &str,
+        credential: &Credential,
+    ) -> Result<Publisher, ClaimError> {
         if !valid_key(name) {
             return Err(ClaimError::InvalidKey(name.chars().take(80).collect()));
         }
@@ -242,7 +267,7 @@ impl Streams {
         let Some(authority) = self.authority.get() else {
             return self.claim(name);
         };
-        match authority.claim(name).await {
+        match authority.claim(name, credential).await {
             Ok(grant) => self.claim_granted(name, Some(grant)),
             Err(ClaimError::Unavailable(_, why)) if self.get(name).is_some_and(|s| s.held()) => {
                 tracing::warn!(stream = name, reason = %why, "controller unreachable; continuing the stream this origin holds");

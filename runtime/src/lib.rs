@@ -2,6 +2,7 @@
 //! shutdown, the HTTP server loop with graceful drain, response bodies and the
 //! Prometheus registry. Nothing media-specific lives here.
 
+pub mod access;
 pub mod body;
 pub mod config;
 pub mod http;

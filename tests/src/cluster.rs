@@ -72,6 +72,9 @@ impl ControlPlane {
                     &etcd,
                     "--lease-ttl",
                     &lease,
+                    // These tests are about failover, not publishers' credentials.
+                    "--publish-auth",
+                    "open",
                 ],
             )
         })

@@ -29,7 +29,12 @@ fn repo_file(rel: &str) -> PathBuf {
 fn controller(env: &[(&str, &str)]) -> (Node, SocketAddr) {
     let grpc = free_addr();
     let node = Node::launch(Launch {
-        args: vec!["--grpc-listen".into(), grpc.to_string()],
+        args: vec![
+            "--grpc-listen".into(),
+            grpc.to_string(),
+            "--publish-auth".into(),
+            "open".into(),
+        ],
         env: env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -487,6 +492,7 @@ fn spans_from_real_nodes_reach_an_otlp_receiver() {
             nodes.claim_stream(pb::ClaimStreamRequest {
                 node_id: "ghost".into(),
                 stream: "otel".into(),
+                ..Default::default()
             }),
         )
         .await

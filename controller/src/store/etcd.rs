@@ -5,6 +5,7 @@
 //! | `nodes/{id}` | [`Node`] | the node's: gone when it stops heartbeating |
 //! | `drain/{id}` | empty | none: a drained node that restarts stays drained |
 //! | `streams/{stream}` | [`Assignment`] | none: outlives its origin (takeover, continuity) |
+//! | `access/{kind}/{name}` | access record (JSON, see `crate::access`) | none |
 //!
 //! Drains and assignments are written in transactions that compare the leader's election
 //! key (its creation revision) and, for assignments, the record's mod revision, so a writer
@@ -287,6 +288,57 @@ impl Store for EtcdStore {
                     "assignment of {}",
                     next.stream
                 )))
+            }
+        })
+    }
+
+    fn records(&self, kind: &'static str) -> BoxFuture<'_, Result<super::Records, StoreError>> {
+        Box::pin(async move {
+            let dir = format!("access/{kind}");
+            let prefix = self.key(&dir, "");
+            Ok(self
+                .range_prefix(&dir)
+                .await?
+                .into_iter()
+                .map(|kv| {
+                    let name = String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned();
+                    (name, kv.value)
+                })
+                .collect())
+        })
+    }
+
+    fn set_record(
+        &self,
+        kind: &'static str,
+        name: String,
+        value: Option<Vec<u8>>,
+        fence: Fence,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let key = self.key(&format!("access/{kind}"), &name);
+            let op = match value {
+                Some(v) => put(key, v),
+                None => RequestOp {
+                    request: Some(request_op::Request::RequestDeleteRange(
+                        DeleteRangeRequest {
+                            key,
+                            ..Default::default()
+                        },
+                    )),
+                },
+            };
+            let r = self
+                .txn(TxnRequest {
+                    compare: vec![fence_compare(&fence)?],
+                    success: vec![op],
+                    failure: Vec::new(),
+                })
+                .await?;
+            if r.succeeded {
+                Ok(())
+            } else {
+                Err(StoreError::Fenced)
             }
         })
     }

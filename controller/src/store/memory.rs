@@ -26,6 +26,8 @@ struct Inner {
     nodes: BTreeMap<String, (Node, i64)>,
     draining: BTreeSet<String>,
     assignments: BTreeMap<String, Versioned<Assignment>>,
+    /// Access records by (kind, name).
+    records: BTreeMap<(&'static str, String), Vec<u8>>,
 }
 
 impl Inner {
@@ -177,6 +179,33 @@ impl Store for MemoryStore {
             Ok(revision)
         };
         Box::pin(std::future::ready(r))
+    }
+
+    fn records(&self, kind: &'static str) -> BoxFuture<'_, Result<super::Records, StoreError>> {
+        let all = self
+            .lock()
+            .records
+            .iter()
+            .filter(|((k, _), _)| *k == kind)
+            .map(|((_, name), v)| (name.clone(), v.clone()))
+            .collect();
+        Box::pin(std::future::ready(Ok(all)))
+    }
+
+    fn set_record(
+        &self,
+        kind: &'static str,
+        name: String,
+        value: Option<Vec<u8>>,
+        _fence: Fence,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut g = self.lock();
+        g.revision += 1;
+        match value {
+            Some(v) => g.records.insert((kind, name), v),
+            None => g.records.remove(&(kind, name)),
+        };
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

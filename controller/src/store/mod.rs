@@ -5,6 +5,8 @@
 //! - Assignments are written only with a [`Fence`] (proof of leadership) and the revision
 //!   the writer read, so a stale leader, or a decision taken on stale data, fails instead
 //!   of overwriting a newer one ([`StoreError::Fenced`], [`StoreError::Conflict`]).
+//! - Access records (keys, policies, revocations) are opaque bytes by kind and name,
+//!   written only by the leader, without a lease.
 //! - Drains are kept apart from the node record, without a lease, so that a drained node
 //!   that restarts stays drained.
 
@@ -20,6 +22,9 @@ use std::time::Duration;
 
 /// A boxed, sendable future (the store is used as `Arc<dyn Store>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Access records of one kind: name → opaque bytes.
+pub type Records = Vec<(String, Vec<u8>)>;
 
 /// A record's version: it changes on every write of the record (etcd's mod revision).
 pub type Revision = i64;
@@ -142,4 +147,17 @@ pub trait Store: Send + Sync + Debug {
         expected: Option<Revision>,
         fence: Fence,
     ) -> BoxFuture<'_, Result<Revision, StoreError>>;
+
+    /// Every access record of `kind` (publish keys, signing keys, stream policies,
+    /// revocations: see [`crate::access`]), as name → opaque bytes, without a lease.
+    fn records(&self, kind: &'static str) -> BoxFuture<'_, Result<Records, StoreError>>;
+
+    /// Writes (`Some`) or deletes (`None`) one access record while `fence` holds.
+    fn set_record(
+        &self,
+        kind: &'static str,
+        name: String,
+        value: Option<Vec<u8>>,
+        fence: Fence,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
 }

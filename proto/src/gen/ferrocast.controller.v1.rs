@@ -134,6 +134,14 @@ pub struct ClaimStreamRequest {
     pub node_id: ::prost::alloc::string::String,
     #[prost(string, tag = "2")]
     pub stream: ::prost::alloc::string::String,
+    /// The publisher's credential, as it came in the RTMP URL's query (`key=SECRET` or
+    /// `token=TOKEN`; empty: none). The controller checks it against the stream's publish
+    /// keys (stored hashed) or publish signing keys (see docs/access.md).
+    #[prost(string, tag = "3")]
+    pub credential: ::prost::alloc::string::String,
+    /// The publisher's address, for the log.
+    #[prost(string, tag = "4")]
+    pub client_ip: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ClaimStreamReply {
@@ -188,6 +196,144 @@ pub mod assignment_event {
         #[prost(string, tag = "3")]
         Removed(::prost::alloc::string::String),
     }
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WatchAccessRequest {
+    #[prost(string, tag = "1")]
+    pub node_id: ::prost::alloc::string::String,
+}
+/// A signing key of tokens for one purpose.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SigningKey {
+    #[prost(string, tag = "1")]
+    pub key_id: ::prost::alloc::string::String,
+    /// "publish" or "play".
+    #[prost(string, tag = "2")]
+    pub purpose: ::prost::alloc::string::String,
+    /// The HMAC-SHA256 secret. Sent only to edges (play keys) and once to the operator who
+    /// creates the key; empty in listings.
+    #[prost(bytes = "vec", tag = "3")]
+    pub secret: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint64, tag = "4")]
+    pub created_unix: u64,
+}
+/// How a stream may be played.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct StreamAccess {
+    #[prost(string, tag = "1")]
+    pub stream: ::prost::alloc::string::String,
+    /// Every playback request needs a valid playback token.
+    #[prost(bool, tag = "2")]
+    pub token_required: bool,
+    /// No playback at all (a stream's playback revoked).
+    #[prost(bool, tag = "3")]
+    pub blocked: bool,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RevokedToken {
+    /// The token's signature (its last part), which identifies it.
+    #[prost(string, tag = "1")]
+    pub signature: ::prost::alloc::string::String,
+    /// The token's expiry; the revocation is forgotten after it.
+    #[prost(uint64, tag = "2")]
+    pub expiry_unix: u64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AccessSnapshot {
+    /// Live playback signing keys (with secrets).
+    #[prost(message, repeated, tag = "1")]
+    pub play_keys: ::prost::alloc::vec::Vec<SigningKey>,
+    #[prost(message, repeated, tag = "2")]
+    pub streams: ::prost::alloc::vec::Vec<StreamAccess>,
+    #[prost(message, repeated, tag = "3")]
+    pub revoked: ::prost::alloc::vec::Vec<RevokedToken>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PublishKey {
+    #[prost(string, tag = "1")]
+    pub key_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub stream: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "3")]
+    pub created_unix: u64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PublishKeySecret {
+    #[prost(message, optional, tag = "1")]
+    pub key: ::core::option::Option<PublishKey>,
+    /// Shown once: publish to rtmp://HOST/live/STREAM?key=SECRET.
+    #[prost(string, tag = "2")]
+    pub secret: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CreatePublishKeyRequest {
+    #[prost(string, tag = "1")]
+    pub stream: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListPublishKeysRequest {
+    /// Only this stream's (empty: all).
+    #[prost(string, tag = "1")]
+    pub stream: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListPublishKeysReply {
+    #[prost(message, repeated, tag = "1")]
+    pub keys: ::prost::alloc::vec::Vec<PublishKey>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct KeyIdRequest {
+    #[prost(string, tag = "1")]
+    pub key_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct RevokeReply {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CreateSigningKeyRequest {
+    /// "publish" or "play".
+    #[prost(string, tag = "1")]
+    pub purpose: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct ListSigningKeysRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListSigningKeysReply {
+    /// Without secrets.
+    #[prost(message, repeated, tag = "1")]
+    pub keys: ::prost::alloc::vec::Vec<SigningKey>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct IssueTokenRequest {
+    /// "publish" or "play".
+    #[prost(string, tag = "1")]
+    pub purpose: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub stream: ::prost::alloc::string::String,
+    /// Lifetime, seconds (default 3600).
+    #[prost(uint64, tag = "3")]
+    pub ttl_seconds: u64,
+    /// The signing key (empty: the newest live one of the purpose).
+    #[prost(string, tag = "4")]
+    pub key_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct IssueTokenReply {
+    #[prost(string, tag = "1")]
+    pub token: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub expiry_unix: u64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RevokeTokenRequest {
+    #[prost(string, tag = "1")]
+    pub token: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct ListStreamAccessRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListStreamAccessReply {
+    #[prost(message, repeated, tag = "1")]
+    pub streams: ::prost::alloc::vec::Vec<StreamAccess>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct NodeInfo {
@@ -439,6 +585,8 @@ pub enum ClaimOutcome {
     RefusedDuplicate = 4,
     /// This origin is draining or at capacity.
     RefusedUnavailable = 5,
+    /// The credential is missing, wrong, expired or revoked: refuse the publisher.
+    RefusedUnauthorized = 6,
 }
 impl ClaimOutcome {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -453,6 +601,7 @@ impl ClaimOutcome {
             Self::TakenOver => "CLAIM_OUTCOME_TAKEN_OVER",
             Self::RefusedDuplicate => "CLAIM_OUTCOME_REFUSED_DUPLICATE",
             Self::RefusedUnavailable => "CLAIM_OUTCOME_REFUSED_UNAVAILABLE",
+            Self::RefusedUnauthorized => "CLAIM_OUTCOME_REFUSED_UNAUTHORIZED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -464,6 +613,7 @@ impl ClaimOutcome {
             "CLAIM_OUTCOME_TAKEN_OVER" => Some(Self::TakenOver),
             "CLAIM_OUTCOME_REFUSED_DUPLICATE" => Some(Self::RefusedDuplicate),
             "CLAIM_OUTCOME_REFUSED_UNAVAILABLE" => Some(Self::RefusedUnavailable),
+            "CLAIM_OUTCOME_REFUSED_UNAUTHORIZED" => Some(Self::RefusedUnauthorized),
             _ => None,
         }
     }
@@ -786,6 +936,35 @@ pub mod node_service_client {
                 .insert(GrpcMethod::new("ferrocast.controller.v1.NodeService", "Place"));
             self.inner.unary(req, path, codec).await
         }
+        /// What edges need to check viewers with no round trip: the playback signing keys,
+        /// per-stream playback policies and revoked tokens. The whole state now, then again
+        /// (whole) after each change, so a revocation reaches every edge within a second or so.
+        pub async fn watch_access(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WatchAccessRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::AccessSnapshot>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocast.controller.v1.NodeService/WatchAccess",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("ferrocast.controller.v1.NodeService", "WatchAccess"),
+                );
+            self.inner.server_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated client implementations.
@@ -1083,6 +1262,316 @@ pub mod operator_service_client {
                 );
             self.inner.server_streaming(req, path, codec).await
         }
+        /// Publish keys: per stream, secret shown once, stored hashed.
+        pub async fn create_publish_key(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CreatePublishKeyRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PublishKeySecret>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocast.controller.v1.OperatorService/CreatePublishKey",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "ferrocast.controller.v1.OperatorService",
+                        "CreatePublishKey",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn list_publish_keys(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListPublishKeysRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListPublishKeysReply>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocast.controller.v1.OperatorService/ListPublishKeys",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "ferrocast.controller.v1.OperatorService",
+                        "ListPublishKeys",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// A new secret for the same key id; the old one stops working at once.
+        pub async fn rotate_publish_key(
+            &mut self,
+            request: impl tonic::IntoRequest<super::KeyIdRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PublishKeySecret>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocast.controller.v1.OperatorService/RotatePublishKey",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "ferrocast.controller.v1.OperatorService",
+                        "RotatePublishKey",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn revoke_publish_key(
+            &mut self,
+            request: impl tonic::IntoRequest<super::KeyIdRequest>,
+        ) -> std::result::Result<tonic::Response<super::RevokeReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocast.controller.v1.OperatorService/RevokePublishKey",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "ferrocast.controller.v1.OperatorService",
+                        "RevokePublishKey",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Signing keys of publish and playback tokens.
+        pub async fn create_signing_key(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CreateSigningKeyRequest>,
+        ) -> std::result::Result<tonic::Response<super::SigningKey>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocast.controller.v1.OperatorService/CreateSigningKey",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "ferrocast.controller.v1.OperatorService",
+                        "CreateSigningKey",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn list_signing_keys(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListSigningKeysRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListSigningKeysReply>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocast.controller.v1.OperatorService/ListSigningKeys",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "ferrocast.controller.v1.OperatorService",
+                        "ListSigningKeys",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn revoke_signing_key(
+            &mut self,
+            request: impl tonic::IntoRequest<super::KeyIdRequest>,
+        ) -> std::result::Result<tonic::Response<super::RevokeReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocast.controller.v1.OperatorService/RevokeSigningKey",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "ferrocast.controller.v1.OperatorService",
+                        "RevokeSigningKey",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Signs a token with the newest live signing key of the purpose (or the one named).
+        pub async fn issue_token(
+            &mut self,
+            request: impl tonic::IntoRequest<super::IssueTokenRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::IssueTokenReply>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocast.controller.v1.OperatorService/IssueToken",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "ferrocast.controller.v1.OperatorService",
+                        "IssueToken",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Refuses one token until its expiry.
+        pub async fn revoke_token(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RevokeTokenRequest>,
+        ) -> std::result::Result<tonic::Response<super::RevokeReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocast.controller.v1.OperatorService/RevokeToken",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "ferrocast.controller.v1.OperatorService",
+                        "RevokeToken",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Sets a stream's playback policy (token required, blocked).
+        pub async fn set_stream_access(
+            &mut self,
+            request: impl tonic::IntoRequest<super::StreamAccess>,
+        ) -> std::result::Result<tonic::Response<super::StreamAccess>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocast.controller.v1.OperatorService/SetStreamAccess",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "ferrocast.controller.v1.OperatorService",
+                        "SetStreamAccess",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn list_stream_access(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListStreamAccessRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListStreamAccessReply>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ferrocast.controller.v1.OperatorService/ListStreamAccess",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "ferrocast.controller.v1.OperatorService",
+                        "ListStreamAccess",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1154,6 +1643,22 @@ pub mod node_service_server {
             &self,
             request: tonic::Request<super::ResolveRequest>,
         ) -> std::result::Result<tonic::Response<super::ResolveReply>, tonic::Status>;
+        /// Server streaming response type for the WatchAccess method.
+        type WatchAccessStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::AccessSnapshot, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// What edges need to check viewers with no round trip: the playback signing keys,
+        /// per-stream playback policies and revoked tokens. The whole state now, then again
+        /// (whole) after each change, so a revocation reaches every edge within a second or so.
+        async fn watch_access(
+            &self,
+            request: tonic::Request<super::WatchAccessRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::WatchAccessStream>,
+            tonic::Status,
+        >;
     }
     #[derive(Debug)]
     pub struct NodeServiceServer<T> {
@@ -1506,6 +2011,52 @@ pub mod node_service_server {
                     };
                     Box::pin(fut)
                 }
+                "/ferrocast.controller.v1.NodeService/WatchAccess" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchAccessSvc<T: NodeService>(pub Arc<T>);
+                    impl<
+                        T: NodeService,
+                    > tonic::server::ServerStreamingService<super::WatchAccessRequest>
+                    for WatchAccessSvc<T> {
+                        type Response = super::AccessSnapshot;
+                        type ResponseStream = T::WatchAccessStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WatchAccessRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as NodeService>::watch_access(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchAccessSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
                 _ => {
                     Box::pin(async move {
                         let mut response = http::Response::new(
@@ -1608,6 +2159,71 @@ pub mod operator_service_server {
             request: tonic::Request<super::WatchEventsRequest>,
         ) -> std::result::Result<
             tonic::Response<Self::WatchEventsStream>,
+            tonic::Status,
+        >;
+        /// Publish keys: per stream, secret shown once, stored hashed.
+        async fn create_publish_key(
+            &self,
+            request: tonic::Request<super::CreatePublishKeyRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PublishKeySecret>,
+            tonic::Status,
+        >;
+        async fn list_publish_keys(
+            &self,
+            request: tonic::Request<super::ListPublishKeysRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListPublishKeysReply>,
+            tonic::Status,
+        >;
+        /// A new secret for the same key id; the old one stops working at once.
+        async fn rotate_publish_key(
+            &self,
+            request: tonic::Request<super::KeyIdRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::PublishKeySecret>,
+            tonic::Status,
+        >;
+        async fn revoke_publish_key(
+            &self,
+            request: tonic::Request<super::KeyIdRequest>,
+        ) -> std::result::Result<tonic::Response<super::RevokeReply>, tonic::Status>;
+        /// Signing keys of publish and playback tokens.
+        async fn create_signing_key(
+            &self,
+            request: tonic::Request<super::CreateSigningKeyRequest>,
+        ) -> std::result::Result<tonic::Response<super::SigningKey>, tonic::Status>;
+        async fn list_signing_keys(
+            &self,
+            request: tonic::Request<super::ListSigningKeysRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListSigningKeysReply>,
+            tonic::Status,
+        >;
+        async fn revoke_signing_key(
+            &self,
+            request: tonic::Request<super::KeyIdRequest>,
+        ) -> std::result::Result<tonic::Response<super::RevokeReply>, tonic::Status>;
+        /// Signs a token with the newest live signing key of the purpose (or the one named).
+        async fn issue_token(
+            &self,
+            request: tonic::Request<super::IssueTokenRequest>,
+        ) -> std::result::Result<tonic::Response<super::IssueTokenReply>, tonic::Status>;
+        /// Refuses one token until its expiry.
+        async fn revoke_token(
+            &self,
+            request: tonic::Request<super::RevokeTokenRequest>,
+        ) -> std::result::Result<tonic::Response<super::RevokeReply>, tonic::Status>;
+        /// Sets a stream's playback policy (token required, blocked).
+        async fn set_stream_access(
+            &self,
+            request: tonic::Request<super::StreamAccess>,
+        ) -> std::result::Result<tonic::Response<super::StreamAccess>, tonic::Status>;
+        async fn list_stream_access(
+            &self,
+            request: tonic::Request<super::ListStreamAccessRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListStreamAccessReply>,
             tonic::Status,
         >;
     }
@@ -2045,6 +2661,510 @@ pub mod operator_service_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ferrocast.controller.v1.OperatorService/CreatePublishKey" => {
+                    #[allow(non_camel_case_types)]
+                    struct CreatePublishKeySvc<T: OperatorService>(pub Arc<T>);
+                    impl<
+                        T: OperatorService,
+                    > tonic::server::UnaryService<super::CreatePublishKeyRequest>
+                    for CreatePublishKeySvc<T> {
+                        type Response = super::PublishKeySecret;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CreatePublishKeyRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OperatorService>::create_publish_key(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CreatePublishKeySvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ferrocast.controller.v1.OperatorService/ListPublishKeys" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListPublishKeysSvc<T: OperatorService>(pub Arc<T>);
+                    impl<
+                        T: OperatorService,
+                    > tonic::server::UnaryService<super::ListPublishKeysRequest>
+                    for ListPublishKeysSvc<T> {
+                        type Response = super::ListPublishKeysReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListPublishKeysRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OperatorService>::list_publish_keys(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListPublishKeysSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ferrocast.controller.v1.OperatorService/RotatePublishKey" => {
+                    #[allow(non_camel_case_types)]
+                    struct RotatePublishKeySvc<T: OperatorService>(pub Arc<T>);
+                    impl<
+                        T: OperatorService,
+                    > tonic::server::UnaryService<super::KeyIdRequest>
+                    for RotatePublishKeySvc<T> {
+                        type Response = super::PublishKeySecret;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::KeyIdRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OperatorService>::rotate_publish_key(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RotatePublishKeySvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ferrocast.controller.v1.OperatorService/RevokePublishKey" => {
+                    #[allow(non_camel_case_types)]
+                    struct RevokePublishKeySvc<T: OperatorService>(pub Arc<T>);
+                    impl<
+                        T: OperatorService,
+                    > tonic::server::UnaryService<super::KeyIdRequest>
+                    for RevokePublishKeySvc<T> {
+                        type Response = super::RevokeReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::KeyIdRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OperatorService>::revoke_publish_key(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RevokePublishKeySvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ferrocast.controller.v1.OperatorService/CreateSigningKey" => {
+                    #[allow(non_camel_case_types)]
+                    struct CreateSigningKeySvc<T: OperatorService>(pub Arc<T>);
+                    impl<
+                        T: OperatorService,
+                    > tonic::server::UnaryService<super::CreateSigningKeyRequest>
+                    for CreateSigningKeySvc<T> {
+                        type Response = super::SigningKey;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CreateSigningKeyRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OperatorService>::create_signing_key(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CreateSigningKeySvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ferrocast.controller.v1.OperatorService/ListSigningKeys" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListSigningKeysSvc<T: OperatorService>(pub Arc<T>);
+                    impl<
+                        T: OperatorService,
+                    > tonic::server::UnaryService<super::ListSigningKeysRequest>
+                    for ListSigningKeysSvc<T> {
+                        type Response = super::ListSigningKeysReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListSigningKeysRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OperatorService>::list_signing_keys(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListSigningKeysSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ferrocast.controller.v1.OperatorService/RevokeSigningKey" => {
+                    #[allow(non_camel_case_types)]
+                    struct RevokeSigningKeySvc<T: OperatorService>(pub Arc<T>);
+                    impl<
+                        T: OperatorService,
+                    > tonic::server::UnaryService<super::KeyIdRequest>
+                    for RevokeSigningKeySvc<T> {
+                        type Response = super::RevokeReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::KeyIdRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OperatorService>::revoke_signing_key(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RevokeSigningKeySvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ferrocast.controller.v1.OperatorService/IssueToken" => {
+                    #[allow(non_camel_case_types)]
+                    struct IssueTokenSvc<T: OperatorService>(pub Arc<T>);
+                    impl<
+                        T: OperatorService,
+                    > tonic::server::UnaryService<super::IssueTokenRequest>
+                    for IssueTokenSvc<T> {
+                        type Response = super::IssueTokenReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::IssueTokenRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OperatorService>::issue_token(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = IssueTokenSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ferrocast.controller.v1.OperatorService/RevokeToken" => {
+                    #[allow(non_camel_case_types)]
+                    struct RevokeTokenSvc<T: OperatorService>(pub Arc<T>);
+                    impl<
+                        T: OperatorService,
+                    > tonic::server::UnaryService<super::RevokeTokenRequest>
+                    for RevokeTokenSvc<T> {
+                        type Response = super::RevokeReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RevokeTokenRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OperatorService>::revoke_token(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RevokeTokenSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ferrocast.controller.v1.OperatorService/SetStreamAccess" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetStreamAccessSvc<T: OperatorService>(pub Arc<T>);
+                    impl<
+                        T: OperatorService,
+                    > tonic::server::UnaryService<super::StreamAccess>
+                    for SetStreamAccessSvc<T> {
+                        type Response = super::StreamAccess;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::StreamAccess>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OperatorService>::set_stream_access(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetStreamAccessSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ferrocast.controller.v1.OperatorService/ListStreamAccess" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListStreamAccessSvc<T: OperatorService>(pub Arc<T>);
+                    impl<
+                        T: OperatorService,
+                    > tonic::server::UnaryService<super::ListStreamAccessRequest>
+                    for ListStreamAccessSvc<T> {
+                        type Response = super::ListStreamAccessReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListStreamAccessRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as OperatorService>::list_stream_access(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListStreamAccessSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

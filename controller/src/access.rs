@@ -1,0 +1,705 @@
+//! Access control kept by the controller: publish keys (per stream, stored as SHA-256 of
+//! the secret, shown once), signing keys of publish and playback tokens, per-stream
+//! playback policies and revoked tokens, all as access records in the [`Store`].
+//!
+//! Every replica keeps an [`AccessView`] of them, re-read every [`REFRESH`] (and at once
+//! after the leader's own writes), and pushes the playback part to edges through
+//! `WatchAccess` ([`Access::subscribe`]): a revocation reaches every edge within
+//! `REFRESH` plus a push. Publishers are checked by the leader on `ClaimStream`
+//! ([`Access::check_publish`]), so publish keys never leave the store.
+
+use crate::store::{Fence, Store, StoreError};
+use ferrocast_proto::controller::v1 as pb;
+use ferrocast_runtime::access::{self as tokens, Purpose, Token};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How often every replica re-reads the access records.
+pub const REFRESH: Duration = Duration::from_millis(500);
+
+const PUBLISH_KEYS: &str = "publish-keys";
+const SIGNING_KEYS: &str = "signing-keys";
+const STREAMS: &str = "streams";
+const REVOKED: &str = "revoked";
+
+/// Whether publishers need a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PublishAuth {
+    /// Anyone may publish any stream (development; `standalone`'s default).
+    #[default]
+    Open,
+    /// A publisher needs a publish key of its stream or a signed publish token.
+    Closed,
+}
+
+impl std::str::FromStr for PublishAuth {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "open" => Ok(PublishAuth::Open),
+            "closed" => Ok(PublishAuth::Closed),
+            _ => Err(format!("{s:?}: expected open or closed")),
+        }
+    }
+}
+
+/// A publish key as stored: the secret only as its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PublishKeyRecord {
+    stream: String,
+    sha256: String,
+    created_unix: u64,
+}
+
+/// A signing key as stored (HMAC needs the secret itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SigningKeyRecord {
+    purpose: String,
+    /// base64url of the secret.
+    secret: String,
+    created_unix: u64,
+    #[serde(skip)]
+    raw: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct StreamRecord {
+    token_required: bool,
+    blocked: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct RevokedRecord {
+    expiry_unix: u64,
+}
+
+/// Every access record, as one replica last read them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AccessView {
+    publish_keys: BTreeMap<String, PublishKeyRecord>,
+    signing_keys: BTreeMap<String, SigningKeyRecord>,
+    streams: BTreeMap<String, StreamRecord>,
+    revoked: BTreeMap<String, RevokedRecord>,
+}
+
+fn decode_all<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    records: Vec<(String, Vec<u8>)>,
+) -> BTreeMap<String, T> {
+    records
+        .into_iter()
+        .filter_map(|(name, v)| match serde_json::from_slice(&v) {
+            Ok(r) => Some((name, r)),
+            Err(error) => {
+                tracing::warn!(kind, %name, %error, "skipping a corrupt access record");
+                None
+            }
+        })
+        .collect()
+}
+
+fn decode_secret(s: &str) -> Option<Vec<u8>> {
+    // base64url without padding, the inverse of `tokens::base64url`.
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for b in s.bytes() {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = acc << 6 | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+impl AccessView {
+    /// Reads every record from `store`; expired revocations are left out.
+    pub async fn load(store: &dyn Store) -> Result<AccessView, StoreError> {
+        let now = tokens::unix_now();
+        let mut signing_keys: BTreeMap<String, SigningKeyRecord> =
+            decode_all(SIGNING_KEYS, store.records(SIGNING_KEYS).await?);
+        signing_keys.retain(|id, k| match decode_secret(&k.secret) {
+            Some(raw) if !raw.is_empty() => {
+                k.raw = raw;
+                true
+            }
+            _ => {
+                tracing::warn!(key = %id, "skipping a signing key with a bad secret");
+                false
+            }
+        });
+        let mut revoked: BTreeMap<String, RevokedRecord> =
+            decode_all(REVOKED, store.records(REVOKED).await?);
+        revoked.retain(|_, r| r.expiry_unix >= now);
+        Ok(AccessView {
+            publish_keys: decode_all(PUBLISH_KEYS, store.records(PUBLISH_KEYS).await?),
+            signing_keys,
+            streams: decode_all(STREAMS, store.records(STREAMS).await?),
+            revoked,
+        })
+    }
+
+    /// What edges need: play keys with secrets, policies, revocations.
+    pub fn edge_snapshot(&self) -> pb::AccessSnapshot {
+        pb::AccessSnapshot {
+            play_keys: self
+                .signing_keys
+                .iter()
+                .filter(|(_, k)| k.purpose == Purpose::Play.as_str())
+                .map(|(id, k)| pb::SigningKey {
+                    key_id: id.clone(),
+                    purpose: k.purpose.clone(),
+                    secret: k.raw.clone(),
+                    created_unix: k.created_unix,
+                })
+                .collect(),
+            streams: self.streams_pb(),
+            revoked: self
+                .revoked
+                .iter()
+                .map(|(sig, r)| pb::RevokedToken {
+                    signature: sig.clone(),
+                    expiry_unix: r.expiry_unix,
+                })
+                .collect(),
+        }
+    }
+
+    fn streams_pb(&self) -> Vec<pb::StreamAccess> {
+        self.streams
+            .iter()
+            .map(|(s, r)| pb::StreamAccess {
+                stream: s.clone(),
+                token_required: r.token_required,
+                blocked: r.blocked,
+            })
+            .collect()
+    }
+
+    /// Whether `credential` (the RTMP URL's query) lets its holder publish `stream`.
+    pub fn check_publish(&self, stream: &str, credential: &str, now: u64) -> Result<(), String> {
+        if let Some(secret) = tokens::query_param(credential, "key") {
+            let Some((id, _)) = secret.split_once('.') else {
+                return Err("malformed publish key".into());
+            };
+            let Some(k) = self.publish_keys.get(id) else {
+                return Err(format!("unknown or revoked publish key {id:?}"));
+            };
+            if k.stream != stream {
+                return Err(format!("publish key {id:?} is not for this stream"));
+            }
+            if !tokens::constant_time_eq(
+                tokens::sha256_hex(secret.as_bytes()).as_bytes(),
+                k.sha256.as_bytes(),
+            ) {
+                return Err(format!("wrong secret for publish key {id:?}"));
+            }
+            return Ok(());
+        }
+        if let Some(token) = tokens::query_param(credential, "token") {
+            let t = Token::parse(token).map_err(|e| format!("publish token: {e}"))?;
+            let Some(k) = self
+                .signing_keys
+                .get(t.key_id)
+                .filter(|k| k.purpose == Purpose::Publish.as_str())
+            else {
+                return Err(format!(
+                    "publish token: unknown or revoked signing key {:?}",
+                    t.key_id
+                ));
+            };
+            t.verify(Purpose::Publish, stream, &k.raw, now)
+                .map_err(|e| format!("publish token: {e}"))?;
+            if self.revoked.contains_key(t.signature) {
+                return Err("publish token: revoked".into());
+            }
+            return Ok(());
+        }
+        Err(
+            "no publish credential: publish to rtmp://HOST/live/STREAM?key=SECRET or ?token=TOKEN"
+                .into(),
+        )
+    }
+}
+
+/// A replica's access state and its publication to watchers.
+#[derive(Debug)]
+pub struct Access {
+    mode: PublishAuth,
+    view: watch::Sender<Arc<AccessView>>,
+}
+
+impl Access {
+    /// Empty until the first [`refresh`](Access::refresh).
+    pub fn new(mode: PublishAuth) -> Self {
+        Access {
+            mode,
+            view: watch::channel(Arc::new(AccessView::default())).0,
+        }
+    }
+
+    /// Whether publishers need a credential.
+    pub fn mode(&self) -> PublishAuth {
+        self.mode
+    }
+
+    /// The current view and its changes.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<AccessView>> {
+        self.view.subscribe()
+    }
+
+    /// Re-reads the records; publishes a new view when anything changed.
+    pub async fn refresh(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let next = AccessView::load(store).await?;
+        self.view.send_if_modified(|cur| {
+            let changed = **cur != next;
+            if changed {
+                *cur = Arc::new(next);
+            }
+            changed
+        });
+        Ok(())
+    }
+
+    /// Refreshes every [`REFRESH`] until `cancel`.
+    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, cancel: CancellationToken) {
+        let mut failing = false;
+        loop {
+            match self.refresh(store.as_ref()).await {
+                Ok(()) => failing = false,
+                Err(error) if !failing => {
+                    failing = true;
+                    tracing::warn!(%error, "cannot read access records; keeping the last ones");
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(REFRESH) => {}
+            }
+        }
+    }
+
+    /// Whether `credential` lets its holder publish `stream` (always, when open). A
+    /// refusal is checked again on a fresh read, so a key created a moment ago works.
+    pub async fn check_publish(
+        &self,
+        store: &dyn Store,
+        stream: &str,
+        credential: &str,
+    ) -> Result<(), String> {
+        if self.mode == PublishAuth::Open {
+            return Ok(());
+        }
+        let now = tokens::unix_now();
+        let first = self.view.borrow().check_publish(stream, credential, now);
+        if first.is_ok() {
+            return first;
+        }
+        if self.refresh(store).await.is_err() {
+            return first;
+        }
+        let second = self.view.borrow().check_publish(stream, credential, now);
+        second
+    }
+}
+
+/// Why an access call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessError {
+    /// A field is malformed.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// No such key.
+    #[error("{0}")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No randomness.
+    #[error("no randomness: {0}")]
+    Random(String),
+}
+
+fn random(n: usize) -> Result<Vec<u8>, AccessError> {
+    tokens::random_bytes(n).map_err(|e| AccessError::Random(e.to_string()))
+}
+
+fn new_id() -> Result<String, AccessError> {
+    tokens::random_id(12).map_err(|e| AccessError::Random(e.to_string()))
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialize")
+}
+
+fn valid_stream(stream: &str) -> Result<(), AccessError> {
+    if ferrocast_media::hls::names::valid_stream_key(stream) {
+        Ok(())
+    } else {
+        Err(AccessError::Invalid(format!("invalid stream {stream:?}")))
+    }
+}
+
+fn purpose(s: &str) -> Result<Purpose, AccessError> {
+    Purpose::parse(s)
+        .ok_or_else(|| AccessError::Invalid(format!("purpose {s:?}: expected publish or play")))
+}
+
+/// The leader's writes of access records; each refreshes the view at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin<'a> {
+    /// The store.
+    pub store: &'a dyn Store,
+    /// The leader's fence.
+    pub fence: &'a Fence,
+    /// The replica's access state.
+    pub access: &'a Access,
+}
+
+impl Admin<'_> {
+    async fn set(
+        &self,
+        kind: &'static str,
+        name: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), AccessError> {
+        self.store
+            .set_record(kind, name.to_owned(), value, self.fence.clone())
+            .await?;
+        // The leader's own write is visible at once; others see it within REFRESH.
+        let _ = self.access.refresh(self.store).await;
+        Ok(())
+    }
+
+    async fn write_publish_key(
+        &self,
+        id: String,
+        stream: String,
+    ) -> Result<pb::PublishKeySecret, AccessError> {
+        let secret = format!("{id}.{}", tokens::base64url(&random(24)?));
+        let rec = PublishKeyRecord {
+            stream: stream.clone(),
+            sha256: tokens::sha256_hex(secret.as_bytes()),
+            created_unix: tokens::unix_now(),
+        };
+        self.set(PUBLISH_KEYS, &id, Some(json(&rec))).await?;
+        Ok(pb::PublishKeySecret {
+            key: Some(pb::PublishKey {
+                key_id: id,
+                stream,
+                created_unix: rec.created_unix,
+            }),
+            secret,
+        })
+    }
+
+    /// A new publish key of `stream`.
+    pub async fn create_publish_key(
+        &self,
+        stream: String,
+    ) -> Result<pb::PublishKeySecret, AccessError> {
+        valid_stream(&stream)?;
+        self.write_publish_key(new_id()?, stream).await
+    }
+
+    /// A new secret for key `id`.
+    pub async fn rotate_publish_key(&self, id: &str) -> Result<pb::PublishKeySecret, AccessError> {
+        let view = AccessView::load(self.store).await?;
+        let Some(k) = view.publish_keys.get(id) else {
+            return Err(AccessError::NotFound(format!("no publish key {id:?}")));
+        };
+        self.write_publish_key(id.to_owned(), k.stream.clone())
+            .await
+    }
+
+    /// Deletes publish key `id`.
+    pub async fn revoke_publish_key(&self, id: &str) -> Result<(), AccessError> {
+        let view = AccessView::load(self.store).await?;
+        if !view.publish_keys.contains_key(id) {
+            return Err(AccessError::NotFound(format!("no publish key {id:?}")));
+        }
+        self.set(PUBLISH_KEYS, id, None).await
+    }
+
+    /// A new signing key for `purpose`; the reply carries its secret (once).
+    pub async fn create_signing_key(&self, p: &str) -> Result<pb::SigningKey, AccessError> {
+        let p = purpose(p)?;
+        let id = new_id()?;
+        let raw = random(32)?;
+        let rec = SigningKeyRecord {
+            purpose: p.as_str().to_owned(),
+            secret: tokens::base64url(&raw),
+            created_unix: tokens::unix_now(),
+            raw: Vec::new(),
+        };
+        self.set(SIGNING_KEYS, &id, Some(json(&rec))).await?;
+        Ok(pb::SigningKey {
+            key_id: id,
+            purpose: rec.purpose,
+            secret: raw,
+            created_unix: rec.created_unix,
+        })
+    }
+
+    /// Deletes signing key `id`: its tokens stop working.
+    pub async fn revoke_signing_key(&self, id: &str) -> Result<(), AccessError> {
+        let view = AccessView::load(self.store).await?;
+        if !view.signing_keys.contains_key(id) {
+            return Err(AccessError::NotFound(format!("no signing key {id:?}")));
+        }
+        self.set(SIGNING_KEYS, id, None).await
+    }
+
+    /// Signs a token.
+    pub async fn issue_token(
+        &self,
+        r: pb::IssueTokenRequest,
+    ) -> Result<pb::IssueTokenReply, AccessError> {
+        let p = purpose(&r.purpose)?;
+        valid_stream(&r.stream)?;
+        let view = AccessView::load(self.store).await?;
+        let key = if r.key_id.is_empty() {
+            view.signing_keys
+                .iter()
+                .filter(|(_, k)| k.purpose == p.as_str())
+                .max_by_key(|(_, k)| k.created_unix)
+        } else {
+            view.signing_keys
+                .get_key_value(&r.key_id)
+                .filter(|(_, k)| k.purpose == p.as_str())
+        };
+        let Some((id, k)) = key else {
+            return Err(AccessError::NotFound(format!(
+                "no {} signing key{}: create one first",
+                p.as_str(),
+                if r.key_id.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {:?}", r.key_id)
+                }
+            )));
+        };
+        let ttl = if r.ttl_seconds == 0 {
+            3600
+        } else {
+            r.ttl_seconds
+        };
+        let expiry = tokens::unix_now().saturating_add(ttl);
+        Ok(pb::IssueTokenReply {
+            token: tokens::sign(p, id, &r.stream, expiry, &k.raw),
+            expiry_unix: expiry,
+        })
+    }
+
+    /// Refuses `token` until its expiry (expired revocations are dropped meanwhile).
+    pub async fn revoke_token(&self, token: &str) -> Result<(), AccessError> {
+        let t = Token::parse(token).map_err(|e| AccessError::Invalid(e.to_string()))?;
+        let now = tokens::unix_now();
+        let view = AccessView::load(self.store).await?;
+        for (sig, r) in &view.revoked {
+            if r.expiry_unix < now {
+                self.store
+                    .set_record(REVOKED, sig.clone(), None, self.fence.clone())
+                    .await?;
+            }
+        }
+        let rec = RevokedRecord {
+            expiry_unix: t.expiry,
+        };
+        self.set(REVOKED, t.signature, Some(json(&rec))).await
+    }
+
+    /// Sets a stream's playback policy (the default policy is deleted, not stored).
+    pub async fn set_stream(&self, s: pb::StreamAccess) -> Result<pb::StreamAccess, AccessError> {
+        valid_stream(&s.stream)?;
+        let value = (s.token_required || s.blocked).then(|| {
+            json(&StreamRecord {
+                token_required: s.token_required,
+                blocked: s.blocked,
+            })
+        });
+        self.set(STREAMS, &s.stream, value).await?;
+        Ok(s)
+    }
+}
+
+/// Reads for the operator API (any replica).
+pub async fn list_publish_keys(
+    store: &dyn Store,
+    stream: &str,
+) -> Result<Vec<pb::PublishKey>, AccessError> {
+    let view = AccessView::load(store).await?;
+    Ok(view
+        .publish_keys
+        .iter()
+        .filter(|(_, k)| stream.is_empty() || k.stream == stream)
+        .map(|(id, k)| pb::PublishKey {
+            key_id: id.clone(),
+            stream: k.stream.clone(),
+            created_unix: k.created_unix,
+        })
+        .collect())
+}
+
+/// Signing keys without their secrets.
+pub async fn list_signing_keys(store: &dyn Store) -> Result<Vec<pb::SigningKey>, AccessError> {
+    let view = AccessView::load(store).await?;
+    Ok(view
+        .signing_keys
+        .iter()
+        .map(|(id, k)| pb::SigningKey {
+            key_id: id.clone(),
+            purpose: k.purpose.clone(),
+            secret: Vec::new(),
+            created_unix: k.created_unix,
+        })
+        .collect())
+}
+
+/// Streams with a playback policy other than the default.
+pub async fn list_streams(store: &dyn Store) -> Result<Vec<pb::StreamAccess>, AccessError> {
+    Ok(AccessView::load(store).await?.streams_pb())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    #[tokio::test]
+    async fn publish_keys_and_tokens_are_checked_and_revocable() {
+        let store = MemoryStore::new();
+        let access = Access::new(PublishAuth::Closed);
+        let fence = Fence::standalone();
+        let admin = Admin {
+            store: &store,
+            fence: &fence,
+            access: &access,
+        };
+        let check = |s: &str, c: &str| {
+            let a = &access;
+            let st = &store;
+            let (s, c) = (s.to_owned(), c.to_owned());
+            async move { a.check_publish(st, &s, &c).await }
+        };
+        let err = check("cam", "").await.unwrap_err();
+        assert!(err.contains("no publish credential"), "{err}");
+
+        let k = admin.create_publish_key("cam".into()).await.unwrap();
+        let id = k.key.as_ref().unwrap().key_id.clone();
+        assert!(k.secret.starts_with(&format!("{id}.")));
+        check("cam", &format!("key={}", k.secret)).await.unwrap();
+        // The store holds only the hash.
+        let raw = store.records(PUBLISH_KEYS).await.unwrap();
+        assert!(!String::from_utf8_lossy(&raw[0].1).contains(&k.secret));
+        let err = check("other", &format!("key={}", k.secret))
+            .await
+            .unwrap_err();
+        assert!(err.contains("not for this stream"), "{err}");
+        let err = check("cam", &format!("key={id}.wrong")).await.unwrap_err();
+        assert!(err.contains("wrong secret"), "{err}");
+
+        let rotated = admin.rotate_publish_key(&id).await.unwrap();
+        assert_eq!(rotated.key.unwrap().key_id, id);
+        assert!(check("cam", &format!("key={}", k.secret)).await.is_err());
+        check("cam", &format!("key={}", rotated.secret))
+            .await
+            .unwrap();
+        admin.revoke_publish_key(&id).await.unwrap();
+        assert!(check("cam", &format!("key={}", rotated.secret))
+            .await
+            .unwrap_err()
+            .contains("unknown or revoked"));
+
+        // Signed publish tokens.
+        let play = admin.create_signing_key("play").await.unwrap();
+        let err = admin
+            .issue_token(pb::IssueTokenRequest {
+                purpose: "publish".into(),
+                stream: "cam".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AccessError::NotFound(_)));
+        admin.create_signing_key("publish").await.unwrap();
+        let t = admin
+            .issue_token(pb::IssueTokenRequest {
+                purpose: "publish".into(),
+                stream: "cam".into(),
+                ttl_seconds: 60,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        check("cam", &format!("token={}", t.token)).await.unwrap();
+        assert!(check("cam2", &format!("token={}", t.token)).await.is_err());
+        // A playback token does not publish.
+        let p = admin
+            .issue_token(pb::IssueTokenRequest {
+                purpose: "play".into(),
+                stream: "cam".into(),
+                key_id: play.key_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(check("cam", &format!("token={}", p.token)).await.is_err());
+        // An expired one fails.
+        let expired = tokens::sign(
+            Purpose::Publish,
+            &play.key_id,
+            "cam",
+            tokens::unix_now() - 10,
+            &play.secret,
+        );
+        assert!(check("cam", &format!("token={expired}")).await.is_err());
+        admin.revoke_token(&t.token).await.unwrap();
+        assert!(check("cam", &format!("token={}", t.token))
+            .await
+            .unwrap_err()
+            .contains("revoked"));
+
+        // The edges' snapshot: play keys with secrets, no publish keys.
+        admin
+            .set_stream(pb::StreamAccess {
+                stream: "cam".into(),
+                token_required: true,
+                blocked: false,
+            })
+            .await
+            .unwrap();
+        let snap = access.subscribe().borrow().edge_snapshot();
+        assert_eq!(snap.play_keys.len(), 1);
+        assert_eq!(snap.play_keys[0].secret, play.secret);
+        assert_eq!(snap.streams.len(), 1);
+        assert_eq!(snap.revoked.len(), 1);
+
+        // Open mode lets anything through.
+        let open = Access::new(PublishAuth::Open);
+        open.check_publish(&store, "cam", "").await.unwrap();
+    }
+
+    #[test]
+    fn secrets_round_trip_through_base64url() {
+        for n in 0..40 {
+            let raw: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
+            assert_eq!(decode_secret(&tokens::base64url(&raw)).unwrap(), raw);
+        }
+    }
+}

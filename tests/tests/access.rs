@@ -1,0 +1,379 @@
+//! Access control with real parts: a controller process with closed publishing and
+//! operator tokens, origins and edges joined to it, ffmpeg publishing with wrong and
+//! right credentials, ffmpeg playing through a token URL, `ferrocast ctl` as the operator
+//! (a tonic gRPC client; grpcurl is not installable offline here), and revocations timed
+//! at two running edges of a cluster on real etcd.
+
+use ferrocast_tests::cluster::ControlPlane;
+use ferrocast_tests::{
+    ferrocast_bin, ffmpeg_publish_live, free_addr, http_get, run_with_timeout, Launch, Node,
+};
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "admin-secret-1";
+const READER: &str = "read-secret-1";
+
+fn ctl(grpc: SocketAddr, token: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(ferrocast_bin());
+    cmd.args(["ctl", "--json", "--controller", &format!("http://{grpc}")]);
+    if let Some(t) = token {
+        cmd.args(["--token", t]);
+    }
+    run_with_timeout(cmd.args(args), Duration::from_secs(20))
+}
+
+fn ctl_ok(grpc: SocketAddr, token: Option<&str>, args: &[&str]) -> serde_json::Value {
+    let out = ctl(grpc, token, args);
+    assert!(
+        out.status.success(),
+        "ctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ctl prints JSON")
+}
+
+/// A controller with the in-memory store, closed publishing and both operator tokens.
+fn controller() -> (Node, SocketAddr) {
+    let grpc = free_addr();
+    let node = Node::launch(Launch {
+        name: Some("controller".into()),
+        ..Launch::new(
+            "controller",
+            &[
+                "--grpc-listen",
+                &grpc.to_string(),
+                "--operator-token",
+                ADMIN,
+                "--operator-read-token",
+                READER,
+            ],
+        )
+    });
+    (node, grpc)
+}
+
+/// Runs a publisher that must be refused: ffmpeg exits with an error within 15 s.
+fn assert_refused(url: &str, origin: &Node, tag: &str) {
+    let mut p = ffmpeg_publish_live(url, 30, &origin.dir.0, tag);
+    let status = p
+        .wait_timeout(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("{tag}: ffmpeg was not refused"));
+    assert!(!status.success(), "{tag}: ffmpeg succeeded");
+}
+
+fn wait_log(node: &Node, needle: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if node.log().contains(needle) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "{needle:?} not logged within {within:?}; log:\n{}",
+        node.log()
+    );
+}
+
+#[test]
+fn publishers_need_a_key_or_a_signed_token_and_operators_need_roles() {
+    let (ctl_node, grpc) = controller();
+    assert!(
+        !ctl_node.log().contains("PUBLISHING IS OPEN"),
+        "the controller defaults to closed publishing"
+    );
+    let origin = Node::start_with(
+        "origin",
+        &["--node-id", "o1", "--controller", &format!("http://{grpc}")],
+    );
+    wait_log(&ctl_node, "node registered", Duration::from_secs(20));
+
+    // Operators: no token is refused, the read-only token reads but may not change.
+    let out = ctl(grpc, None, &["nodes"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unauthenticated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nodes = ctl_ok(grpc, Some(READER), &["nodes"]);
+    assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
+    let out = ctl(grpc, Some(READER), &["keys", "create", "cam"]);
+    assert!(!out.status.success(), "a read-only token created a key");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(ctl_node.log().contains("refused: read-only operator"));
+
+    // A publish key: shown once, its hash stored; the admin's call is audited.
+    let key = ctl_ok(grpc, Some(ADMIN), &["keys", "create", "cam"]);
+    let secret = key["secret"].as_str().expect("a secret").to_owned();
+    let key_id = key["key_id"].as_str().expect("an id").to_owned();
+    wait_log(&ctl_node, "CreatePublishKey", Duration::from_secs(5));
+    assert!(
+        ctl_node.log().contains("who=admin@127.0.0.1"),
+        "audit names the caller"
+    );
+    assert!(
+        !ctl_node.log().contains(&secret),
+        "the secret is never logged"
+    );
+    let listed = ctl_ok(grpc, Some(READER), &["keys", "list"]);
+    assert_eq!(listed[0]["key_id"], key_id.as_str());
+    assert!(!listed.to_string().contains(&secret));
+
+    // No credential, a wrong one, another stream's: refused with a reason in the log.
+    assert_refused(&origin.rtmp_url("cam"), &origin, "ffmpeg-none");
+    wait_log(&origin, "no publish credential", Duration::from_secs(5));
+    assert_refused(
+        &format!("{}?key={key_id}.wrong", origin.rtmp_url("cam")),
+        &origin,
+        "ffmpeg-wrong",
+    );
+    wait_log(
+        &origin,
+        "wrong secret for publish key",
+        Duration::from_secs(5),
+    );
+    assert_refused(
+        &format!("{}?key={secret}", origin.rtmp_url("other")),
+        &origin,
+        "ffmpeg-foreign",
+    );
+    wait_log(&origin, "is not for this stream", Duration::from_secs(5));
+    assert!(origin.log().contains("publisher refused: unauthorized"));
+    assert!(
+        !origin.log().contains(&secret),
+        "the secret is never logged"
+    );
+
+    // The right key publishes.
+    let mut good = ffmpeg_publish_live(
+        &format!("{}?key={secret}", origin.rtmp_url("cam")),
+        60,
+        &origin.dir.0,
+        "ffmpeg-key",
+    );
+    origin.wait_live("cam", Duration::from_secs(30));
+    assert!(good.wait_timeout(Duration::from_millis(10)).is_none());
+
+    // A signed publish token for another stream, issued by the controller.
+    ctl_ok(
+        grpc,
+        Some(ADMIN),
+        &["signing-keys", "create", "--purpose", "publish"],
+    );
+    let t = ctl_ok(
+        grpc,
+        Some(ADMIN),
+        &[
+            "token",
+            "issue",
+            "cam2",
+            "--purpose",
+            "publish",
+            "--ttl",
+            "10m",
+        ],
+    );
+    let token = t["token"].as_str().expect("a token").to_owned();
+    assert_refused(
+        &format!("{}?token={token}", origin.rtmp_url("cam3")),
+        &origin,
+        "ffmpeg-token-foreign",
+    );
+    let _tok = ffmpeg_publish_live(
+        &format!("{}?token={token}", origin.rtmp_url("cam2")),
+        60,
+        &origin.dir.0,
+        "ffmpeg-token",
+    );
+    origin.wait_live("cam2", Duration::from_secs(30));
+
+    // Revoking the key refuses its next use; the stream already live is not affected.
+    ctl_ok(grpc, Some(ADMIN), &["keys", "revoke", &key_id]);
+    assert_refused(
+        &format!("{}?key={secret}", origin.rtmp_url("cam")),
+        &origin,
+        "ffmpeg-revoked",
+    );
+    assert!(
+        good.wait_timeout(Duration::from_millis(10)).is_none(),
+        "the live publisher goes on"
+    );
+    assert_eq!(
+        http_get(origin.http, "/live/cam/index.m3u8", Duration::from_secs(5))
+            .expect("origin answers")
+            .status,
+        200
+    );
+}
+
+/// GETs `path` on `edge`, answering the status.
+fn status(edge: &Node, path: &str) -> u16 {
+    http_get(edge.http, path, Duration::from_secs(10))
+        .map(|r| r.status)
+        .unwrap_or(0)
+}
+
+/// Waits until `f` holds, answering how long it took.
+fn within(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what}: not within {limit:?}");
+}
+
+#[test]
+fn playback_tokens_are_checked_at_every_edge_and_revocations_reach_them_fast() {
+    let cp = ControlPlane::start(1, 1, 5);
+    let grpc = cp.grpc[0];
+    let origin = cp.start_origin("o1", &[]);
+    let e1 = cp.start_edge("e1", &[]);
+    let e2 = cp.start_edge("e2", &[]);
+    let _pub = ffmpeg_publish_live(
+        &origin.node.rtmp_url("cam"),
+        120,
+        &origin.node.dir.0,
+        "ffmpeg",
+    );
+    origin.node.wait_live("cam", Duration::from_secs(30));
+    e1.wait_live("cam", Duration::from_secs(30));
+
+    ctl_ok(grpc, None, &["signing-keys", "create", "--purpose", "play"]);
+    ctl_ok(grpc, None, &["playback", "cam", "--require-token"]);
+    let issue = |stream: &str, ttl: &str| {
+        ctl_ok(
+            grpc,
+            None,
+            &["token", "issue", stream, "--purpose", "play", "--ttl", ttl],
+        )["token"]
+            .as_str()
+            .expect("a token")
+            .to_owned()
+    };
+    let good = issue("cam", "10m");
+    for edge in [&e1, &e2] {
+        within(
+            "the policy reaches the edge",
+            Duration::from_secs(5),
+            || status(edge, "/live/cam/index.m3u8") == 403,
+        );
+        assert_eq!(status(edge, &format!("/t/{good}/live/cam/index.m3u8")), 200);
+        assert_eq!(
+            status(edge, &format!("/live/cam/index.m3u8?token={good}")),
+            200
+        );
+    }
+
+    // A whole segment first (ffmpeg's HLS reader skips parts).
+    let playlist_of = || {
+        http_get(
+            e1.http,
+            &format!("/t/{good}/live/cam/index.m3u8"),
+            Duration::from_secs(5),
+        )
+        .map(|r| r.text())
+        .unwrap_or_default()
+    };
+    within("a whole segment", Duration::from_secs(20), || {
+        playlist_of()
+            .lines()
+            .any(|l| !l.starts_with('#') && !l.trim().is_empty())
+    });
+    // ffmpeg plays through the token URL: relative URIs keep the token in the path.
+    let url = format!("http://{}/t/{good}/live/cam/index.m3u8", e1.http);
+    let out = run_with_timeout(
+        Command::new("ffmpeg").args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            &url,
+            "-t",
+            "3",
+            "-f",
+            "null",
+            "-",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "ffmpeg could not play {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let playlist = http_get(
+        e1.http,
+        &format!("/t/{good}/live/cam/index.m3u8"),
+        Duration::from_secs(5),
+    )
+    .expect("playlist")
+    .text();
+    let media = playlist
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .expect("a segment URI");
+    assert!(!media.starts_with('/'), "relative URIs: {media}");
+    assert_eq!(status(&e1, &format!("/t/{good}/live/cam/{media}")), 200);
+    assert_eq!(status(&e1, &format!("/live/cam/{media}")), 403);
+
+    // Expired and foreign tokens: 403.
+    let short = issue("cam", "1");
+    let foreign = issue("dog", "10m");
+    std::thread::sleep(Duration::from_millis(2100));
+    for t in [&short, &foreign] {
+        assert_eq!(
+            status(&e1, &format!("/t/{t}/live/cam/index.m3u8")),
+            403,
+            "{t}"
+        );
+        assert_eq!(status(&e2, &format!("/t/{t}/live/cam/{media}")), 403, "{t}");
+    }
+
+    // Revoking the token reaches both edges within 2 s.
+    let other = issue("cam", "10m");
+    let start = Instant::now();
+    ctl_ok(grpc, None, &["token", "revoke", &good]);
+    for edge in [&e1, &e2] {
+        within(
+            "token revocation",
+            Duration::from_secs(2) - start.elapsed().min(Duration::from_secs(2)),
+            || status(edge, &format!("/t/{good}/live/cam/index.m3u8")) == 403,
+        );
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "token revocation took {took:?}"
+    );
+    assert_eq!(status(&e2, &format!("/t/{other}/live/cam/index.m3u8")), 200);
+
+    // Blocking the stream's playback reaches both edges within 2 s.
+    let start = Instant::now();
+    ctl_ok(grpc, None, &["playback", "cam", "--block"]);
+    for edge in [&e1, &e2] {
+        within("stream revocation", Duration::from_secs(2), || {
+            status(edge, &format!("/t/{other}/live/cam/index.m3u8")) == 403
+        });
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "stream revocation took {took:?}"
+    );
+
+    // And open again.
+    ctl_ok(grpc, None, &["playback", "cam", "--open"]);
+    within("open again", Duration::from_secs(2), || {
+        status(&e1, "/live/cam/index.m3u8") == 200
+    });
+}
