@@ -284,6 +284,13 @@ if has_peer xiu; then
         XIU_ROOT=$ROOT/target/peers/xiu-$XIU_VERSION
         if [[ ! -x $XIU_ROOT/bin/xiu ]]; then
             log "building xiu $XIU_VERSION from crates.io (once; a few minutes)"
+            # Its WebRTC part links libopus (found through pkg-config).
+            if ! pkg-config --exists opus 2>/dev/null; then
+                local_sudo=()
+                [[ $(id -u) -eq 0 ]] || local_sudo=(sudo)
+                DEBIAN_FRONTEND=noninteractive "${local_sudo[@]}" apt-get install -y -q \
+                    libopus-dev pkg-config >"$TMP/xiu-apt.log" 2>&1 || true
+            fi
             cargo install xiu --locked --version "$XIU_VERSION" --root "$XIU_ROOT" \
                 --target-dir "$ROOT/target/peers/build" >"$TMP/xiu-build.log" 2>&1 ||
                 cargo install xiu --version "$XIU_VERSION" --root "$XIU_ROOT" \
