@@ -10,7 +10,7 @@
 # (package installs run with a policy-rc.d that forbids service starts).
 #
 # Knobs (environment): STREAMS (10), CPU_SECS (30), WRK_SECS (10), PEERS ("nginx xiu"),
-# XIU_VERSION (0.14.0), KEEP=1 keeps the temp dir (logs, configs) for inspection.
+# XIU_VERSION (0.13.0), KEEP=1 keeps the temp dir (logs, configs) for inspection.
 # SRS is not included: it builds its bundled dependencies from sources fetched over the
 # network, which this kind of machine cannot reach.
 set -euo pipefail
@@ -19,7 +19,9 @@ STREAMS=${STREAMS:-10}
 CPU_SECS=${CPU_SECS:-30}
 WRK_SECS=${WRK_SECS:-10}
 PEERS=${PEERS:-"nginx xiu"}
-XIU_VERSION=${XIU_VERSION:-0.14.0}
+# 0.14.0 panics on its first HLS stream unless S3 upload is configured (hls 0.5.6
+# unwraps the S3 settings); 0.13.0 with its own lock file (hls 0.5.5) works.
+XIU_VERSION=${XIU_VERSION:-0.13.0}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TMP=$(mktemp -d /tmp/ferrocast-vs-nginx.XXXXXX)
 PIDS=()
@@ -291,10 +293,9 @@ if has_peer xiu; then
                 DEBIAN_FRONTEND=noninteractive "${local_sudo[@]}" apt-get install -y -q \
                     libopus-dev pkg-config >"$TMP/xiu-apt.log" 2>&1 || true
             fi
+            # --locked: its own lock file, not newer (broken) dependency releases.
             cargo install xiu --locked --version "$XIU_VERSION" --root "$XIU_ROOT" \
                 --target-dir "$ROOT/target/peers/build" >"$TMP/xiu-build.log" 2>&1 ||
-                cargo install xiu --version "$XIU_VERSION" --root "$XIU_ROOT" \
-                    --target-dir "$ROOT/target/peers/build" >>"$TMP/xiu-build.log" 2>&1 ||
                 { log "xiu did not build; skipping it (see $TMP/xiu-build.log)"; }
         fi
         [[ -x $XIU_ROOT/bin/xiu ]] && XIU=$XIU_ROOT/bin/xiu
