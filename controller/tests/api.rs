@@ -217,7 +217,9 @@ async fn claim_and_takeover(c: &mut NodeServiceClient<Channel>, ttl: Duration, s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_register_claim_takeover_resolve_and_list() {
-    let ttl = Duration::from_secs(1);
+    // Two seconds, as on etcd: a heartbeat every quarter of it still arrives in time on a
+    // machine busy with builds.
+    let ttl = Duration::from_secs(2);
     let ctl = Running::start(ControllerConfig {
         lease_ttl: ttl,
         ..ControllerConfig::default()
