@@ -134,8 +134,9 @@ async fn serve_connection<I, H, F>(
 {
     let svc = service_fn(move |mut req: Request| {
         req.extensions_mut().insert(PeerAddr(peer));
-        let handler = handler.clone();
-        async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
+        // Called here, not inside the future: no clone of the handler per request.
+        let response = handler(req);
+        async move { Ok::<_, std::convert::Infallible>(response.await) }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
