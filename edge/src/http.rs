@@ -342,16 +342,7 @@ async fn segment(state: &HttpState, stream: &StreamState, msn: u64) -> Response 
     match place {
         Waited::Done(SegmentPlace::Parts(n)) => {
             // Its parts back to back, zero-copy, when all are still in memory.
-            let cache = state.streams.cache();
-            let mut parts = Vec::with_capacity(n);
-            for i in 0..n {
-                let Ok(i) = u32::try_from(i) else { break };
-                match cache.peek(stream.name(), Object::Part(msn, i)).await {
-                    Some(b) => parts.push(b),
-                    None => break,
-                }
-            }
-            if parts.len() == n {
+            if let Some(parts) = Box::pin(cached_parts(state, stream, msn, n)).await {
                 state.metrics.cache("hit");
                 return media_chunks(parts);
             }
@@ -361,6 +352,22 @@ async fn segment(state: &HttpState, stream: &StreamState, msn: u64) -> Response 
         Waited::Done(_) | Waited::TimedOut(_) => error(StatusCode::NOT_FOUND, NONE),
         Waited::Closed(why) => closed_response(why),
     }
+}
+
+/// Every part of segment `msn` if all `n` are in memory.
+async fn cached_parts(
+    state: &HttpState,
+    stream: &StreamState,
+    msn: u64,
+    n: usize,
+) -> Option<Vec<Bytes>> {
+    let cache = state.streams.cache();
+    let mut parts = Vec::with_capacity(n);
+    for i in 0..n {
+        let i = u32::try_from(i).ok()?;
+        parts.push(cache.peek(stream.name(), Object::Part(msn, i)).await?);
+    }
+    Some(parts)
 }
 
 async fn part(state: &HttpState, stream: &StreamState, msn: u64, i: u32) -> Response {
@@ -391,10 +398,13 @@ async fn part(state: &HttpState, stream: &StreamState, msn: u64, i: u32) -> Resp
 /// From the cache, or fetched upstream once for every viewer asking at this moment.
 async fn fetch(state: &HttpState, stream: &StreamState, object: Object, none: &str) -> Response {
     let streams = &state.streams;
-    match streams
-        .cache()
-        .get_or_fetch(stream.name(), object, streams.upstream())
-        .await
+    // Boxed, as every moka future here: see `Streams::get_or_subscribe`.
+    match Box::pin(
+        streams
+            .cache()
+            .get_or_fetch(stream.name(), object, streams.upstream()),
+    )
+    .await
     {
         Ok((b, _)) => media(b),
         Err(e) => upstream_error(&e, none),

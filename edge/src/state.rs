@@ -462,6 +462,17 @@ impl Streams {
                 return Ok(st.clone());
             }
         }
+        // Boxed: moka's futures are kilobytes, and a held viewer request (a blocking
+        // reload, a preload hint) would carry their size for as long as it waits.
+        Box::pin(self.subscribe_slow(name)).await
+    }
+
+    /// The stream's state through moka: coalesced subscription, negative cache,
+    /// replacement of a closed state.
+    async fn subscribe_slow(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Arc<StreamState>, UpstreamError> {
         let key: Arc<str> = Arc::from(name);
         // Two rounds: a state that closed (idle, lost, gone) between lookup and use is
         // removed and replaced once.

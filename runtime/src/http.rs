@@ -67,7 +67,14 @@ pub async fn serve<H, F>(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
+        .keep_alive(true)
+        // While a request is in flight, do not read ahead to detect the client going
+        // away: that read needs a fresh read buffer (the old one is still shared with
+        // the request being answered), i.e. 8 KiB more per held request, and an edge
+        // holds a blocking reload and a preload hint per LL-HLS viewer all the time.
+        // A client that left is noticed when its answer is written instead, which
+        // for a held request is within one part (or the block timeout).
+        .half_close(true);
     builder.http2().max_concurrent_streams(256);
     let builder = Arc::new(builder);
     let acceptor = limits.tls.clone().map(tokio_rustls::TlsAcceptor::from);
@@ -92,7 +99,10 @@ pub async fn serve<H, F>(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let builder = builder.clone();
-        let shutdown = shutdown.clone();
+        // A child token per connection: the connection task polls its token on every
+        // wake-up, and polling takes the token node's lock; one shared node would be a
+        // lock every connection of every worker thread contends on.
+        let shutdown = shutdown.child_token();
         let acceptor = acceptor.clone();
         let handshake_timeout = limits.header_read_timeout;
         tracker.spawn(async move {
