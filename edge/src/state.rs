@@ -414,6 +414,9 @@ pub struct Streams {
     tasks: TaskTracker,
     cancel: CancellationToken,
     epoch: Instant,
+    /// The runtime the registry was made on: stream tasks run there, not on the HTTP
+    /// server's I/O threads where the requests that start them are served.
+    home: Option<tokio::runtime::Handle>,
 }
 
 impl Streams {
@@ -424,6 +427,14 @@ impl Streams {
         cache: ObjectCache,
         metrics: Arc<EdgeMetrics>,
     ) -> Arc<Self> {
+        let home = tokio::runtime::Handle::try_current().ok();
+        let upstream: Arc<dyn Upstream> = match &home {
+            Some(home) => Arc::new(OnHome {
+                inner: upstream,
+                home: home.clone(),
+            }),
+            None => upstream,
+        };
         Arc::new(Self {
             map: Cache::builder().build(),
             live: ArcSwap::default(),
@@ -438,6 +449,7 @@ impl Streams {
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
             epoch: Instant::now(),
+            home,
         })
     }
 
@@ -529,8 +541,11 @@ impl Streams {
                     live
                 });
                 let span = tracing::info_span!("edge_stream", stream = %key);
-                self.tasks
-                    .spawn(run_stream(self.clone(), st.clone(), sub).instrument(span));
+                let task = run_stream(self.clone(), st.clone(), sub).instrument(span);
+                match &self.home {
+                    Some(home) => self.tasks.spawn_on(task, home),
+                    None => self.tasks.spawn(task),
+                };
                 Ok(st)
             }
             Err(UpstreamError::NotFound) => {
@@ -590,6 +605,45 @@ impl Streams {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+/// Runs the upstream's work on the edge's own runtime. Viewer requests are served on
+/// the HTTP server's I/O threads; what the upstream starts for them (QUIC connections
+/// and their drivers, subscription tasks) must outlive those threads and stop in the
+/// edge's own shutdown order.
+#[derive(Debug)]
+struct OnHome {
+    inner: Arc<dyn Upstream>,
+    home: tokio::runtime::Handle,
+}
+
+fn join_error(e: tokio::task::JoinError) -> UpstreamError {
+    UpstreamError::Unavailable(format!("upstream task ended: {e}"))
+}
+
+impl Upstream for OnHome {
+    fn subscribe<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> crate::upstream::BoxFuture<'a, Result<Subscription, UpstreamError>> {
+        let (inner, stream) = (self.inner.clone(), stream.to_owned());
+        let task = self
+            .home
+            .spawn(async move { inner.subscribe(&stream).await });
+        Box::pin(async move { task.await.unwrap_or_else(|e| Err(join_error(e))) })
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        stream: &'a str,
+        object: ferrocast_media::hls::names::Object,
+    ) -> crate::upstream::BoxFuture<'a, Result<Bytes, UpstreamError>> {
+        let (inner, stream) = (self.inner.clone(), stream.to_owned());
+        let task = self
+            .home
+            .spawn(async move { inner.fetch(&stream, object).await });
+        Box::pin(async move { task.await.unwrap_or_else(|e| Err(join_error(e))) })
     }
 }
 

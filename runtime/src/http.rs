@@ -36,6 +36,13 @@ pub struct ServerLimits {
     /// Serve HTTPS with this configuration (ALPN picks h2 or http/1.1); plaintext
     /// HTTP/1.1 and h2c when `None`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Serve connections on this many threads of their own, each with its own event
+    /// loop and timers, the way nginx runs one worker process per core; `None`: on the
+    /// caller's runtime. A multi-thread tokio runtime has a single I/O driver that one
+    /// worker polls at a time, so on a busy machine its workers end up taking turns
+    /// rather than serving side by side. Handlers then run on those threads: what they
+    /// spawn belongs there, and ends when the server stops.
+    pub io_threads: Option<usize>,
 }
 
 impl Default for ServerLimits {
@@ -45,6 +52,7 @@ impl Default for ServerLimits {
             drain_grace: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             tls: None,
+            io_threads: None,
         }
     }
 }
@@ -78,6 +86,13 @@ pub async fn serve<H, F>(
     builder.http2().max_concurrent_streams(256);
     let builder = Arc::new(builder);
     let acceptor = limits.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let mut shards = match IoThreads::start(limits.io_threads.unwrap_or(0)) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::warn!(%error, "cannot start the HTTP I/O threads; serving on the runtime");
+            IoThreads::default()
+        }
+    };
 
     loop {
         let permit = tokio::select! {
@@ -105,8 +120,28 @@ pub async fn serve<H, F>(
         let shutdown = shutdown.child_token();
         let acceptor = acceptor.clone();
         let handshake_timeout = limits.header_read_timeout;
-        tracker.spawn(async move {
+        let shard = shards.next();
+        // On an I/O thread, the socket must be registered with that thread's driver.
+        let stream = match shard {
+            None => Ok(Accepted::Here(stream)),
+            Some(_) => stream.into_std().map(Accepted::HandedOver),
+        };
+        let stream = match stream {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "cannot hand the connection over");
+                continue;
+            }
+        };
+        let connection = async move {
             let _permit = permit;
+            let stream = match stream.register() {
+                Ok(s) => s,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "cannot register the connection");
+                    return;
+                }
+            };
             match acceptor {
                 None => serve_connection(stream, peer, &builder, handler, &shutdown).await,
                 Some(acceptor) => {
@@ -119,7 +154,11 @@ pub async fn serve<H, F>(
                     }
                 }
             }
-        });
+        };
+        match shard {
+            None => tracker.spawn(connection),
+            Some(handle) => tracker.spawn_on(connection, &handle),
+        };
     }
     tracker.close();
     if tokio::time::timeout(limits.drain_grace, tracker.wait())
@@ -128,6 +167,7 @@ pub async fn serve<H, F>(
     {
         tracing::warn!("http drain grace elapsed with connections still open");
     }
+    drop(shards);
 }
 
 /// Serves one accepted connection (plain or TLS) until it ends or shutdown drains it.
@@ -159,6 +199,65 @@ async fn serve_connection<I, H, F>(
         _ = shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
+        }
+    }
+}
+
+/// The server's own I/O threads: one current-thread runtime each, fed connections
+/// round-robin; they stop when this is dropped (dropping what still runs on them).
+#[derive(Debug, Default)]
+struct IoThreads {
+    handles: Vec<tokio::runtime::Handle>,
+    next: usize,
+    stop: CancellationToken,
+}
+
+impl IoThreads {
+    fn start(n: usize) -> std::io::Result<Self> {
+        let mut threads = IoThreads::default();
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = rt.handle().clone();
+            let stop = threads.stop.clone();
+            std::thread::Builder::new()
+                .name(format!("http-io-{i}"))
+                .spawn(move || rt.block_on(stop.cancelled()))?;
+            threads.handles.push(handle);
+        }
+        Ok(threads)
+    }
+
+    /// The thread for the next connection; `None` without threads.
+    fn next(&mut self) -> Option<tokio::runtime::Handle> {
+        let h = self
+            .handles
+            .get(self.next % self.handles.len().max(1))?
+            .clone();
+        self.next = self.next.wrapping_add(1);
+        Some(h)
+    }
+}
+
+impl Drop for IoThreads {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A connection accepted on the caller's runtime, or handed over as a std socket to be
+/// registered with the driver of the I/O thread that serves it.
+enum Accepted {
+    Here(tokio::net::TcpStream),
+    HandedOver(std::net::TcpStream),
+}
+
+impl Accepted {
+    fn register(self) -> std::io::Result<tokio::net::TcpStream> {
+        match self {
+            Accepted::Here(s) => Ok(s),
+            Accepted::HandedOver(s) => tokio::net::TcpStream::from_std(s),
         }
     }
 }
