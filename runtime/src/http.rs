@@ -261,3 +261,62 @@ impl Accepted {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Requests on I/O threads are answered there, keep-alive works, and cancelling
+    /// drains and stops the server.
+    #[tokio::test]
+    async fn io_threads_serve_and_stop() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let limits = ServerLimits {
+            io_threads: Some(2),
+            ..ServerLimits::default()
+        };
+        let handler = |_req: Request| async {
+            let thread = std::thread::current().name().unwrap_or("").to_owned();
+            crate::respond::text(
+                http::StatusCode::OK,
+                if thread.starts_with("http-io-") {
+                    "io\n"
+                } else {
+                    "runtime\n"
+                },
+            )
+        };
+        let server = tokio::spawn(serve(listener, handler, limits, shutdown.clone()));
+        let deadline = Duration::from_secs(10);
+        for _ in 0..3 {
+            let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            for _ in 0..2 {
+                c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .await
+                    .expect("write");
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !got.ends_with(b"io\n") && !got.ends_with(b"runtime\n") {
+                    let n = tokio::time::timeout(deadline, c.read(&mut buf))
+                        .await
+                        .expect("answered in time")
+                        .expect("read");
+                    assert!(n > 0, "closed early");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let text = String::from_utf8_lossy(&got);
+                assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+                assert!(text.ends_with("\r\n\r\nio\n"), "{text}");
+            }
+        }
+        shutdown.cancel();
+        tokio::time::timeout(deadline, server)
+            .await
+            .expect("stopped in time")
+            .expect("server task");
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+}
