@@ -31,6 +31,12 @@ impl OriginResolver for ControllerOrigins {
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(self.0.changes())
     }
+
+    /// Only once a watch delivered the assignments (and while it is open) is a stream
+    /// without one known to be absent.
+    fn ready(&self) -> bool {
+        self.0.is_live()
+    }
 }
 
 /// The edge's load for the controller.
@@ -96,6 +102,7 @@ mod tests {
         let table = Arc::new(AssignmentTable::default());
         let r = ControllerOrigins(table.clone());
         let mut changes = r.changes().unwrap();
+        assert!(!r.ready(), "nothing is known before the first snapshot");
         let a = |stream: &str, relay: &str, epoch, state: pb::AssignmentState| pb::Assignment {
             stream: stream.into(),
             origin_id: "o1".into(),
@@ -125,6 +132,7 @@ mod tests {
         assert_eq!(r.resolve("orphan"), None);
         assert_eq!(r.resolve("bad"), None);
         assert_eq!(r.resolve("unknown"), None);
+        assert!(r.ready(), "a snapshot makes the table authoritative");
         table.apply(pb::AssignmentEvent {
             kind: Some(Kind::Upsert(a(
                 "orphan",

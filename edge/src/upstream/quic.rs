@@ -63,6 +63,22 @@ pub trait OriginResolver: Send + Sync + Debug {
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+
+    /// Whether the resolver knows the cluster's assignments yet: until then a stream it
+    /// cannot name is unavailable for now (the viewer retries), not unknown (which the
+    /// edge would remember as absent).
+    fn ready(&self) -> bool {
+        true
+    }
+}
+
+/// Why `resolver` names no origin for a stream: unknown, or not known yet.
+fn unresolved(resolver: &dyn OriginResolver) -> UpstreamError {
+    if resolver.ready() {
+        UpstreamError::NotFound
+    } else {
+        UpstreamError::Unavailable("origin assignments not known yet".into())
+    }
 }
 
 /// Every stream is on one origin.
@@ -260,11 +276,10 @@ impl Upstream for QuicUpstream {
             if !names::valid_stream_key(stream) {
                 return Err(UpstreamError::NotFound);
             }
-            let choice = self
-                .inner
-                .resolver
+            let resolver = self.inner.resolver.as_ref();
+            let choice = resolver
                 .resolve(stream)
-                .ok_or(UpstreamError::NotFound)?;
+                .ok_or_else(|| unresolved(resolver))?;
             let origin = self.inner.origin(choice.addr);
             let conn = origin.connection(&self.inner).await.map_err(|e| e.error)?;
             self.inner.fetch_on(&conn, stream, object).await
@@ -351,7 +366,7 @@ impl Inner {
         let choice = self
             .resolver
             .resolve(&stream)
-            .ok_or(UpstreamError::NotFound)?;
+            .ok_or_else(|| unresolved(self.resolver.as_ref()))?;
         let mut sub = SubState::new(stream.clone());
         sub.changes = self.resolver.changes();
         let session = sub.open(&self, choice).await.map_err(|e| e.error)?;
