@@ -54,6 +54,17 @@ fn put(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
     }
 }
 
+fn delete(key: Vec<u8>) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key,
+                ..Default::default()
+            },
+        )),
+    }
+}
+
 fn get(key: Vec<u8>) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::RequestRange(RangeRequest {
@@ -128,6 +139,22 @@ impl EtcdStore {
         Ok(self.client.call(self.client.kv().range(req)).await?.kvs)
     }
 
+    /// Applies `op` only while `fence` holds (this controller still leads).
+    async fn fenced_write(&self, op: RequestOp, fence: &Fence) -> Result<(), StoreError> {
+        let r = self
+            .txn(TxnRequest {
+                compare: vec![fence_compare(fence)?],
+                success: vec![op],
+                failure: Vec::new(),
+            })
+            .await?;
+        if r.succeeded {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced)
+        }
+    }
+
     async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, StoreError> {
         self.client.call(self.client.kv().txn(req)).await
     }
@@ -185,27 +212,9 @@ impl Store for EtcdStore {
             let op = if draining {
                 put(key, Vec::new())
             } else {
-                RequestOp {
-                    request: Some(request_op::Request::RequestDeleteRange(
-                        DeleteRangeRequest {
-                            key,
-                            ..Default::default()
-                        },
-                    )),
-                }
+                delete(key)
             };
-            let r = self
-                .txn(TxnRequest {
-                    compare: vec![fence_compare(&fence)?],
-                    success: vec![op],
-                    failure: Vec::new(),
-                })
-                .await?;
-            if r.succeeded {
-                Ok(())
-            } else {
-                Err(StoreError::Fenced)
-            }
+            self.fenced_write(op, &fence).await
         })
     }
 
@@ -319,27 +328,9 @@ impl Store for EtcdStore {
             let key = self.key(&format!("access/{kind}"), &name);
             let op = match value {
                 Some(v) => put(key, v),
-                None => RequestOp {
-                    request: Some(request_op::Request::RequestDeleteRange(
-                        DeleteRangeRequest {
-                            key,
-                            ..Default::default()
-                        },
-                    )),
-                },
+                None => delete(key),
             };
-            let r = self
-                .txn(TxnRequest {
-                    compare: vec![fence_compare(&fence)?],
-                    success: vec![op],
-                    failure: Vec::new(),
-                })
-                .await?;
-            if r.succeeded {
-                Ok(())
-            } else {
-                Err(StoreError::Fenced)
-            }
+            self.fenced_write(op, &fence).await
         })
     }
 }
