@@ -98,11 +98,6 @@ impl Endpoints {
         (s.current, client(s.list[s.current].channel.clone()))
     }
 
-    /// Any replica (reads are served by all): the current one.
-    pub(crate) fn any(&self) -> (usize, NodeServiceClient<Channel>) {
-        self.current()
-    }
-
     /// Moves on from replica `idx` (unless someone already did).
     pub(crate) fn advance(&self, idx: usize) {
         let mut s = self.lock();

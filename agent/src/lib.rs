@@ -481,7 +481,8 @@ impl Agent {
         let inner = &self.inner;
         let mut failures = 0u32;
         loop {
-            let (idx, mut client) = inner.endpoints.any();
+            // Every replica serves the watch (a read): the current one will do.
+            let (idx, mut client) = inner.endpoints.current();
             let req = pb::WatchAssignmentsRequest {
                 node_id: inner.cfg.node_id.clone(),
             };
@@ -536,7 +537,8 @@ impl Agent {
             let inner = &agent.inner;
             let mut failures = 0u32;
             loop {
-                let (idx, mut client) = inner.endpoints.any();
+                // Every replica serves the watch (a read): the current one will do.
+                let (idx, mut client) = inner.endpoints.current();
                 let req = pb::WatchAccessRequest {
                     node_id: inner.cfg.node_id.clone(),
                 };

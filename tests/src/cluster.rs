@@ -89,50 +89,35 @@ impl ControlPlane {
             .join(",")
     }
 
+    /// Starts a `role` node `name` joined to the controllers with the cluster's TLS,
+    /// `flags` of its role, then `extra`.
+    fn launch_member(&self, role: &str, name: &str, flags: &[&str], extra: &[&str]) -> Node {
+        let (tls, urls) = (self.tls.0.display().to_string(), self.controller_urls());
+        let common = ["--node-id", name, "--tls-dir", &tls, "--controller", &urls];
+        let args = common
+            .iter()
+            .chain(flags)
+            .chain(extra)
+            .map(|s| (*s).to_owned())
+            .collect();
+        Node::launch(Launch {
+            name: Some(name.to_owned()),
+            args,
+            ..Launch::new(role, &[])
+        })
+    }
+
     /// Starts origin `name` joined to the controllers.
     pub fn start_origin(&self, name: &str, extra: &[&str]) -> ClusterOrigin {
         let quic = free_udp_addr();
-        let mut args: Vec<String> = [
-            "--node-id",
-            name,
-            "--tls-dir",
-            &self.tls.0.display().to_string(),
-            "--quic-listen",
-            &quic.to_string(),
-            "--controller",
-            &self.controller_urls(),
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let node = Node::launch(Launch {
-            name: Some(name.to_owned()),
-            args,
-            ..Launch::new("origin", &[])
-        });
+        let flags = ["--quic-listen", &quic.to_string()];
+        let node = self.launch_member("origin", name, &flags, extra);
         ClusterOrigin { node, quic }
     }
 
     /// Starts edge `name` joined to the controllers (origins come from assignments).
     pub fn start_edge(&self, name: &str, extra: &[&str]) -> Node {
-        let mut args: Vec<String> = [
-            "--node-id",
-            name,
-            "--tls-dir",
-            &self.tls.0.display().to_string(),
-            "--controller",
-            &self.controller_urls(),
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        Node::launch(Launch {
-            name: Some(name.to_owned()),
-            args,
-            ..Launch::new("edge", &[])
-        })
+        self.launch_member("edge", name, &[], extra)
     }
 
     /// Runs `ferrocast ctl --json ARGS` against the replicas and parses its output.

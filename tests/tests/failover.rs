@@ -73,6 +73,41 @@ fn last_msn(poller: &Poller) -> u64 {
     }
 }
 
+/// A stream published to origin-a and watched through edge-1 by a poller.
+struct Watched {
+    cp: ControlPlane,
+    a: ClusterOrigin,
+    edge: Node,
+    _publisher: Proc,
+    poller: Poller,
+    /// The controller replica leading at the start.
+    leader: usize,
+}
+
+/// `ControlPlane::start(etcd_members, controllers, lease_s)`, origin-a with a publisher,
+/// edge-1 live, and a poller on its playlist.
+fn watched(etcd_members: usize, controllers: usize, lease_s: u32) -> Watched {
+    let cp = ControlPlane::start(etcd_members, controllers, lease_s);
+    let leader = cp.wait_leader(Duration::from_secs(15));
+    let a = cp.start_origin("origin-a", &[]);
+    let edge = cp.start_edge("edge-1", &[]);
+    let _publisher = publish_until_accepted(&a, Duration::from_secs(20), "a");
+    edge.wait_live(KEY, Duration::from_secs(30));
+    let poller = Poller::start(
+        edge.http,
+        &format!("/live/{KEY}/index.m3u8"),
+        Duration::from_millis(200),
+    );
+    Watched {
+        cp,
+        a,
+        edge,
+        _publisher,
+        poller,
+        leader,
+    }
+}
+
 #[test]
 fn origin_killed_publisher_moves_edges_follow() {
     let cp = ControlPlane::start(1, 2, 2);
@@ -187,17 +222,14 @@ fn frozen_origin_is_fenced_when_it_wakes() {
 #[test]
 fn controller_leader_killed_another_takes_over() {
     let lease = 2;
-    let mut cp = ControlPlane::start(1, 2, lease);
-    let first = cp.wait_leader(Duration::from_secs(15));
-    let a = cp.start_origin("origin-a", &[]);
-    let edge = cp.start_edge("edge-1", &[]);
-    let _publisher = publish_until_accepted(&a, Duration::from_secs(20), "a");
-    edge.wait_live(KEY, Duration::from_secs(30));
-    let poller = Poller::start(
-        edge.http,
-        &format!("/live/{KEY}/index.m3u8"),
-        Duration::from_millis(200),
-    );
+    let Watched {
+        mut cp,
+        a,
+        edge,
+        _publisher,
+        poller,
+        leader: first,
+    } = watched(1, 2, lease);
 
     let killed = Instant::now();
     let old = cp.controllers[first].take().expect("leader running");
@@ -245,17 +277,14 @@ fn controller_leader_killed_another_takes_over() {
 
 #[test]
 fn etcd_leader_lost_in_a_three_member_cluster_changes_nothing() {
-    let mut cp = ControlPlane::start(3, 1, 2);
-    cp.wait_leader(Duration::from_secs(15));
-    let a = cp.start_origin("origin-a", &[]);
-    let edge = cp.start_edge("edge-1", &[]);
-    let _publisher = publish_until_accepted(&a, Duration::from_secs(20), "a");
-    edge.wait_live(KEY, Duration::from_secs(30));
-    let poller = Poller::start(
-        edge.http,
-        &format!("/live/{KEY}/index.m3u8"),
-        Duration::from_millis(200),
-    );
+    let Watched {
+        mut cp,
+        a,
+        edge,
+        _publisher,
+        poller,
+        leader: _,
+    } = watched(3, 1, 2);
     let leader = cp.etcd.leader().expect("an etcd leader");
     cp.etcd.kill(leader);
     // Past several leases: the survivors elect a leader, the controller's lease and the
@@ -371,17 +400,14 @@ fn killed_edge_is_no_longer_chosen_within_a_lease() {
 
 #[test]
 fn etcd_stopped_streams_keep_flowing_then_state_reconciles() {
-    let mut cp = ControlPlane::start(1, 1, 2);
-    cp.wait_leader(Duration::from_secs(15));
-    let a = cp.start_origin("origin-a", &[]);
-    let edge = cp.start_edge("edge-1", &[]);
-    let _publisher = publish_until_accepted(&a, Duration::from_secs(20), "a");
-    edge.wait_live(KEY, Duration::from_secs(30));
-    let poller = Poller::start(
-        edge.http,
-        &format!("/live/{KEY}/index.m3u8"),
-        Duration::from_millis(200),
-    );
+    let Watched {
+        mut cp,
+        a,
+        edge,
+        _publisher,
+        poller,
+        leader: _,
+    } = watched(1, 1, 2);
     let controller = cp.controllers[0].as_ref().unwrap().http;
 
     cp.etcd.kill(0);
