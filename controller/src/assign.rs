@@ -109,6 +109,10 @@ pub async fn report(
                 current: cur.epoch,
             });
         }
+        if !release && cur.continuity == continuity {
+            // Nothing new (heartbeats repeat the report between segments): no write.
+            return Ok(cur.clone());
+        }
         let mut next = cur.clone();
         next.continuity = continuity;
         if release {
