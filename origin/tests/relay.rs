@@ -833,6 +833,15 @@ async fn an_origin_under_a_stale_epoch_is_ignored_and_a_move_is_followed() {
         Some(UpstreamError::NotFound),
         "a fenced origin must be ignored"
     );
+    // The ignored session is closed, not left open at the fenced origin.
+    let deadline = Instant::now() + T;
+    while metrics_a.relay_subscriptions.get() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the session with the fenced origin stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Epoch 0 (no controller) accepts it; then the stream moves to B and the
     // subscription follows without the consumer doing anything.
