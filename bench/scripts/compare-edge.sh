@@ -27,9 +27,15 @@
 #                         edge's wrk runs and the largest viewer run, print the top symbols
 #   CLIP_KBPS (2900)      video bitrate of the published clip (~3 Mbps with audio); lower
 #                         it to separate per-viewer request cost from bytes copied
+#   VIEW_HTTP2 (0)        1: each bench viewer uses one HTTP/2 (h2c) connection for all
+#                         its requests (as browsers do) instead of two HTTP/1.1 ones; the
+#                         edge then holds one socket per viewer, which is what lets 10,000
+#                         viewers fit under a 20,000-descriptor limit
 #   FRESH_EDGE (1)        1: restart the edge before each viewer run (independent runs,
 #                         RSS growth measured from a fresh process); 0: one edge throughout
 #   KEEP (0)              1: keep the temp dir (logs, JSON, configs)
+#   FERROCAST (unset)     a ferrocast binary to measure instead of building this tree
+#                         (e.g. an older build, for before/after figures)
 # Loopback only; every process started here is stopped by its own PID at exit.
 set -euo pipefail
 
@@ -43,6 +49,7 @@ NGINX_WORKERS=${NGINX_WORKERS:-2}
 PHASES=${PHASES:-"prop playlist segment viewers"}
 PERF=${PERF:-0}
 FRESH_EDGE=${FRESH_EDGE:-1}
+VIEW_HTTP2=${VIEW_HTTP2:-0}
 CLIP_KBPS=${CLIP_KBPS:-2900}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TMP=$(mktemp -d /tmp/ferrocast-edge-vs-nginx.XXXXXX)
@@ -97,9 +104,13 @@ for tool in nginx wrk ffmpeg curl python3; do
 done
 [[ $PERF == 1 ]] && ! command -v perf >/dev/null && { log "PERF=1 needs perf"; exit 1; }
 
-log "building ferrocast (release)"
-(cd "$ROOT" && cargo build --release -q -p ferrocast-cli)
-FERROCAST=${CARGO_TARGET_DIR:-$ROOT/target}/release/ferrocast
+if [[ -n ${FERROCAST:-} ]]; then
+    log "using $FERROCAST (not building)"
+else
+    log "building ferrocast (release)"
+    (cd "$ROOT" && cargo build --release -q -p ferrocast-cli)
+    FERROCAST=${CARGO_TARGET_DIR:-$ROOT/target}/release/ferrocast
+fi
 
 CLIP=$TMP/clip.flv
 log "encoding the clip (${CLIP_KBPS} kbit/s video + 128 kbit/s audio)"
@@ -276,6 +287,9 @@ record_wrk() { # key fields...
 }
 
 # --- 4. propagation (first: the quietest moment of the run) --------------------------------
+cache_bytes() { # bytes held by the edge's object cache
+    curl -fs --max-time 2 "$EDGE/metrics" | awk '/^ferrocast_edge_cache_size_bytes / { print $2; f = 1 } END { if (!f) print 0 }'
+}
 metric_buckets() { # -> "le count" lines
     curl -fs --max-time 2 "$EDGE/metrics" |
         awk '/^ferrocast_edge_propagation_delay_seconds_bucket/ {
@@ -378,7 +392,8 @@ forget "$N_PID"
 # --- 3. concurrent LL-HLS viewers -----------------------------------------------------------
 # One bench process holds 2 sockets per viewer; split the viewers over processes so that
 # each stays well inside its descriptor limit.
-PER_PROC=$(((FD_LIMIT - 500) / 2))
+CONNS_PER_VIEWER=$([[ $VIEW_HTTP2 == 1 ]] && echo 1 || echo 2)
+PER_PROC=$(((FD_LIMIT - 500) / CONNS_PER_VIEWER))
 ((PER_PROC > 5000)) && PER_PROC=5000
 combine() { # json files -> one line of figures
     python3 - "$@" <<'EOF'
@@ -433,6 +448,7 @@ if has_phase viewers; then
             log "  load $(load) before $v viewers, run $r"
             nproc_=$(((v + PER_PROC - 1) / PER_PROC))
             rss0=$(rss_kib "$E_PID")
+            cache0=$(cache_bytes)
             e0=$(cpu_ticks "$E_PID")
             o0=$(cpu_ticks "$O_PID")
             t0=$(now_s)
@@ -443,7 +459,7 @@ if has_phase viewers; then
                 f=$TMP/view-$v-$r-$i.json
                 files+=("$f")
                 "$FERROCAST" bench view --url "$PL_URL" --viewers "$n" --mode ll --ramp "$RAMP" \
-                    --duration "$VIEW_SECS" --json >"$f" 2>"$TMP/view-$v-$r-$i.log" &
+                    --duration "$VIEW_SECS" $([[ $VIEW_HTTP2 == 1 ]] && echo --http2) --json >"$f" 2>"$TMP/view-$v-$r-$i.log" &
                 vpids+=($!)
                 PIDS+=($!)
             done
@@ -457,6 +473,7 @@ if has_phase viewers; then
             # Sample while the viewers run: peak edge RSS, and the bench tool's CPU just
             # before it exits (its /proc entry is gone afterwards).
             peak=$rss0
+            cache_peak=$cache0
             peak_fds=0
             b_ticks=0
             declare -A last=()
@@ -469,7 +486,7 @@ if has_phase viewers; then
                     fi
                 done
                 cur=$(rss_kib "$E_PID")
-                ((cur > peak)) && peak=$cur
+                ((cur > peak)) && { peak=$cur; cache_peak=$(cache_bytes); }
                 fds=$(find /proc/"$E_PID"/fd -mindepth 1 -maxdepth 1 | wc -l)
                 ((fds > peak_fds)) && peak_fds=$fds
                 e1=$(cpu_ticks "$E_PID")
@@ -492,6 +509,9 @@ if has_phase viewers; then
             # whole-run p99 of short runs). Worst second and median second.
             read -r ss_med ss_max <<<"$(steady "$((RAMP + 3))" "${files[@]/%.json/.log}")"
             per=$(calc "($peak - $rss0) * 1024 / $v")
+            # The object cache fills for `cache-idle` (60 s) after the stream starts,
+            # whatever the number of viewers: its growth is not a per-viewer cost.
+            per_net=$(calc "(($peak - $rss0) * 1024 - ($cache_peak - $cache0)) / $v")
             k="view$v"
             put "$k.media $media"
             put "$k.errors $errs"
@@ -507,11 +527,13 @@ if has_phase viewers; then
             put "$k.rss0 $rss0"
             put "$k.peak $peak"
             put "$k.per $per"
+            put "$k.pernet $per_net"
+            put "$k.cachegrowth $(calc "($cache_peak - $cache0) / 1048576")"
             log "  edge peak descriptors $peak_fds"
             put "$k.edgecpu $(calc "($e1 - $e0) / $HZ / $wall * 100")"
             put "$k.origincpu $(calc "($o1 - $o0) / $HZ / $wall * 100")"
             put "$k.benchcpu $(calc "$b_ticks / $HZ / $wall * 100")"
-            log "  $v viewers ($nproc_ bench procs): $media with media, $reqs req, $errs errors ($causes), $stalls stalls, $rejoins rejoins; behind live p50 $bl50 ms p99 $bl99 ms (steady-state per-second p99: median $ss_med, worst $ss_max ms); part p99 $part99 ms; hint p99 $hint99 ms; edge RSS $rss0 -> $peak KiB ($(printf %.0f "$per") B/viewer); CPU edge $(printf %.0f "$(calc "($e1 - $e0) / $HZ / $wall * 100")") %, bench $(printf %.0f "$(calc "$b_ticks / $HZ / $wall * 100")") %"
+            log "  $v viewers ($nproc_ bench procs): $media with media, $reqs req, $errs errors ($causes), $stalls stalls, $rejoins rejoins; behind live p50 $bl50 ms p99 $bl99 ms (steady-state per-second p99: median $ss_med, worst $ss_max ms); part p99 $part99 ms; hint p99 $hint99 ms; edge RSS $rss0 -> $peak KiB ($(printf %.0f "$per") B/viewer; $(printf %.0f "$per_net") B/viewer without the cache's growth of $(calc "($cache_peak - $cache0) / 1048576") MiB); CPU edge $(printf %.0f "$(calc "($e1 - $e0) / $HZ / $wall * 100")") %, bench $(printf %.0f "$(calc "$b_ticks / $HZ / $wall * 100")") %"
         done
     done
     accept_fail=$(grep -c 'accept failed' "$TMP/edge.log" || true)
@@ -541,17 +563,18 @@ if has_phase prop; then
     echo "propagation origin -> edge (ms): p50 $(med prop.p50) (runs $(runs prop.p50)), p99 $(med prop.p99) (runs $(runs prop.p99)); p99 bucket upper bounds $(runs prop.b99); objects per run $(runs prop.n)"
 fi
 if has_phase viewers; then
-    printf '%-8s %8s %7s %7s %9s %9s %9s %9s %9s %9s %9s %8s %8s %8s\n' viewers media errors stalls "bl p50ms" "bl p99ms" "ss p99" "ss worst" "part p99" "hint p99" "B/viewer" "edge %" "bench %" "orig %"
+    printf '%-8s %8s %7s %7s %9s %9s %9s %9s %9s %9s %9s %9s %8s %8s %8s\n' viewers media errors stalls "bl p50ms" "bl p99ms" "ss p99" "ss worst" "part p99" "hint p99" "B/viewer" "B/v net" "edge %" "bench %" "orig %"
     for v in $VIEWERS; do
         k="view$v"
-        printf '%-8s %8s %7s %7s %9s %9s %9s %9s %9s %9s %9.0f %8.0f %8.0f %8.0f\n' "$v" \
+        printf '%-8s %8s %7s %7s %9s %9s %9s %9s %9s %9s %9.0f %9.0f %8.0f %8.0f %8.0f\n' "$v" \
             "$(med $k.media)" "$(med $k.errors)" "$(med $k.stalls)" "$(med $k.bl50)" "$(med $k.bl99)" \
             "$(med $k.ss99med)" "$(med $k.ss99max)" \
-            "$(med $k.part99)" "$(med $k.hint99)" "$(med $k.per)" "$(med $k.edgecpu)" "$(med $k.benchcpu)" "$(med $k.origincpu)"
-        echo "         runs: behind-live p99 $(runs $k.bl99); steady worst-second p99 $(runs $k.ss99max); edge peak fds $(runs $k.fds); errors $(runs $k.errors); stalls $(runs $k.stalls); RSS KiB before/peak $(paste -d/ <(get_all $k.rss0) <(get_all $k.peak) | xargs)"
+            "$(med $k.part99)" "$(med $k.hint99)" "$(med $k.per)" "$(med $k.pernet)" "$(med $k.edgecpu)" "$(med $k.benchcpu)" "$(med $k.origincpu)"
+        echo "         runs: behind-live p99 $(runs $k.bl99); steady worst-second p99 $(runs $k.ss99max); edge peak fds $(runs $k.fds); errors $(runs $k.errors); stalls $(runs $k.stalls); B/viewer net $(runs $k.pernet); cache growth MiB $(runs $k.cachegrowth); RSS KiB before/peak $(paste -d/ <(get_all $k.rss0) <(get_all $k.peak) | xargs)"
     done
     echo "  ss = per-second behind-live p99 after the ramp (+3 s): median second / worst second."
     echo "  bl = latency behind live of each part as received (worst bench process); part/hint p99 = request latency of part GETs / preload-hint GETs (held until the part exists)."
+    echo "  viewers over $([[ $VIEW_HTTP2 == 1 ]] && echo 'one HTTP/2 connection each' || echo 'two HTTP/1.1 connections each'); B/v net = B/viewer without the object cache's growth during the run (ferrocast_edge_cache_size_bytes)."
     echo "  B/viewer = (peak edge VmRSS during the run - VmRSS before) / viewers. CPU in % of one core, averaged over the run (2 cores = 200 %)."
 fi
 for tag in $(seq "$REPEAT" | sed 's/^/playlist-/') $(seq "$REPEAT" | sed 's/^/segment-/') "viewers-$(printf '%s\n' $VIEWERS | sort -n | tail -n 1)"; do

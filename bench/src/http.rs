@@ -1,9 +1,15 @@
-//! A minimal HTTP/1.1 client for the viewers: GET only, one request at a time on a
-//! keep-alive connection, `Content-Length` or chunked bodies, bounded header and body
-//! sizes and a deadline on every request. Enough to behave like a player; nothing
-//! else (no TLS, no redirects, no pipelining).
+//! Minimal HTTP clients for the viewers: GET only, bounded header and body sizes and a
+//! deadline on every request. [`Conn`] is our own HTTP/1.1 client, one request at a
+//! time on a keep-alive connection, `Content-Length` or chunked bodies. [`H2Conn`] is
+//! one HTTP/2 connection (h2c, prior knowledge; hyper's client) that carries a viewer's
+//! concurrent requests, as a browser multiplexes a player's requests over HTTP/2.
+//! Enough to behave like a player; nothing else (no TLS, no redirects, no pipelining).
 
 use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -350,6 +356,100 @@ impl Conn {
             }
             self.buf.advance(size + 2);
         }
+    }
+}
+
+/// One HTTP/2 connection (h2c with prior knowledge) shared by concurrent requests,
+/// opened on first use and reopened after it fails. Clones share the connection.
+#[derive(Debug, Clone)]
+pub struct H2Conn {
+    inner: Arc<H2Inner>,
+}
+
+#[derive(Debug)]
+struct H2Inner {
+    host: String,
+    port: u16,
+    max_body: usize,
+    sender: tokio::sync::Mutex<Option<SendRequest<Empty<Bytes>>>>,
+}
+
+impl H2Conn {
+    /// A connection to `url`'s host; bodies larger than `max_body` are errors.
+    pub fn new(url: &Url, max_body: usize) -> Self {
+        H2Conn {
+            inner: Arc::new(H2Inner {
+                host: url.host.clone(),
+                port: url.port,
+                max_body,
+                sender: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// GETs `path` within `timeout` (connecting included). Non-2xx is an error.
+    pub async fn get(&self, path: &str, timeout: Duration) -> Result<Response, HttpError> {
+        let result = match tokio::time::timeout(timeout, self.get_inner(path)).await {
+            Ok(r) => r,
+            Err(_) => Err(HttpError::Timeout),
+        };
+        match result {
+            Ok(r) if !(200..300).contains(&r.status) => Err(HttpError::Status(r.status)),
+            other => other,
+        }
+    }
+
+    async fn sender(&self) -> Result<SendRequest<Empty<Bytes>>, HttpError> {
+        let mut slot = self.inner.sender.lock().await;
+        if let Some(s) = slot.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(s.clone());
+        }
+        let tcp = TcpStream::connect((self.inner.host.as_str(), self.inner.port))
+            .await
+            .map_err(io)?;
+        tcp.set_nodelay(true).map_err(io)?;
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(h2_error)?;
+        // Ends when every clone of the sender is gone (the viewer stopped) or on error.
+        tokio::spawn(conn);
+        *slot = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn get_inner(&self, path: &str) -> Result<Response, HttpError> {
+        let host = if self.inner.host.contains(':') {
+            format!("[{}]", self.inner.host)
+        } else {
+            self.inner.host.clone()
+        };
+        let uri = format!("http://{host}:{}{path}", self.inner.port);
+        let request = http::Request::get(uri)
+            .header(http::header::USER_AGENT, "ferrocast-bench")
+            .body(Empty::new())
+            .map_err(|_| HttpError::Protocol("bad request path"))?;
+        let mut sender = self.sender().await?;
+        sender.ready().await.map_err(h2_error)?;
+        let resp = sender.send_request(request).await.map_err(h2_error)?;
+        let status = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), self.inner.max_body)
+            .collect()
+            .await
+            .map_err(|e| match e.downcast::<LengthLimitError>() {
+                Ok(_) => HttpError::TooLarge,
+                Err(e) => HttpError::Io(e.to_string()),
+            })?
+            .to_bytes();
+        Ok(Response { status, body })
+    }
+}
+
+fn h2_error(e: hyper::Error) -> HttpError {
+    if e.is_closed() || e.is_canceled() {
+        HttpError::Closed
+    } else {
+        HttpError::Io(e.to_string())
     }
 }
 

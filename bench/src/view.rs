@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{Conn, HttpError, Url};
+use crate::http::{Conn, H2Conn, HttpError, Url};
 use crate::playlist::{MediaPlaylist, Part};
 use crate::stats::{Percentiles, Samples};
 
@@ -60,6 +60,33 @@ pub struct ViewArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// One HTTP/2 connection per viewer (h2c, prior knowledge) carrying all its
+    /// requests, as browsers multiplex a player's requests over HTTP/2; without it each
+    /// viewer keeps two HTTP/1.1 connections (playlists, media), so that a blocking
+    /// reload and a preload-hint request can be in flight at once.
+    #[arg(long)]
+    pub http2: bool,
+}
+
+/// A viewer's connection for one purpose: its own HTTP/1.1 connection, or a share of
+/// the viewer's one HTTP/2 connection.
+#[derive(Debug)]
+enum Client {
+    H1(Conn),
+    H2(H2Conn),
+}
+
+impl Client {
+    async fn get(
+        &mut self,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<crate::http::Response, HttpError> {
+        match self {
+            Client::H1(c) => c.get(path, timeout).await,
+            Client::H2(c) => c.get(path, timeout).await,
+        }
+    }
 }
 
 /// The kinds of request a viewer makes.
@@ -275,6 +302,7 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<ViewReport> {
     for i in 0..args.viewers {
         let delay = Duration::from_secs_f64(args.ramp * i as f64 / args.viewers as f64);
         let (url, shared, cancel, mode) = (url.clone(), shared.clone(), cancel.clone(), args.mode);
+        let http2 = args.http2;
         tasks.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => return 0,
@@ -288,7 +316,7 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<ViewReport> {
             };
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = viewer(&url, mode, &shared, &mut arrivals) => {}
+                _ = viewer(&url, mode, http2, &shared, &mut arrivals) => {}
             }
             // A viewer starved at the end of the run stalled too.
             arrivals.check(Instant::now());
@@ -439,7 +467,7 @@ fn print_report(r: &ViewReport, json: bool) -> anyhow::Result<()> {
 
 /// GETs `url` and records the outcome.
 async fn fetch(
-    conn: &mut Conn,
+    conn: &mut Client,
     url: &Url,
     kind: Kind,
     timeout: Duration,
@@ -452,7 +480,7 @@ async fn fetch(
 }
 
 /// Fetches and parses the playlist, retrying every half second until it parses.
-async fn first_playlist(conn: &mut Conn, url: &Url, shared: &Shared) -> MediaPlaylist {
+async fn first_playlist(conn: &mut Client, url: &Url, shared: &Shared) -> MediaPlaylist {
     loop {
         if let Some(body) = fetch(conn, url, Kind::Playlist, REQUEST_TIMEOUT, shared).await {
             if let Ok(p) = MediaPlaylist::parse(&String::from_utf8_lossy(&body)) {
@@ -465,9 +493,16 @@ async fn first_playlist(conn: &mut Conn, url: &Url, shared: &Shared) -> MediaPla
     }
 }
 
-async fn viewer(url: &Url, mode: Mode, shared: &Shared, arrivals: &mut Arrivals) {
-    let mut playlists = Conn::new(url, MAX_PLAYLIST);
-    let mut media = Conn::new(url, MAX_MEDIA);
+async fn viewer(url: &Url, mode: Mode, http2: bool, shared: &Shared, arrivals: &mut Arrivals) {
+    let (mut playlists, mut media) = if http2 {
+        let c = H2Conn::new(url, MAX_MEDIA);
+        (Client::H2(c.clone()), Client::H2(c))
+    } else {
+        (
+            Client::H1(Conn::new(url, MAX_PLAYLIST)),
+            Client::H1(Conn::new(url, MAX_MEDIA)),
+        )
+    };
     let pl = first_playlist(&mut playlists, url, shared).await;
     if let Some(map) = &pl.map_uri {
         fetch(
@@ -516,8 +551,8 @@ fn parts_to_fetch(pl: &MediaPlaylist, have: Option<(u64, u32)>) -> (Vec<Part>, b
 async fn low_latency(
     url: &Url,
     mut pl: MediaPlaylist,
-    mut playlists: Conn,
-    mut media: Conn,
+    mut playlists: Client,
+    mut media: Client,
     shared: &Shared,
     arrivals: &mut Arrivals,
 ) {
@@ -596,8 +631,8 @@ async fn low_latency(
 async fn classic(
     url: &Url,
     mut pl: MediaPlaylist,
-    mut playlists: Conn,
-    mut media: Conn,
+    mut playlists: Client,
+    mut media: Client,
     shared: &Shared,
     arrivals: &mut Arrivals,
 ) {

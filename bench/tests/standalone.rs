@@ -27,6 +27,7 @@ async fn ll_viewers_and_publishers_against_standalone() {
         duration: 8.0,
         ramp: 1.0,
         json: false,
+        http2: false,
     };
     let publishers = PublishArgs {
         url: format!("rtmp://{}/live", node.rtmp),
@@ -71,4 +72,37 @@ async fn ll_viewers_and_publishers_against_standalone() {
     let behind = v.latency_behind_live.expect("latency samples");
     assert!(behind.p50_ms < 2000.0, "{v:#?}");
     assert!(v.request_latency.is_some());
+}
+
+/// The same viewers over HTTP/2: one h2c connection per viewer carries its blocking
+/// reloads, parts and preload hints at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ll_viewers_over_http2_against_standalone() {
+    let node = tokio::task::spawn_blocking(|| {
+        let node = Node::start("standalone", &["--demo"]);
+        node.wait_live("demo", Duration::from_secs(20));
+        node
+    })
+    .await
+    .expect("starting ferrocast standalone --demo");
+    let viewers = ViewArgs {
+        url: node.playlist_url("demo"),
+        viewers: 20,
+        mode: Mode::Ll,
+        duration: 6.0,
+        ramp: 1.0,
+        json: false,
+        http2: true,
+    };
+    let v = tokio::time::timeout(Duration::from_secs(30), view(viewers))
+        .await
+        .expect("bench runs stop themselves at --duration")
+        .expect("view");
+    assert_eq!(v.errors, 0, "{v:#?}");
+    assert_eq!(v.viewers_with_media, 20, "{v:#?}");
+    assert_eq!(v.stalls, 0, "{v:#?}");
+    let hints = &v.by_kind["preload_hint"];
+    assert!(hints.requests > 20 * 6, "{v:#?}");
+    let behind = v.latency_behind_live.expect("latency samples");
+    assert!(behind.p50_ms < 2000.0, "{v:#?}");
 }
