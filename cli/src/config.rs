@@ -120,6 +120,10 @@ pub struct NodeArgs {
     /// (default: the listen address, or 127.0.0.1 when that is unspecified).
     #[arg(long, env = "FERROCAST_ADVERTISE_HOST")]
     pub advertise_host: Option<String>,
+    /// Edge: the base URL viewers reach this edge at, which `/play` redirects to (e.g.
+    /// `https://edge-3.cdn.example.com`; default: http(s)://ADVERTISE-HOST:PORT).
+    #[arg(long, env = "FERROCAST_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Controller: a client address block and its viewer region, `CIDR=REGION`
     /// (e.g. `10.1.0.0/16=eu-west`); repeat it, or comma-separate in the environment. The
     /// longest matching prefix wins (default: none).
@@ -168,6 +172,7 @@ struct FileConfig {
     lease_ttl: Option<f64>,
     controller: Option<Vec<String>>,
     advertise_host: Option<String>,
+    public_url: Option<String>,
     region_cidr: Option<Vec<String>>,
     region_header: Option<String>,
 }
@@ -208,6 +213,8 @@ pub struct Settings {
     pub controllers: Vec<String>,
     /// Origin and edge: the host other nodes and viewers reach this node at.
     pub advertise_host: Option<String>,
+    /// Edge: the base URL viewers are sent to (no trailing slash).
+    pub public_url: Option<String>,
 }
 
 impl Settings {
@@ -344,6 +351,13 @@ impl Settings {
             bail!("invalid controller: only origins and edges join a controller");
         }
         let advertise_host = args.advertise_host.or(file.advertise_host);
+        let public_url = match args.public_url.or(file.public_url) {
+            None => None,
+            Some(_) if !matches!(role, Role::Edge | Role::Standalone) => {
+                bail!("invalid public-url: only edges are sent viewers")
+            }
+            Some(u) => Some(public_base_url(&u)?),
+        };
         let cidrs = if args.region_cidr.is_empty() {
             file.region_cidr.unwrap_or_default()
         } else {
@@ -406,8 +420,28 @@ impl Settings {
             controller,
             controllers,
             advertise_host,
+            public_url,
         })
     }
+}
+
+/// Validates a viewer-facing base URL: `http` or `https`, a host, no query or fragment;
+/// returned without a trailing slash so paths append to it.
+fn public_base_url(url: &str) -> anyhow::Result<String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid public-url {url:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => bail!("invalid public-url {url:?}: must start with http:// or https://"),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        bail!("invalid public-url {url:?}: no host");
+    }
+    if uri.query().is_some() || url.contains('#') {
+        bail!("invalid public-url {url:?}: no query or fragment");
+    }
+    Ok(url.trim_end_matches('/').to_owned())
 }
 
 fn seconds(field: &str, v: f64) -> anyhow::Result<Duration> {
@@ -526,6 +560,31 @@ mod tests {
         )
         .expect_err("too small");
         assert!(format!("{err:#}").contains("cache-capacity"), "{err:#}");
+    }
+
+    #[test]
+    fn public_url_is_a_base_url_for_edges_only() {
+        let edge = |url: &str| Settings::resolve(args(&["--public-url", url]), Role::Standalone);
+        let s = edge("https://edge-3.cdn.example.com/").expect("valid");
+        assert_eq!(
+            s.public_url.as_deref(),
+            Some("https://edge-3.cdn.example.com")
+        );
+        let s = edge("http://[2001:db8::1]:8080").expect("valid");
+        assert_eq!(s.public_url.as_deref(), Some("http://[2001:db8::1]:8080"));
+        for bad in [
+            "edge.example.com",
+            "ftp://e.example",
+            "https://e.example/?a=1",
+            "https://e.example/#x",
+            "https://",
+        ] {
+            let err = edge(bad).expect_err(bad);
+            assert!(format!("{err:#}").contains("public-url"), "{bad}: {err:#}");
+        }
+        let err = Settings::resolve(args(&["--public-url", "https://o.example"]), Role::Origin)
+            .expect_err("origins are not sent viewers");
+        assert!(format!("{err:#}").contains("public-url"), "{err:#}");
     }
 
     #[test]

@@ -235,8 +235,13 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
             } else {
                 "http"
             };
-            let host = advertised(&settings, edge.http_addr());
-            cfg.addresses.http = format!("{scheme}://{host}:{}", edge.http_addr().port());
+            cfg.addresses.http = match &settings.public_url {
+                Some(url) => url.clone(),
+                None => {
+                    let host = advertised(&settings, edge.http_addr());
+                    format!("{scheme}://{host}:{}", edge.http_addr().port())
+                }
+            };
             let agent = Agent::new(cfg).context("invalid controller")?;
             edge.state().set_cluster(agent.clone());
             let hooks = EdgeHooks::new(&edge.state());

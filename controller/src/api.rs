@@ -624,9 +624,7 @@ impl NodeService for NodeApi {
     ) -> Result<Response<pb::ResolveReply>, Status> {
         // The operators' Resolve, for edges answering `/play`: a read, on any replica.
         let op = OperatorApi(self.0.clone());
-        Ok(Response::new(
-            OperatorApi::resolve(&op, request.into_inner()).await?,
-        ))
+        Ok(Response::new(op.place(request.into_inner()).await?))
     }
 
     type WatchAssignmentsStream = BoxStream<pb::AssignmentEvent>;
@@ -831,8 +829,24 @@ impl OperatorApi {
     #[tracing::instrument(name = "controller decision", skip_all, fields(op = "resolve", stream = %r.stream))]
     async fn resolve(&self, r: pb::ResolveRequest) -> ApiResult<pb::ResolveReply> {
         required("stream", &r.stream)?;
+        let snap = self.0.snapshot().await?;
+        self.resolve_on(&snap, r)
+    }
+
+    /// [`Self::resolve`] over the hub's view (at most one poll old), as `/play` uses:
+    /// an edge asks for every viewer that comes to it, and none of those should cost a
+    /// store read. Before the hub's first poll, a fresh snapshot.
+    async fn place(&self, r: pb::ResolveRequest) -> ApiResult<pb::ResolveReply> {
+        required("stream", &r.stream)?;
         let sh = &self.0;
-        let snap = sh.snapshot().await?;
+        match sh.hub.view() {
+            Some(view) => self.resolve_on(&sh.placement(&view), r),
+            None => self.resolve_on(&sh.snapshot().await?, r),
+        }
+    }
+
+    fn resolve_on(&self, snap: &Snapshot, r: pb::ResolveRequest) -> ApiResult<pb::ResolveReply> {
+        let sh = &self.0;
         // The region given, else the CIDR table's for the client address.
         let client_ip = match r.client_ip.as_str() {
             "" => None,
@@ -845,7 +859,7 @@ impl OperatorApi {
             .or_else(|| client_ip.and_then(|ip| sh.regions.lookup(ip)))
             .map(str::to_owned);
         let region = region.as_deref();
-        let p = place_viewer(&snap, &r.stream, region, &sh.policy).map_err(|e| match e {
+        let p = place_viewer(snap, &r.stream, region, &sh.policy).map_err(|e| match e {
             PlacementError::NoEdge => ApiError::Precondition("no live edge".into()),
             e => ApiError::Precondition(e.to_string()),
         })?;

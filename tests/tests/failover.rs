@@ -476,3 +476,26 @@ fn etcd_stopped_streams_keep_flowing_then_state_reconciles() {
     );
     assert!(!a.node.log().contains("stream fenced"), "{}", a.node.log());
 }
+
+#[test]
+fn play_sends_viewers_to_an_edge_public_url() {
+    let cp = ControlPlane::start(1, 1, 2);
+    cp.wait_leader(Duration::from_secs(15));
+    let edge = cp.start_edge("edge-p", &["--public-url", "https://edge-p.cdn.example/"]);
+    let c = cp.controllers[0].as_ref().expect("controller running");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let r = loop {
+        let r = http_get(c.http, &format!("/play/{KEY}"), Duration::from_secs(5)).ok();
+        if let Some(r) = r.filter(|r| r.status == 302) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "/play never answered 302");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let want = format!("https://edge-p.cdn.example/live/{KEY}/index.m3u8");
+    assert_eq!(r.header("location"), Some(want.as_str()));
+    // The edge's own /play answers with the same URL (the controller's choice).
+    let on_edge = http_get(edge.http, &format!("/play/{KEY}"), Duration::from_secs(5)).unwrap();
+    assert_eq!(on_edge.status, 302);
+    assert_eq!(on_edge.header("location"), Some(want.as_str()));
+}
