@@ -36,6 +36,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Response metadata key carrying the leader's gRPC address on a follower's refusal.
@@ -138,7 +139,17 @@ struct LoadsInner {
     registrations: HashMap<String, Registration>,
     /// Streams whose publisher an origin must disconnect, delivered with its next heartbeat.
     kicks: HashMap<String, BTreeSet<String>>,
+    /// The leader's reports as it last shared them through the store (a follower's view:
+    /// only the leader receives heartbeats).
+    from_leader: HashMap<String, (Load, u64)>,
 }
+
+/// Per-stream detail a shared load report keeps per node (the most watched streams): the
+/// shared record stays small however many streams an edge serves.
+pub const SHARED_STREAMS_PER_NODE: usize = 256;
+
+/// How often the leader shares its load reports, and followers read them.
+pub const SHARE_LOADS_EVERY: Duration = Duration::from_secs(1);
 
 impl Loads {
     fn lock(&self) -> MutexGuard<'_, LoadsInner> {
@@ -152,6 +163,109 @@ impl Loads {
             .iter()
             .map(|(k, (l, _))| (k.clone(), l.clone()))
             .collect()
+    }
+
+    /// The leader's reports as last shared (empty before the first read).
+    pub fn from_leader(&self) -> HashMap<String, Load> {
+        let g = self.lock();
+        g.from_leader
+            .iter()
+            .map(|(k, (l, _))| (k.clone(), l.clone()))
+            .collect()
+    }
+
+    /// This replica's reports in the shared form: per node its load, with the
+    /// [`SHARED_STREAMS_PER_NODE`] most watched streams, and when it was reported.
+    pub fn encode_shared(&self) -> Vec<u8> {
+        use prost::Message as _;
+        let g = self.lock();
+        let mut nodes: Vec<pb::NodeInfo> = g
+            .loads
+            .iter()
+            .map(|(id, (load, at))| {
+                let mut report = load_to_pb(load);
+                if report.streams.len() > SHARED_STREAMS_PER_NODE {
+                    report
+                        .streams
+                        .sort_unstable_by_key(|s| std::cmp::Reverse(s.viewers));
+                    report.streams.truncate(SHARED_STREAMS_PER_NODE);
+                }
+                pb::NodeInfo {
+                    node_id: id.clone(),
+                    load: Some(report),
+                    last_heartbeat_unix_ms: *at,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        // A stable order, so unchanged reports encode to the same bytes.
+        nodes.sort_unstable_by(|a, b| a.node_id.cmp(&b.node_id));
+        pb::ListNodesReply { nodes }.encode_to_vec()
+    }
+
+    /// Takes the leader's shared reports, without those older than `max_age` at `now_ms`
+    /// (a node that stopped reporting is not trusted to be as idle as it last was).
+    pub fn set_from_leader(
+        &self,
+        bytes: &[u8],
+        now_ms: u64,
+        max_age: Duration,
+    ) -> Result<(), prost::DecodeError> {
+        use prost::Message as _;
+        let shared = pb::ListNodesReply::decode(bytes)?;
+        let oldest = now_ms.saturating_sub(max_age.as_millis() as u64);
+        let loads = shared
+            .nodes
+            .into_iter()
+            .filter(|n| n.last_heartbeat_unix_ms >= oldest)
+            .map(|n| {
+                let load = n.load.as_ref().map(Load::from).unwrap_or_default();
+                (n.node_id, (load, n.last_heartbeat_unix_ms))
+            })
+            .collect();
+        self.lock().from_leader = loads;
+        Ok(())
+    }
+}
+
+/// Shares load reports between replicas through the store, every [`SHARE_LOADS_EVERY`]:
+/// the leader (which alone receives heartbeats) writes its reports when they changed,
+/// followers read them, so a viewer placed by any replica goes to an edge with room.
+pub async fn share_loads(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(SHARE_LOADS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut written: Option<Vec<u8>> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        match shared.leader.fence() {
+            Some(fence) => {
+                let bytes = shared.loads.encode_shared();
+                if written.as_ref() == Some(&bytes) {
+                    continue;
+                }
+                match shared.store.share_loads(bytes.clone(), fence).await {
+                    Ok(()) => written = Some(bytes),
+                    Err(e) => tracing::debug!(error = %e, "sharing load reports"),
+                }
+            }
+            None => {
+                written = None;
+                match shared.store.shared_loads().await {
+                    Ok(Some(bytes)) => {
+                        // Reports older than a few leases are from nodes that stopped.
+                        let max_age = shared.lease_ttl * 3;
+                        if let Err(e) = shared.loads.set_from_leader(&bytes, unix_ms(), max_age) {
+                            tracing::warn!(error = %e, "undecodable shared load reports");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(error = %e, "reading shared load reports"),
+                }
+            }
+        }
     }
 }
 
@@ -213,6 +327,18 @@ pub struct PlacementCache {
 type CachedPlacement = (tokio::time::Instant, Arc<ClusterView>, Arc<Snapshot>);
 
 impl Shared {
+    /// The load reports placement decides on: the leader's own, or on a follower those
+    /// the leader shared (its own, from a past leadership, until the first arrive).
+    fn current_loads(&self) -> HashMap<String, Load> {
+        if self.leader.fence().is_none() {
+            let shared = self.loads.from_leader();
+            if !shared.is_empty() {
+                return shared;
+            }
+        }
+        self.loads.snapshot()
+    }
+
     /// The fence, or the refusal a follower answers with.
     async fn fence(&self) -> ApiResult<Fence> {
         if let Some(f) = self.leader.fence() {
@@ -237,7 +363,7 @@ impl Shared {
             }
         }
         // Built without the lock: concurrent requests may build twice, never wait.
-        let snap = Arc::new(view.placement(&self.loads.snapshot()));
+        let snap = Arc::new(view.placement(&self.current_loads()));
         *lock() = Some((now, view.clone(), snap.clone()));
         snap
     }
@@ -261,7 +387,7 @@ impl Shared {
 
     /// The live nodes, from the store, or from the last good view when it is unreachable.
     async fn snapshot(&self) -> ApiResult<Snapshot> {
-        let loads = self.loads.snapshot();
+        let loads = self.current_loads();
         if let Some(view) = self.degraded_view() {
             return Ok(view.placement(&loads));
         }
@@ -306,7 +432,16 @@ impl Shared {
 
     fn node_info(&self, snap: &Snapshot, id: &str) -> Option<pb::NodeInfo> {
         let s = snap.nodes.get(id)?;
-        let (load, at) = self.loads.lock().loads.get(id).cloned().unwrap_or_default();
+        let (load, at) = {
+            let g = self.loads.lock();
+            let mine = g.loads.get(id);
+            let shared = || g.from_leader.get(id);
+            match self.leader.fence() {
+                Some(_) => mine.cloned(),
+                None => shared().or(mine).cloned(),
+            }
+            .unwrap_or_default()
+        };
         Some(pb::NodeInfo {
             node_id: s.node.id.clone(),
             role: pb::NodeRole::from(s.node.role).into(),

@@ -325,6 +325,7 @@ impl Controller {
                 .clone()
                 .run(shared.store.clone(), hub_token.clone()),
         );
+        let loads_task = tokio::spawn(crate::api::share_loads(shared.clone(), hub_token.clone()));
         let store_task = tokio::spawn(follow_store(
             shared.hub.store_up(),
             health.clone(),
@@ -414,6 +415,7 @@ impl Controller {
         let _ = hub_task.await;
         let _ = store_task.await;
         let _ = access_task.await;
+        let _ = loads_task.await;
         grpc_token.cancel();
         http_token.cancel();
         if tokio::time::timeout(Duration::from_secs(10), grpc_task)

@@ -294,3 +294,87 @@ async fn without_etcd_the_controller_is_degraded_serves_reads_and_recovers() {
     drop(beating);
     c.stop().await;
 }
+
+/// Where the follower's `/play/s` sends a viewer: the edge id in its `Location`
+/// (`http://{id}.example/...`), or the status when it does not redirect.
+async fn follower_play(c: &Running) -> Result<String, u16> {
+    let r = http_get(c.http, "/play/s", &[]).await;
+    match r.headers.get("location") {
+        Some(l) if r.status == 302 => Ok(l
+            .trim_start_matches("http://")
+            .split('.')
+            .next()
+            .unwrap_or("")
+            .to_owned()),
+        _ => Err(r.status),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_places_viewers_with_the_leaders_load_reports() {
+    let etcd = EtcdServer::start().await;
+    let a = Running::start(etcd_config(&etcd)).await;
+    let mut na = NodeServiceClient::new(a.channel().await);
+    // Two edges of 100 viewers: `a-full` is full, `b-free` idle. Heartbeats reach only the
+    // leader; without its reports a follower sees both idle and picks `a-full` (the
+    // tie-break is the id).
+    let full = register(&mut na, node("a-full", pb::NodeRole::Edge, "eu", 100)).await;
+    let free = register(&mut na, node("b-free", pb::NodeRole::Edge, "eu", 100)).await;
+    let _full = Beating::start(
+        na.clone(),
+        "a-full",
+        full,
+        load(100, &[("s", 100)]),
+        TTL / 4,
+    );
+    let free_beat = Beating::start(na.clone(), "b-free", free, load(0, &[]), TTL / 4);
+    let b = Running::start(etcd_config(&etcd)).await;
+    let ob = OperatorServiceClient::new(b.channel().await);
+
+    let started = Instant::now();
+    eventually(WAIT, || async {
+        (follower_play(&b).await.as_deref() == Ok("b-free")).then_some(())
+    })
+    .await
+    .expect("the follower never sent a viewer to the edge with room");
+    eprintln!(
+        "leader's load → follower placement: {:?}",
+        started.elapsed()
+    );
+    for _ in 0..20 {
+        assert_eq!(follower_play(&b).await.as_deref(), Ok("b-free"));
+    }
+    // The follower's node list shows the reported load too.
+    let nodes = timeout(WAIT, ob.clone().list_nodes(pb::ListNodesRequest::default()))
+        .await
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    let viewers = |id: &str| {
+        nodes
+            .nodes
+            .iter()
+            .find(|n| n.node_id == id)
+            .and_then(|n| n.load.as_ref())
+            .map(|l| l.viewers)
+    };
+    assert_eq!(viewers("a-full"), Some(100));
+    assert_eq!(viewers("b-free"), Some(0));
+
+    // b-free fills up too: the follower answers 503 (every edge at capacity).
+    drop(free_beat);
+    let _free = Beating::start(
+        na.clone(),
+        "b-free",
+        free,
+        load(100, &[("t", 100)]),
+        TTL / 4,
+    );
+    eventually(WAIT, || async {
+        (follower_play(&b).await == Err(503)).then_some(())
+    })
+    .await
+    .expect("the follower kept placing viewers on full edges");
+    b.stop().await;
+    a.stop().await;
+}

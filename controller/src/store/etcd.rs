@@ -333,4 +333,22 @@ impl Store for EtcdStore {
             self.fenced_write(op, &fence).await
         })
     }
+
+    fn shared_loads(&self) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        Box::pin(async move {
+            let req = RangeRequest {
+                key: self.key("loads", "shared"),
+                ..Default::default()
+            };
+            let r = self.client.call(self.client.kv().range(req)).await?;
+            Ok(r.kvs.into_iter().next().map(|kv| kv.value))
+        })
+    }
+
+    fn share_loads(&self, value: Vec<u8>, fence: Fence) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let key = self.key("loads", "shared");
+            self.fenced_write(put(key, value), &fence).await
+        })
+    }
 }

@@ -28,6 +28,8 @@ struct Inner {
     assignments: BTreeMap<String, Versioned<Assignment>>,
     /// Access records by (kind, name).
     records: BTreeMap<(&'static str, String), Vec<u8>>,
+    /// The leader's shared load reports.
+    loads: Option<Vec<u8>>,
 }
 
 impl Inner {
@@ -205,6 +207,18 @@ impl Store for MemoryStore {
             Some(v) => g.records.insert((kind, name), v),
             None => g.records.remove(&(kind, name)),
         };
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn shared_loads(&self) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        let loads = self.lock().loads.clone();
+        Box::pin(std::future::ready(Ok(loads)))
+    }
+
+    fn share_loads(&self, value: Vec<u8>, _fence: Fence) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut g = self.lock();
+        g.revision += 1;
+        g.loads = Some(value);
         Box::pin(std::future::ready(Ok(())))
     }
 }

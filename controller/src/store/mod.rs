@@ -160,4 +160,10 @@ pub trait Store: Send + Sync + Debug {
         value: Option<Vec<u8>>,
         fence: Fence,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The load reports the leader last shared (opaque bytes), for followers' placement.
+    fn shared_loads(&self) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
+
+    /// Replaces the shared load reports while `fence` holds.
+    fn share_loads(&self, value: Vec<u8>, fence: Fence) -> BoxFuture<'_, Result<(), StoreError>>;
 }
