@@ -130,7 +130,8 @@ fn check(rules: &Rules, stream: &str, token: &str) -> Result<(), tokens::TokenEr
     Ok(())
 }
 
-fn forbidden(why: &str) -> Box<Response> {
+/// A 403 that no cache keeps.
+pub(crate) fn forbidden(why: &str) -> Box<Response> {
     let mut r = error(StatusCode::FORBIDDEN, why);
     r.headers_mut().insert(
         http::header::CACHE_CONTROL,
