@@ -8,6 +8,7 @@ use ferrocast_controller::access::PublishAuth;
 use ferrocast_controller::ControllerConfig;
 use ferrocast_edge::EdgeConfig;
 use ferrocast_origin::OriginConfig;
+use ferrocast_runtime::admission::AdmissionConfig;
 use ferrocast_runtime::telemetry::LogFormat;
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -137,6 +138,27 @@ pub struct NodeArgs {
     /// balancer (e.g. `x-client-region`); wins over `--region-cidr` (default: none).
     #[arg(long, env = "FERROCAST_REGION_HEADER")]
     pub region_header: Option<String>,
+
+    // --- Admission webhook (docs/access.md, "Admission webhook") ---
+    /// Origin, edge and standalone: an operator's URL (http://) POSTed on each publish
+    /// (before the stream is claimed) and on each new viewer (default: none).
+    #[arg(long, env = "FERROCAST_ADMISSION_URL")]
+    pub admission_url: Option<String>,
+    /// Seconds the webhook has to answer, connection included (default 2).
+    #[arg(long, env = "FERROCAST_ADMISSION_TIMEOUT")]
+    pub admission_timeout: Option<f64>,
+    /// What a webhook that cannot answer (timeout, 5xx, unreachable) means: `closed`
+    /// (deny; the default) or `open` (allow).
+    #[arg(long, env = "FERROCAST_ADMISSION_FAIL")]
+    pub admission_fail: Option<String>,
+    /// Signs each webhook request: `x-ferrocast-signature: sha256=HEX` of HMAC-SHA256
+    /// over `"{x-ferrocast-timestamp}.{body}"` (default: unsigned).
+    #[arg(long, env = "FERROCAST_ADMISSION_SECRET", hide_env_values = true)]
+    pub admission_secret: Option<String>,
+    /// Edge: seconds a viewer's decision is reused (per stream, client IP and
+    /// credential; default 30; 0 asks on every request).
+    #[arg(long, env = "FERROCAST_ADMISSION_CACHE_TTL")]
+    pub admission_cache_ttl: Option<f64>,
 }
 
 /// The TOML file: the same keys as the flags, nothing else.
@@ -175,6 +197,11 @@ struct FileConfig {
     public_url: Option<String>,
     region_cidr: Option<Vec<String>>,
     region_header: Option<String>,
+    admission_url: Option<String>,
+    admission_timeout: Option<f64>,
+    admission_fail: Option<String>,
+    admission_secret: Option<String>,
+    admission_cache_ttl: Option<f64>,
 }
 
 /// Which node(s) this process runs.
@@ -370,6 +397,22 @@ impl Settings {
             .collect::<Result<_, _>>()
             .context("invalid region-cidr")?;
         controller.region_header = args.region_header.or(file.region_header);
+        let admission = admission(
+            AdmissionArgs {
+                url: args.admission_url.or(file.admission_url),
+                timeout: args.admission_timeout.or(file.admission_timeout),
+                fail: args.admission_fail.or(file.admission_fail),
+                secret: args.admission_secret.or(file.admission_secret),
+                cache_ttl: args.admission_cache_ttl.or(file.admission_cache_ttl),
+            },
+            role,
+        )?;
+        if matches!(role, Role::Origin | Role::Standalone) {
+            origin.admission = admission.clone();
+        }
+        if matches!(role, Role::Edge | Role::Standalone) {
+            edge.admission = admission;
+        }
         if role == Role::Controller {
             controller.validate()?;
         }
@@ -403,6 +446,12 @@ impl Settings {
                     .map(|s| s.trim().to_owned())
             })
             .unwrap_or_else(|| "ferrocast".to_owned());
+        for a in [origin.admission.as_mut(), edge.admission.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            a.node = node_id.clone();
+        }
         let region = args
             .region
             // An empty FERROCAST_REGION (a Downward API label the node lacks) means unset.
@@ -442,6 +491,51 @@ fn public_base_url(url: &str) -> anyhow::Result<String> {
         bail!("invalid public-url {url:?}: no query or fragment");
     }
     Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// The `admission-*` settings as given.
+struct AdmissionArgs {
+    url: Option<String>,
+    timeout: Option<f64>,
+    fail: Option<String>,
+    secret: Option<String>,
+    cache_ttl: Option<f64>,
+}
+
+/// The webhook's configuration, when `admission-url` is set (the node id is filled in
+/// later); the other `admission-*` settings without it are an error, not ignored.
+fn admission(a: AdmissionArgs, role: Role) -> anyhow::Result<Option<AdmissionConfig>> {
+    let Some(url) = a.url.filter(|u| !u.trim().is_empty()) else {
+        if a.timeout.is_some() || a.fail.is_some() || a.secret.is_some() || a.cache_ttl.is_some() {
+            bail!("invalid admission-url: the other admission settings need it");
+        }
+        return Ok(None);
+    };
+    if role == Role::Controller {
+        bail!("invalid admission-url: origins and edges ask the webhook, not the controller");
+    }
+    let url: http::Uri = url
+        .trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid admission-url: {e}"))?;
+    let mut cfg = AdmissionConfig::new(url, "");
+    if let Some(v) = a.timeout {
+        cfg.timeout = seconds("admission-timeout", v)?;
+    }
+    if let Some(v) = a.fail {
+        cfg.fail = v
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("invalid admission-fail: {e}"))?;
+    }
+    cfg.secret = a.secret.map(|s| std::sync::Arc::from(s.into_bytes()));
+    if let Some(v) = a.cache_ttl {
+        if !(0.0..=3600.0).contains(&v) {
+            bail!("invalid admission-cache-ttl: must be between 0 and 3600 seconds");
+        }
+        cfg.cache_ttl = Duration::from_secs_f64(v);
+    }
+    cfg.validate()?;
+    Ok(Some(cfg))
 }
 
 fn seconds(field: &str, v: f64) -> anyhow::Result<Duration> {
@@ -645,5 +739,65 @@ mod tests {
         let err = Settings::resolve(args(&["--region-header", "bad header"]), Role::Controller)
             .expect_err("header name");
         assert!(format!("{err:#}").contains("region-header"), "{err:#}");
+    }
+
+    #[test]
+    fn admission_flags() {
+        let s = Settings::resolve(
+            args(&[
+                "--admission-url",
+                "http://127.0.0.1:9000/admit",
+                "--admission-timeout",
+                "0.5",
+                "--admission-fail",
+                "open",
+                "--admission-secret",
+                "s",
+                "--admission-cache-ttl",
+                "10",
+                "--node-id",
+                "o7",
+            ]),
+            Role::Origin,
+        )
+        .expect("valid");
+        let a = s.origin.admission.expect("configured");
+        assert_eq!(a.url, "http://127.0.0.1:9000/admit");
+        assert_eq!(a.timeout, Duration::from_millis(500));
+        assert_eq!(a.fail, ferrocast_runtime::admission::FailMode::Open);
+        assert_eq!(a.secret.as_deref(), Some(&b"s"[..]));
+        assert_eq!(a.cache_ttl, Duration::from_secs(10));
+        assert_eq!(a.node, "o7");
+        assert!(s.edge.admission.is_none(), "an origin's only");
+        // Defaults: 2 s, closed.
+        let s = Settings::resolve(args(&["--admission-url", "http://h/"]), Role::Origin)
+            .expect("valid");
+        let a = s.origin.admission.expect("configured");
+        assert_eq!(
+            (a.timeout, a.fail),
+            (
+                Duration::from_secs(2),
+                ferrocast_runtime::admission::FailMode::Closed
+            )
+        );
+        for (bad, field) in [
+            (&["--admission-url", "ftp://h/"][..], "admission-url"),
+            (&["--admission-url", "https://h/"][..], "admission-url"),
+            (
+                &["--admission-url", "http://h/", "--admission-fail", "maybe"][..],
+                "admission-fail",
+            ),
+            (
+                &["--admission-url", "http://h/", "--admission-timeout", "0"][..],
+                "admission-timeout",
+            ),
+            (&["--admission-fail", "open"][..], "admission-url"),
+        ] {
+            let err = Settings::resolve(args(bad), Role::Origin).expect_err("invalid");
+            assert!(format!("{err:#}").contains(field), "{bad:?}: {err:#}");
+        }
+        let err = Settings::resolve(args(&["--admission-url", "http://h/"]), Role::Controller)
+            .expect_err("not for the controller");
+        assert!(format!("{err:#}").contains("admission-url"), "{err:#}");
     }
 }

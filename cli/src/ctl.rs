@@ -110,7 +110,7 @@ enum CtlCommand {
     /// Signing keys of publish and playback tokens: create, list, revoke.
     #[command(subcommand, name = "signing-keys")]
     SigningKeys(access::SigningKeysCommand),
-    /// Signed tokens: issue, revoke.
+    /// Signed tokens: issue, revoke; sign with a local Ed25519 key, make a key pair.
     #[command(subcommand)]
     Token(access::TokenCommand),
     /// A stream's playback policy: token required, blocked, or open; or list them.
@@ -296,6 +296,11 @@ impl Ctl {
 }
 
 async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    if matches!(&args.command, CtlCommand::Token(c) if c.is_local()) {
+        if let CtlCommand::Token(c) = args.command {
+            return access::token_local(c, args.json);
+        }
+    }
     let ctl = Ctl::open(&args).await?;
     let json = args.json;
     match args.command {

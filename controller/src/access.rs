@@ -1,6 +1,7 @@
 //! Access control kept by the controller: publish keys (per stream, stored as SHA-256 of
-//! the secret, shown once), signing keys of publish and playback tokens, per-stream
-//! playback policies and revoked tokens, all as access records in the [`Store`].
+//! the secret, shown once), signing keys of publish and playback tokens (HMAC secrets the
+//! controller makes, or Ed25519 public keys operators register), per-stream playback
+//! policies and revoked tokens, all as access records in the [`Store`].
 //!
 //! Every replica keeps an [`AccessView`] of them, re-read every [`REFRESH`] (and at once
 //! after the leader's own writes), and pushes the playback part to edges through
@@ -10,7 +11,7 @@
 
 use crate::store::{Fence, Store, StoreError};
 use ferrocast_proto::controller::v1 as pb;
-use ferrocast_runtime::access::{self as tokens, Purpose, Token};
+use ferrocast_runtime::access::{self as tokens, Algorithm, Purpose, Token, VerifyKey};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,15 +56,60 @@ struct PublishKeyRecord {
     created_unix: u64,
 }
 
-/// A signing key as stored (HMAC needs the secret itself).
+/// A signing key as stored: HMAC needs the secret itself; Ed25519 only a public key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct SigningKeyRecord {
     purpose: String,
-    /// base64url of the secret.
+    /// `hmac-sha256` or `ed25519` (records written before Ed25519 have none: HMAC).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    algorithm: String,
+    /// HMAC: base64url of the secret.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     secret: String,
+    /// Ed25519: base64url of the 32-byte public key.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    public_key: String,
     created_unix: u64,
+    /// What verifies its tokens, decoded on load (`None` only before that).
     #[serde(skip)]
-    raw: Vec<u8>,
+    key: Option<VerifyKey>,
+}
+
+impl SigningKeyRecord {
+    /// Decodes the key material; `None` when the record is unusable.
+    fn decode(&self) -> Option<VerifyKey> {
+        match Algorithm::parse(&self.algorithm)? {
+            Algorithm::HmacSha256 => tokens::base64_decode(&self.secret)
+                .filter(|raw| !raw.is_empty())
+                .map(VerifyKey::Hmac),
+            Algorithm::Ed25519 => tokens::base64_decode(&self.public_key)
+                .and_then(|raw| tokens::parse_ed25519_public_key(&raw).ok())
+                .map(VerifyKey::Ed25519),
+        }
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        self.key
+            .as_ref()
+            .map_or(Algorithm::HmacSha256, VerifyKey::algorithm)
+    }
+
+    /// As the API shows it; `with_secret` only for edges and the creating operator.
+    fn to_pb(&self, id: &str, with_secret: bool) -> pb::SigningKey {
+        let (secret, public_key) = match &self.key {
+            Some(VerifyKey::Hmac(s)) if with_secret => (s.clone(), Vec::new()),
+            Some(VerifyKey::Ed25519(k)) => (Vec::new(), k.to_vec()),
+            _ => (Vec::new(), Vec::new()),
+        };
+        pb::SigningKey {
+            key_id: id.to_owned(),
+            purpose: self.purpose.clone(),
+            secret,
+            created_unix: self.created_unix,
+            algorithm: self.algorithm().as_str().to_owned(),
+            public_key,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,42 +148,19 @@ fn decode_all<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
-fn decode_secret(s: &str) -> Option<Vec<u8>> {
-    // base64url without padding, the inverse of `tokens::base64url`.
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for b in s.bytes() {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        acc = acc << 6 | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
-}
-
 impl AccessView {
     /// Reads every record from `store`; expired revocations are left out.
     pub async fn load(store: &dyn Store) -> Result<AccessView, StoreError> {
         let now = tokens::unix_now();
         let mut signing_keys: BTreeMap<String, SigningKeyRecord> =
             decode_all(SIGNING_KEYS, store.records(SIGNING_KEYS).await?);
-        signing_keys.retain(|id, k| match decode_secret(&k.secret) {
-            Some(raw) if !raw.is_empty() => {
-                k.raw = raw;
+        signing_keys.retain(|id, k| match k.decode() {
+            Some(key) => {
+                k.key = Some(key);
                 true
             }
-            _ => {
-                tracing::warn!(key = %id, "skipping a signing key with a bad secret");
+            None => {
+                tracing::warn!(key = %id, "skipping a signing key with a bad secret or public key");
                 false
             }
         });
@@ -152,19 +175,14 @@ impl AccessView {
         })
     }
 
-    /// What edges need: play keys with secrets, policies, revocations.
+    /// What edges need: play keys with secrets or public keys, policies, revocations.
     pub fn edge_snapshot(&self) -> pb::AccessSnapshot {
         pb::AccessSnapshot {
             play_keys: self
                 .signing_keys
                 .iter()
                 .filter(|(_, k)| k.purpose == Purpose::Play.as_str())
-                .map(|(id, k)| pb::SigningKey {
-                    key_id: id.clone(),
-                    purpose: k.purpose.clone(),
-                    secret: k.raw.clone(),
-                    created_unix: k.created_unix,
-                })
+                .map(|(id, k)| k.to_pb(id, true))
                 .collect(),
             streams: self.streams_pb(),
             revoked: self
@@ -211,17 +229,18 @@ impl AccessView {
         }
         if let Some(token) = tokens::query_param(credential, "token") {
             let t = Token::parse(token).map_err(|e| format!("publish token: {e}"))?;
-            let Some(k) = self
+            let Some(key) = self
                 .signing_keys
                 .get(t.key_id)
                 .filter(|k| k.purpose == Purpose::Publish.as_str())
+                .and_then(|k| k.key.as_ref())
             else {
                 return Err(format!(
                     "publish token: unknown or revoked signing key {:?}",
                     t.key_id
                 ));
             };
-            t.verify(Purpose::Publish, stream, &k.raw, now)
+            t.verify_with(Purpose::Publish, stream, key, now)
                 .map_err(|e| format!("publish token: {e}"))?;
             if self.revoked.contains_key(t.signature) {
                 return Err("publish token: revoked".into());
@@ -327,6 +346,9 @@ pub enum AccessError {
     /// No such key.
     #[error("{0}")]
     NotFound(String),
+    /// A key with that id exists already.
+    #[error("{0}")]
+    Exists(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -436,24 +458,66 @@ impl Admin<'_> {
         self.set(PUBLISH_KEYS, id, None).await
     }
 
-    /// A new signing key for `purpose`; the reply carries its secret (once).
-    pub async fn create_signing_key(&self, p: &str) -> Result<pb::SigningKey, AccessError> {
-        let p = purpose(p)?;
-        let id = new_id()?;
-        let raw = random(32)?;
-        let rec = SigningKeyRecord {
-            purpose: p.as_str().to_owned(),
-            secret: tokens::base64url(&raw),
-            created_unix: tokens::unix_now(),
-            raw: Vec::new(),
+    /// A new signing key: an HMAC secret made here (the reply carries it, once), or the
+    /// Ed25519 public key the caller registers.
+    pub async fn create_signing_key(
+        &self,
+        r: pb::CreateSigningKeyRequest,
+    ) -> Result<pb::SigningKey, AccessError> {
+        let p = purpose(&r.purpose)?;
+        let algorithm = Algorithm::parse(&r.algorithm).ok_or_else(|| {
+            AccessError::Invalid(format!(
+                "algorithm {:?}: expected hmac-sha256 or ed25519",
+                r.algorithm
+            ))
+        })?;
+        let key = match algorithm {
+            Algorithm::HmacSha256 if !r.public_key.is_empty() => return Err(AccessError::Invalid(
+                "an HMAC key takes no public key (its secret is made here); say algorithm ed25519"
+                    .into(),
+            )),
+            Algorithm::HmacSha256 => VerifyKey::Hmac(random(32)?),
+            Algorithm::Ed25519 if r.public_key.is_empty() => {
+                return Err(AccessError::Invalid(
+                    "an Ed25519 key needs its public key".into(),
+                ))
+            }
+            Algorithm::Ed25519 => VerifyKey::Ed25519(
+                tokens::parse_ed25519_public_key(&r.public_key)
+                    .map_err(|e| AccessError::Invalid(format!("public key: {e}")))?,
+            ),
         };
+        let id = if r.key_id.is_empty() {
+            new_id()?
+        } else if tokens::valid_key_id(&r.key_id) {
+            r.key_id
+        } else {
+            return Err(AccessError::Invalid(format!(
+                "key id {:?}: 1 to 32 of a-z 0-9 -",
+                r.key_id
+            )));
+        };
+        let view = AccessView::load(self.store).await?;
+        if view.signing_keys.contains_key(&id) {
+            return Err(AccessError::Exists(format!(
+                "signing key {id:?} exists already (revoke it first, or pick another id)"
+            )));
+        }
+        let mut rec = SigningKeyRecord {
+            purpose: p.as_str().to_owned(),
+            algorithm: algorithm.as_str().to_owned(),
+            secret: String::new(),
+            public_key: String::new(),
+            created_unix: tokens::unix_now(),
+            key: None,
+        };
+        match &key {
+            VerifyKey::Hmac(s) => rec.secret = tokens::base64url(s),
+            VerifyKey::Ed25519(k) => rec.public_key = tokens::base64url(k),
+        }
         self.set(SIGNING_KEYS, &id, Some(json(&rec))).await?;
-        Ok(pb::SigningKey {
-            key_id: id,
-            purpose: rec.purpose,
-            secret: raw,
-            created_unix: rec.created_unix,
-        })
+        rec.key = Some(key);
+        Ok(rec.to_pb(&id, true))
     }
 
     /// Deletes signing key `id`: its tokens stop working.
@@ -476,7 +540,7 @@ impl Admin<'_> {
         let key = if r.key_id.is_empty() {
             view.signing_keys
                 .iter()
-                .filter(|(_, k)| k.purpose == p.as_str())
+                .filter(|(_, k)| k.purpose == p.as_str() && k.algorithm() == Algorithm::HmacSha256)
                 .max_by_key(|(_, k)| k.created_unix)
         } else {
             view.signing_keys
@@ -494,6 +558,11 @@ impl Admin<'_> {
                 }
             )));
         };
+        let Some(VerifyKey::Hmac(secret)) = &k.key else {
+            return Err(AccessError::Invalid(format!(
+                "signing key {id:?} is an Ed25519 public key: the controller cannot sign with it; sign with its private key (ferrocast ctl token sign --ed25519-key FILE)"
+            )));
+        };
         let ttl = if r.ttl_seconds == 0 {
             3600
         } else {
@@ -501,7 +570,7 @@ impl Admin<'_> {
         };
         let expiry = tokens::unix_now().saturating_add(ttl);
         Ok(pb::IssueTokenReply {
-            token: tokens::sign(p, id, &r.stream, expiry, &k.raw),
+            token: tokens::sign(p, id, &r.stream, expiry, secret),
             expiry_unix: expiry,
         })
     }
@@ -556,18 +625,13 @@ pub async fn list_publish_keys(
         .collect())
 }
 
-/// Signing keys without their secrets.
+/// Signing keys without their secrets (Ed25519 public keys included).
 pub async fn list_signing_keys(store: &dyn Store) -> Result<Vec<pb::SigningKey>, AccessError> {
     let view = AccessView::load(store).await?;
     Ok(view
         .signing_keys
         .iter()
-        .map(|(id, k)| pb::SigningKey {
-            key_id: id.clone(),
-            purpose: k.purpose.clone(),
-            secret: Vec::new(),
-            created_unix: k.created_unix,
-        })
+        .map(|(id, k)| k.to_pb(id, false))
         .collect())
 }
 
@@ -627,7 +691,7 @@ mod tests {
             .contains("unknown or revoked"));
 
         // Signed publish tokens.
-        let play = admin.create_signing_key("play").await.unwrap();
+        let play = admin.create_signing_key(hmac("play")).await.unwrap();
         let err = admin
             .issue_token(pb::IssueTokenRequest {
                 purpose: "publish".into(),
@@ -637,7 +701,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, AccessError::NotFound(_)));
-        admin.create_signing_key("publish").await.unwrap();
+        admin.create_signing_key(hmac("publish")).await.unwrap();
         let t = admin
             .issue_token(pb::IssueTokenRequest {
                 purpose: "publish".into(),
@@ -695,11 +759,162 @@ mod tests {
         open.check_publish(&store, "cam", "").await.unwrap();
     }
 
-    #[test]
-    fn secrets_round_trip_through_base64url() {
-        for n in 0..40 {
-            let raw: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
-            assert_eq!(decode_secret(&tokens::base64url(&raw)).unwrap(), raw);
+    #[tokio::test]
+    async fn ed25519_public_keys_are_registered_checked_and_pushed_without_secrets() {
+        let store = MemoryStore::new();
+        let access = Access::new(PublishAuth::Closed);
+        let fence = Fence::standalone();
+        let admin = Admin {
+            store: &store,
+            fence: &fence,
+            access: &access,
+        };
+        let (signer, private_pem) = tokens::Ed25519Signer::generate().unwrap();
+        let ed = |purpose: &str, id: &str, key: &[u8]| pb::CreateSigningKeyRequest {
+            purpose: purpose.into(),
+            algorithm: "ed25519".into(),
+            public_key: key.to_vec(),
+            key_id: id.into(),
+        };
+        // Malformed keys are refused at registration, and nothing is stored.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        for (bad, why) in [
+            (&b"not a key"[..], "public key"),
+            (&signer.public_key()[..31], "32 bytes"),
+            (private_pem.as_bytes(), "private key"),
+            (&weak[..], "weak"),
+            (&b""[..], "needs its public key"),
+        ] {
+            let err = admin
+                .create_signing_key(ed("play", "", bad))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, AccessError::Invalid(m) if m.contains(why)),
+                "{why}: {err}"
+            );
+        }
+        let err = admin
+            .create_signing_key(ed("play", "Bad_Id", &signer.public_key()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AccessError::Invalid(_)), "{err}");
+        let err = admin
+            .create_signing_key(pb::CreateSigningKeyRequest {
+                public_key: signer.public_key().to_vec(),
+                ..hmac("play")
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AccessError::Invalid(_)), "{err}");
+        assert!(store.records(SIGNING_KEYS).await.unwrap().is_empty());
+
+        // Registered from PEM under the operator's id; a second key of that id is refused.
+        let pem = signer.public_key_pem();
+        let k = admin
+            .create_signing_key(ed("play", "backend-1", pem.as_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(
+            (k.key_id.as_str(), k.algorithm.as_str()),
+            ("backend-1", "ed25519")
+        );
+        assert_eq!(k.public_key, signer.public_key());
+        assert!(k.secret.is_empty());
+        let err = admin
+            .create_signing_key(ed("play", "backend-1", &signer.public_key()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AccessError::Exists(_)), "{err}");
+
+        // The controller cannot sign with it; the newest HMAC key signs by default.
+        let err = admin
+            .issue_token(pb::IssueTokenRequest {
+                purpose: "play".into(),
+                stream: "cam".into(),
+                key_id: "backend-1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, AccessError::Invalid(m) if m.contains("Ed25519")),
+            "{err}"
+        );
+        assert!(matches!(
+            admin
+                .issue_token(pb::IssueTokenRequest {
+                    purpose: "play".into(),
+                    stream: "cam".into(),
+                    ..Default::default()
+                })
+                .await,
+            Err(AccessError::NotFound(_))
+        ));
+
+        // Edges get the public key and the algorithm, listings too.
+        let snap = access.subscribe().borrow().edge_snapshot();
+        assert_eq!(snap.play_keys.len(), 1);
+        assert_eq!(snap.play_keys[0].algorithm, "ed25519");
+        assert_eq!(snap.play_keys[0].public_key, signer.public_key());
+        let listed = list_signing_keys(&store).await.unwrap();
+        assert_eq!(listed[0].public_key, signer.public_key());
+
+        // Ed25519 publish tokens: right key ok, another key's, stream's or purpose's not.
+        admin
+            .create_signing_key(ed("publish", "pub-1", &signer.public_key()))
+            .await
+            .unwrap();
+        let exp = tokens::unix_now() + 60;
+        let good = signer.sign(Purpose::Publish, "pub-1", "cam", exp);
+        access
+            .check_publish(&store, "cam", &format!("token={good}"))
+            .await
+            .unwrap();
+        let (other, _) = tokens::Ed25519Signer::generate().unwrap();
+        for bad in [
+            other.sign(Purpose::Publish, "pub-1", "cam", exp),
+            signer.sign(Purpose::Publish, "pub-1", "dog", exp),
+            signer.sign(Purpose::Play, "pub-1", "cam", exp),
+            signer.sign(Purpose::Play, "backend-1", "cam", exp),
+            signer.sign(Purpose::Publish, "pub-1", "cam", 10),
+        ] {
+            assert!(
+                access
+                    .check_publish(&store, "cam", &format!("token={bad}"))
+                    .await
+                    .is_err(),
+                "{bad}"
+            );
+        }
+        admin.revoke_signing_key("pub-1").await.unwrap();
+        let err = access
+            .check_publish(&store, "cam", &format!("token={good}"))
+            .await
+            .unwrap_err();
+        assert!(err.contains("unknown or revoked"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn signing_key_records_from_before_ed25519_still_load() {
+        let store = MemoryStore::new();
+        let fence = Fence::standalone();
+        let old = br#"{"purpose":"play","secret":"c2VjcmV0","created_unix":5}"#;
+        store
+            .set_record(SIGNING_KEYS, "old".into(), Some(old.to_vec()), fence)
+            .await
+            .unwrap();
+        let view = AccessView::load(&store).await.unwrap();
+        let snap = view.edge_snapshot();
+        assert_eq!(snap.play_keys[0].secret, b"secret");
+        assert_eq!(snap.play_keys[0].algorithm, "hmac-sha256");
+    }
+
+    fn hmac(purpose: &str) -> pb::CreateSigningKeyRequest {
+        pb::CreateSigningKeyRequest {
+            purpose: purpose.into(),
+            ..Default::default()
         }
     }
 }

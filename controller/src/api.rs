@@ -58,6 +58,9 @@ pub enum ApiError {
     /// No such node or stream, or the node's registration is over (register again).
     #[error("{0}")]
     NotFound(String),
+    /// What the caller would create exists already.
+    #[error("{0}")]
+    Exists(String),
     /// The caller acted under a stale epoch or on a state that forbids it.
     #[error("{0}")]
     Precondition(String),
@@ -85,6 +88,7 @@ impl From<AccessError> for ApiError {
             AccessError::Store(s) => ApiError::Store(s),
             AccessError::Invalid(m) => ApiError::Invalid(m),
             AccessError::NotFound(m) => ApiError::NotFound(m),
+            AccessError::Exists(m) => ApiError::Exists(m),
             e => ApiError::Precondition(e.to_string()),
         }
     }
@@ -107,6 +111,7 @@ impl From<ApiError> for Status {
             ApiError::Invalid(_) => Status::invalid_argument(msg),
             ApiError::Forbidden(_) => Status::permission_denied(msg),
             ApiError::NotFound(_) => Status::not_found(msg),
+            ApiError::Exists(_) => Status::already_exists(msg),
             ApiError::Precondition(_) => Status::failed_precondition(msg),
             ApiError::Store(StoreError::Fenced) => Status::unavailable(msg),
             ApiError::Store(StoreError::LeaseExpired(_) | StoreError::UnknownNode(_)) => {
@@ -1157,18 +1162,24 @@ impl OperatorService for OperatorApi {
         request: Request<pb::CreateSigningKeyRequest>,
     ) -> Result<Response<pb::SigningKey>, Status> {
         let who = admin(&request, "CreateSigningKey")?;
-        let purpose = request.into_inner().purpose;
+        let r = request.into_inner();
+        let what = format!(
+            "purpose={} algorithm={}",
+            r.purpose,
+            if r.algorithm.is_empty() {
+                "hmac-sha256"
+            } else {
+                &r.algorithm
+            }
+        );
         let out = async {
             let fence = self.0.fence().await?;
-            Ok(self
-                .access_admin(&fence)
-                .create_signing_key(&purpose)
-                .await?)
+            Ok(self.access_admin(&fence).create_signing_key(r).await?)
         }
         .await;
         let what = match &out {
-            Ok(k) => format!("purpose={purpose} key={}", k.key_id),
-            Err(_) => format!("purpose={purpose}"),
+            Ok(k) => format!("{what} key={}", k.key_id),
+            Err(_) => what,
         };
         Ok(audited(&who, "CreateSigningKey", &what, out)?)
     }

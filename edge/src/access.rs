@@ -1,6 +1,7 @@
-//! Playback access at the edge, with no round trip: the playback signing keys, stream
-//! policies and revoked tokens the controller pushes (`WatchAccess`), and [`gate`],
-//! which every viewer request passes before routing.
+//! Playback access at the edge, with no round trip: the playback signing keys (HMAC
+//! secrets and Ed25519 public keys), stream policies and revoked tokens the controller
+//! pushes (`WatchAccess`), and [`gate`], which every viewer request passes before
+//! routing.
 //!
 //! A token comes in the path, `/t/{token}/live/{stream}/…` (players resolve the
 //! playlist's relative URIs against it, so parts and segments carry it too), or as
@@ -8,7 +9,7 @@
 //! stream registry and the cache never see a token: one cached object serves every viewer.
 
 use ferrocast_agent::pb;
-use ferrocast_runtime::access::{self as tokens, Purpose, Token};
+use ferrocast_runtime::access::{self as tokens, Algorithm, Purpose, Token, VerifyKey};
 use ferrocast_runtime::http::Response;
 use ferrocast_runtime::respond::error;
 use http::{StatusCode, Uri};
@@ -19,7 +20,7 @@ use std::sync::{Arc, RwLock};
 /// The rules in force, as the controller last pushed them.
 #[derive(Debug, Default)]
 struct Rules {
-    keys: HashMap<String, Vec<u8>>,
+    keys: HashMap<String, VerifyKey>,
     /// Stream → (token required, blocked).
     streams: HashMap<String, (bool, bool)>,
     revoked: HashSet<String>,
@@ -35,11 +36,7 @@ impl EdgeAccess {
     /// Replaces the rules with the controller's snapshot.
     pub fn apply(&self, snap: pb::AccessSnapshot) {
         let rules = Rules {
-            keys: snap
-                .play_keys
-                .into_iter()
-                .map(|k| (k.key_id, k.secret))
-                .collect(),
+            keys: snap.play_keys.into_iter().filter_map(decode_key).collect(),
             streams: snap
                 .streams
                 .into_iter()
@@ -59,6 +56,26 @@ impl EdgeAccess {
     fn rules(&self) -> Arc<Rules> {
         self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
+}
+
+/// A pushed key as the edge verifies with; a key it cannot use is left out (its tokens
+/// are refused as signed by an unknown key), never guessed at.
+fn decode_key(k: pb::SigningKey) -> Option<(String, VerifyKey)> {
+    let key = match Algorithm::parse(&k.algorithm) {
+        Some(Algorithm::HmacSha256) if !k.secret.is_empty() => VerifyKey::Hmac(k.secret),
+        Some(Algorithm::Ed25519) => match tokens::parse_ed25519_public_key(&k.public_key) {
+            Ok(public) => VerifyKey::Ed25519(public),
+            Err(why) => {
+                tracing::warn!(key = %k.key_id, reason = %why, "ignoring a playback key");
+                return None;
+            }
+        },
+        _ => {
+            tracing::warn!(key = %k.key_id, algorithm = %k.algorithm, "ignoring a playback key");
+            return None;
+        }
+    };
+    Some((k.key_id, key))
 }
 
 /// Checks a viewer request: `Ok` with the path to route (any `/t/{token}` prefix
@@ -102,18 +119,19 @@ pub fn gate<'a>(access: &EdgeAccess, uri: &'a Uri) -> Result<Cow<'a, str>, Box<R
 
 fn check(rules: &Rules, stream: &str, token: &str) -> Result<(), tokens::TokenError> {
     let t = Token::parse(token)?;
-    let secret = rules
+    let key = rules
         .keys
         .get(t.key_id)
         .ok_or_else(|| tokens::TokenError::UnknownKey(t.key_id.to_owned()))?;
-    t.verify(Purpose::Play, stream, secret, tokens::unix_now())?;
+    t.verify_with(Purpose::Play, stream, key, tokens::unix_now())?;
     if rules.revoked.contains(t.signature) {
         return Err(tokens::TokenError::Revoked);
     }
     Ok(())
 }
 
-fn forbidden(why: &str) -> Box<Response> {
+/// A 403 that no cache keeps.
+pub(crate) fn forbidden(why: &str) -> Box<Response> {
     let mut r = error(StatusCode::FORBIDDEN, why);
     r.headers_mut().insert(
         http::header::CACHE_CONTROL,
@@ -132,7 +150,7 @@ mod tests {
                 key_id: "k1".into(),
                 purpose: "play".into(),
                 secret: b"secret".to_vec(),
-                created_unix: 0,
+                ..Default::default()
             }],
             streams: vec![pb::StreamAccess {
                 stream: "cam".into(),
@@ -208,5 +226,61 @@ mod tests {
         );
         a.apply(snap(false, true, &[]));
         assert_eq!(status(&a, "/live/cam/index.m3u8"), Err(403));
+    }
+
+    #[test]
+    fn ed25519_tokens_verify_with_the_pushed_public_key_only() {
+        let a = EdgeAccess::default();
+        let (signer, _) = tokens::Ed25519Signer::generate().unwrap();
+        let (other, _) = tokens::Ed25519Signer::generate().unwrap();
+        let mut s = snap(true, false, &[]);
+        s.play_keys.push(pb::SigningKey {
+            key_id: "ed1".into(),
+            purpose: "play".into(),
+            algorithm: "ed25519".into(),
+            public_key: signer.public_key().to_vec(),
+            ..Default::default()
+        });
+        // A key the edge cannot use is left out, not trusted.
+        s.play_keys.push(pb::SigningKey {
+            key_id: "ed2".into(),
+            purpose: "play".into(),
+            algorithm: "ed25519".into(),
+            public_key: vec![0; 32],
+            ..Default::default()
+        });
+        a.apply(s);
+        assert_eq!(a.rules().keys.len(), 2, "k1 and ed1");
+        let exp = tokens::unix_now() + 60;
+        let good = signer.sign(Purpose::Play, "ed1", "cam", exp);
+        assert_eq!(
+            status(&a, &format!("/t/{good}/live/cam/index.m3u8")).unwrap(),
+            "/live/cam/index.m3u8"
+        );
+        assert_eq!(
+            status(&a, &format!("/live/cam/part-3.1.m4s?token={good}")).unwrap(),
+            "/live/cam/part-3.1.m4s"
+        );
+        for bad in [
+            other.sign(Purpose::Play, "ed1", "cam", exp),
+            signer.sign(Purpose::Play, "ed1", "dog", exp),
+            signer.sign(Purpose::Publish, "ed1", "cam", exp),
+            signer.sign(Purpose::Play, "ed1", "cam", 5),
+            signer.sign(Purpose::Play, "ed2", "cam", exp),
+            // The HMAC key's id with an Ed25519 signature.
+            signer.sign(Purpose::Play, "k1", "cam", exp),
+        ] {
+            assert_eq!(
+                status(&a, &format!("/t/{bad}/live/cam/index.m3u8")),
+                Err(403),
+                "{bad}"
+            );
+        }
+        // Revoking the key: the next request is refused.
+        a.apply(snap(true, false, &[]));
+        assert_eq!(
+            status(&a, &format!("/t/{good}/live/cam/index.m3u8")),
+            Err(403)
+        );
     }
 }

@@ -36,6 +36,8 @@ pub struct HttpState {
     pub cluster: std::sync::OnceLock<ferrocast_agent::Agent>,
     /// Playback tokens and policies (see [`crate::access`]).
     pub access: Arc<crate::access::EdgeAccess>,
+    /// The admission webhook and its viewers' decisions, when configured.
+    pub admission: Option<crate::admission::EdgeAdmission>,
 }
 
 impl HttpState {
@@ -52,7 +54,11 @@ pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
         state.metrics.request("play", resp.status().as_u16());
         return resp;
     }
-    respond(&state, req.method(), req.uri()).await
+    let client = req
+        .extensions()
+        .get::<ferrocast_runtime::http::PeerAddr>()
+        .map(|p| p.0.ip());
+    respond_for(&state, req.method(), req.uri(), client).await
 }
 
 /// `GET /play/{stream}`: 302 to the edge the controller places this viewer on (this
@@ -98,7 +104,17 @@ async fn play(state: &HttpState, stream: &str, req: &Request) -> Response {
 
 /// Answers `method uri` (the request body is never read): the entry point tests use.
 pub async fn respond(state: &HttpState, method: &Method, uri: &Uri) -> Response {
-    let (kind, resp) = route(state, method, uri).await;
+    respond_for(state, method, uri, None).await
+}
+
+/// [`respond`] for a viewer at `client` (what the admission webhook is told).
+pub async fn respond_for(
+    state: &HttpState,
+    method: &Method,
+    uri: &Uri,
+    client: Option<std::net::IpAddr>,
+) -> Response {
+    let (kind, resp) = route(state, method, uri, client).await;
     state.metrics.request(kind, resp.status().as_u16());
     if method != Method::HEAD {
         state.metrics.http_response_bytes.inc_by(resp.body().len());
@@ -106,12 +122,34 @@ pub async fn respond(state: &HttpState, method: &Method, uri: &Uri) -> Response 
     resp
 }
 
-async fn route(state: &HttpState, method: &Method, uri: &Uri) -> (&'static str, Response) {
+async fn route(
+    state: &HttpState,
+    method: &Method,
+    uri: &Uri,
+    client: Option<std::net::IpAddr>,
+) -> (&'static str, Response) {
     let path = match crate::access::gate(&state.access, uri) {
         Ok(p) => p,
         Err(denied) => return ("denied", *denied),
     };
     let path = path.as_ref();
+    // After the local token check (no webhook call for a request refused anyway).
+    if let Some(admission) = &state.admission {
+        let stream = path
+            .strip_prefix("/live/")
+            .and_then(|r| r.split_once('/'))
+            .map(|(s, _)| s)
+            .filter(|s| valid_stream_key(s));
+        if let Some(stream) = stream {
+            let token = crate::admission::path_token(uri.path());
+            if let Err(denied) = admission
+                .admit(stream, client, token, uri.query().unwrap_or(""))
+                .await
+            {
+                return ("denied", *denied);
+            }
+        }
+    }
     let ready = state.ready.load(Ordering::Relaxed);
     if let Some(handled) = respond::common(method, path, ready, &state.registry, valid_stream_key) {
         return handled;

@@ -6,6 +6,7 @@
 //! subscriptions end.
 
 pub mod access;
+pub mod admission;
 pub mod cache;
 pub mod cluster;
 pub mod http;
@@ -49,6 +50,8 @@ pub struct EdgeConfig {
     pub drain_delay: Duration,
     /// HTTP server limits, including the drain grace for in-flight requests.
     pub http: ServerLimits,
+    /// The admission webhook asked about each new viewer (default: none).
+    pub admission: Option<ferrocast_runtime::admission::AdmissionConfig>,
 }
 
 impl Default for EdgeConfig {
@@ -66,6 +69,7 @@ impl Default for EdgeConfig {
                 io_threads: Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
                 ..ServerLimits::default()
             },
+            admission: None,
         }
     }
 }
@@ -100,6 +104,9 @@ impl EdgeConfig {
         if self.http.header_read_timeout.is_zero() {
             return invalid("http-header-read-timeout", "must be positive");
         }
+        if let Some(a) = &self.admission {
+            a.validate()?;
+        }
         Ok(())
     }
 
@@ -123,6 +130,10 @@ impl EdgeConfig {
             cache,
             metrics.clone(),
         );
+        let admission = self
+            .admission
+            .clone()
+            .map(|a| admission::EdgeAdmission::new(a, &registry));
         Arc::new(http::HttpState {
             streams,
             metrics,
@@ -130,6 +141,7 @@ impl EdgeConfig {
             ready: false.into(),
             cluster: Default::default(),
             access: Default::default(),
+            admission,
         })
     }
 }

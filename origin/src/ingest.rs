@@ -413,9 +413,15 @@ impl<'a> Connection<'a> {
                     None
                 }
                 Err(e) => {
-                    if let ClaimError::Unauthorized(_, why) = &e {
+                    match &e {
                         // The reason, never the credential.
-                        tracing::warn!(peer = %self.peer, stream = key, reason = %why, "publisher refused: unauthorized");
+                        ClaimError::Unauthorized(_, why) => {
+                            tracing::warn!(peer = %self.peer, stream = key, reason = %why, "publisher refused: unauthorized");
+                        }
+                        ClaimError::Denied(_, why) => {
+                            tracing::warn!(peer = %self.peer, stream = key, reason = %why, "publisher refused: admission");
+                        }
+                        _ => {}
                     }
                     Some(e.to_string())
                 }

@@ -35,6 +35,8 @@ pub struct OriginConfig {
     /// QUIC address edges pull from (default 0.0.0.0:4433/udp); the relay runs only
     /// when the origin has a cluster TLS identity.
     pub quic_listen: SocketAddr,
+    /// The admission webhook asked before each publisher is claimed (default: none).
+    pub admission: Option<ferrocast_runtime::admission::AdmissionConfig>,
 }
 
 impl Default for OriginConfig {
@@ -46,6 +48,7 @@ impl Default for OriginConfig {
             ingest: Default::default(),
             streams: Default::default(),
             http: Default::default(),
+            admission: None,
         }
     }
 }
@@ -74,6 +77,9 @@ impl OriginConfig {
         }
         if self.streams.max_streams == 0 {
             return invalid("max-streams", "must be at least 1");
+        }
+        if let Some(a) = &self.admission {
+            a.validate()?;
         }
         Ok(())
     }
@@ -129,6 +135,12 @@ impl Origin {
         let metrics = Arc::new(metrics::OriginMetrics::new());
         metrics.register(&registry);
         let streams = stream::Streams::new(cfg.streams.clone(), metrics.clone());
+        if let Some(a) = &cfg.admission {
+            streams.set_admission(ferrocast_runtime::admission::Admission::new(
+                a.clone(),
+                &registry,
+            ));
+        }
         match streams.load_state() {
             Ok(0) => {}
             Ok(n) => tracing::info!(streams = n, "continuity restored from the state directory"),

@@ -8,6 +8,7 @@ use crate::metrics::OriginMetrics;
 use crate::package::{Continuity, PackageError, Packager, PackagerConfig, Snapshot};
 use bytes::Bytes;
 use ferrocast_media::flv;
+use ferrocast_runtime::admission::{Action, Admission, Verdict};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
@@ -101,12 +102,28 @@ pub enum ClaimError {
     /// The publisher's credential is missing, wrong, expired or revoked.
     #[error("publish unauthorized for stream {0:?}: {1}")]
     Unauthorized(String, String),
+    /// The admission webhook said no (or could not answer, failing closed).
+    #[error("publish of stream {0:?} refused: {1}")]
+    Denied(String, String),
     /// The cluster cannot grant the stream now (controller unreachable, draining, full).
     #[error("the cluster cannot take stream {0:?} now: {1}; try again")]
     Unavailable(String, String),
 }
 
 pub use ferrocast_media::hls::names::valid_stream_key as valid_key;
+
+/// The query as the admission webhook sees it: a Ferrocast publish key (`key=ID.SECRET`)
+/// reduced to its id, so the secret never leaves the cluster.
+pub fn without_key_secrets(query: &str) -> String {
+    query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some(("key", v)) => format!("key={}", v.split('.').next().unwrap_or("")),
+            _ => kv.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
 
 #[derive(Debug, Default)]
 struct PublishState {
@@ -200,6 +217,7 @@ fn now_ms() -> i64 {
 pub struct Streams {
     cfg: StreamConfig,
     authority: OnceLock<Arc<dyn Authority>>,
+    admission: OnceLock<Admission>,
     streams: Mutex<HashMap<String, Arc<Stream>>>,
     remembered: Mutex<(HashMap<String, Continuity>, VecDeque<String>)>,
     next_session: std::sync::atomic::AtomicU64,
@@ -212,6 +230,7 @@ impl Streams {
         Arc::new(Self {
             cfg,
             authority: OnceLock::new(),
+            admission: OnceLock::new(),
             streams: Mutex::default(),
             remembered: Mutex::default(),
             next_session: 1.into(),
@@ -244,6 +263,14 @@ impl Streams {
         }
     }
 
+    /// Asks `admission` about every new publisher, before the cluster is asked (set once,
+    /// before the first publisher).
+    pub fn set_admission(&self, admission: Admission) {
+        if self.admission.set(admission).is_err() {
+            tracing::warn!("the admission webhook was already set");
+        }
+    }
+
     /// Claims `name` for a new publisher: from the cluster first when there is one, then
     /// here. While the controller is unreachable, a stream this origin already holds
     /// goes on under its epoch (nobody else can be granted it meanwhile); a new one is
@@ -263,6 +290,17 @@ impl Streams {
         }
         if self.get(name).is_some_and(|s| s.has_publisher()) {
             return Err(ClaimError::AlreadyLive(name.to_owned()));
+        }
+        // The webhook before the claim: a denied publisher never changes cluster state
+        // (no epoch bump, no takeover of an orphaned stream).
+        if let Some(hook) = self.admission.get() {
+            let query = without_key_secrets(&credential.query);
+            let decision = hook
+                .check(Action::Publish, name, credential.client_ip, &query)
+                .await;
+            if let Verdict::Deny(why) = decision.verdict {
+                return Err(ClaimError::Denied(name.to_owned(), why.to_string()));
+            }
         }
         let Some(authority) = self.authority.get() else {
             return self.claim(name);
@@ -719,6 +757,16 @@ mod tests {
         let streams = Streams::new(cfg, Arc::new(OriginMetrics::new()));
         assert!(streams.load_state().is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_webhook_never_sees_a_publish_key_secret() {
+        assert_eq!(
+            without_key_secrets("key=ab12.SECRETbytes&user=7"),
+            "key=ab12&user=7"
+        );
+        assert_eq!(without_key_secrets("token=k.1.sig"), "token=k.1.sig");
+        assert_eq!(without_key_secrets(""), "");
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! Prometheus registry. Nothing media-specific lives here.
 
 pub mod access;
+pub mod admission;
 pub mod body;
 pub mod config;
 pub mod http;

@@ -7,8 +7,10 @@
 use ferrocast_tests::cluster::ControlPlane;
 use ferrocast_tests::{
     ferrocast_bin, ffmpeg_publish_live, free_addr, http_get, run_with_timeout, Launch, Node,
+    TempDir,
 };
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -376,4 +378,295 @@ fn playback_tokens_are_checked_at_every_edge_and_revocations_reach_them_fast() {
     within("open again", Duration::from_secs(2), || {
         status(&e1, "/live/cam/index.m3u8") == 200
     });
+}
+
+/// Runs a command that must succeed within 20 s; answers its stdout.
+fn run_ok(cmd: &mut Command) -> String {
+    let out = run_with_timeout(cmd, Duration::from_secs(20));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Signs `ferrocast/play\n{key_id}\n{stream}\n{expiry}` with openssl, as docs/access.md
+/// shows a backend doing it with standard tools: the token the bytes make.
+fn openssl_token(dir: &TempDir, key: &Path, key_id: &str, stream: &str, expiry: u64) -> String {
+    let msg = dir.join("msg");
+    std::fs::write(
+        &msg,
+        format!("ferrocast/play\n{key_id}\n{stream}\n{expiry}"),
+    )
+    .unwrap();
+    let sig = dir.join("sig");
+    run_ok(Command::new("openssl").args([
+        "pkeyutl",
+        "-sign",
+        "-rawin",
+        "-inkey",
+        key.to_str().unwrap(),
+        "-in",
+        msg.to_str().unwrap(),
+        "-out",
+        sig.to_str().unwrap(),
+    ]));
+    let sig = std::fs::read(&sig).unwrap();
+    assert_eq!(sig.len(), 64, "an Ed25519 signature");
+    format!(
+        "{key_id}.{expiry}.{}",
+        ferrocast_runtime::access::base64url(&sig)
+    )
+}
+
+#[test]
+fn ed25519_playback_tokens_signed_outside_the_cluster_play_and_key_revocation_reaches_both_edges() {
+    let cp = ControlPlane::start(1, 1, 5);
+    let grpc = cp.grpc[0];
+    let origin = cp.start_origin("o1", &[]);
+    let e1 = cp.start_edge("e1", &[]);
+    let e2 = cp.start_edge("e2", &[]);
+    let _pub = ffmpeg_publish_live(
+        &origin.node.rtmp_url("cam"),
+        120,
+        &origin.node.dir.0,
+        "ffmpeg",
+    );
+    origin.node.wait_live("cam", Duration::from_secs(30));
+    e1.wait_live("cam", Duration::from_secs(30));
+
+    // The platform's key, made by openssl (PKCS#8 v1), and an unrelated one made by ctl.
+    let keys = TempDir::new("ed25519");
+    let (key, key_pub) = (keys.join("backend.pem"), keys.join("backend.pub.pem"));
+    run_ok(Command::new("openssl").args([
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-out",
+        key.to_str().unwrap(),
+    ]));
+    run_ok(Command::new("openssl").args([
+        "pkey",
+        "-in",
+        key.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        key_pub.to_str().unwrap(),
+    ]));
+    let other = keys.join("other.pem");
+    let made =
+        serde_json::from_str::<serde_json::Value>(&run_ok(Command::new(ferrocast_bin()).args([
+            "ctl",
+            "--json",
+            "token",
+            "keygen",
+            "--out",
+            other.to_str().unwrap(),
+        ])))
+        .expect("keygen prints JSON");
+    assert_eq!(
+        made["public_key_file"],
+        keys.join("other.pub.pem").to_str().unwrap()
+    );
+
+    // A private key, or garbage, is refused at registration.
+    let garbage = keys.join("garbage.pem");
+    std::fs::write(&garbage, "not a key").unwrap();
+    for (bad, why) in [
+        (&key, "this is a private key"),
+        (&garbage, "not an Ed25519 public key"),
+    ] {
+        let out = ctl(
+            grpc,
+            None,
+            &[
+                "signing-keys",
+                "create",
+                "--purpose",
+                "play",
+                "--key-id",
+                "backend-1",
+                "--public-key",
+                bad.to_str().unwrap(),
+            ],
+        );
+        assert!(!out.status.success(), "{bad:?} was registered");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("invalid argument") && err.contains(why),
+            "{err}"
+        );
+    }
+    // The public key registers under the backend's id; only public keys are listed.
+    let reg = ctl_ok(
+        grpc,
+        None,
+        &[
+            "signing-keys",
+            "create",
+            "--purpose",
+            "play",
+            "--key-id",
+            "backend-1",
+            "--public-key",
+            key_pub.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(reg["algorithm"], "ed25519");
+    let listed = ctl_ok(grpc, None, &["signing-keys", "list"]);
+    assert_eq!(listed[0]["public_key"], reg["public_key"], "{listed}");
+    ctl_ok(grpc, None, &["playback", "cam", "--require-token"]);
+
+    let sign = |key: &Path| {
+        ctl_ok(
+            grpc,
+            None,
+            &[
+                "token",
+                "sign",
+                "cam",
+                "--purpose",
+                "play",
+                "--ttl",
+                "10m",
+                "--key-id",
+                "backend-1",
+                "--ed25519-key",
+                key.to_str().unwrap(),
+            ],
+        )["token"]
+            .as_str()
+            .expect("a token")
+            .to_owned()
+    };
+    let good = sign(&key);
+    let forged = sign(&other);
+    // The documented bytes, signed by openssl, make a token that works as well.
+    let expiry: u64 = good.split('.').nth(1).unwrap().parse().unwrap();
+    let by_openssl = openssl_token(&keys, &key, "backend-1", "cam", expiry);
+    for edge in [&e1, &e2] {
+        within(
+            "the policy and the key reach the edge",
+            Duration::from_secs(5),
+            || {
+                status(edge, "/live/cam/index.m3u8") == 403
+                    && status(edge, &format!("/t/{good}/live/cam/index.m3u8")) == 200
+            },
+        );
+        assert_eq!(
+            status(edge, &format!("/t/{by_openssl}/live/cam/index.m3u8")),
+            200
+        );
+        assert_eq!(
+            status(edge, &format!("/live/cam/index.m3u8?token={good}")),
+            200
+        );
+        assert_eq!(
+            status(edge, &format!("/t/{forged}/live/cam/index.m3u8")),
+            403
+        );
+    }
+
+    // Playlist, a whole segment and a part through the token URL; ffmpeg plays it.
+    let playlist_of = || {
+        http_get(
+            e1.http,
+            &format!("/t/{good}/live/cam/index.m3u8"),
+            Duration::from_secs(5),
+        )
+        .map(|r| r.text())
+        .unwrap_or_default()
+    };
+    within("a whole segment", Duration::from_secs(20), || {
+        playlist_of()
+            .lines()
+            .any(|l| !l.starts_with('#') && !l.trim().is_empty())
+    });
+    let playlist = playlist_of();
+    let media = playlist
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .expect("a segment URI")
+        .to_owned();
+    let part = playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+        .filter_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
+        .next_back()
+        .expect("a part URI")
+        .to_owned();
+    for (edge, obj) in [(&e1, &media), (&e2, &media), (&e1, &part)] {
+        assert_eq!(
+            status(edge, &format!("/t/{good}/live/cam/{obj}")),
+            200,
+            "{obj}"
+        );
+        assert_eq!(
+            status(edge, &format!("/t/{forged}/live/cam/{obj}")),
+            403,
+            "{obj}"
+        );
+        assert_eq!(status(edge, &format!("/live/cam/{obj}")), 403, "{obj}");
+    }
+    let url = format!("http://{}/t/{good}/live/cam/index.m3u8", e2.http);
+    let out = run_with_timeout(
+        Command::new("ffmpeg").args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            &url,
+            "-t",
+            "3",
+            "-f",
+            "null",
+            "-",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "ffmpeg could not play {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The controller has no private key: it cannot issue with this key.
+    let out = ctl(
+        grpc,
+        None,
+        &[
+            "token",
+            "issue",
+            "cam",
+            "--purpose",
+            "play",
+            "--key-id",
+            "backend-1",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Ed25519"));
+
+    // Revoking the key stops its tokens at both edges within 2 s.
+    let start = Instant::now();
+    ctl_ok(grpc, None, &["signing-keys", "revoke", "backend-1"]);
+    for edge in [&e1, &e2] {
+        within(
+            "key revocation",
+            Duration::from_secs(2) - start.elapsed().min(Duration::from_secs(2)),
+            || status(edge, &format!("/t/{good}/live/cam/index.m3u8")) == 403,
+        );
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "key revocation took {took:?}"
+    );
+    for edge in [&e1, &e2] {
+        assert_eq!(
+            status(edge, &format!("/t/{by_openssl}/live/cam/{media}")),
+            403
+        );
+    }
 }

@@ -1,10 +1,13 @@
 //! `ferrocast ctl keys | signing-keys | token | playback`: access control over the
-//! controller's operator API (see docs/access.md).
+//! controller's operator API (see docs/access.md), and `token keygen | sign`, which
+//! work locally with an Ed25519 private key the controller never sees.
 
 use super::{print_json, table, Ctl};
+use anyhow::Context;
 use ferrocast_proto::controller::v1 as pb;
-use ferrocast_runtime::access::base64url;
+use ferrocast_runtime::access::{self as tokens, base64url, Ed25519Signer, Purpose};
 use serde_json::json;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
@@ -33,11 +36,19 @@ pub enum KeysCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SigningKeysCommand {
-    /// A new signing key; its secret (base64url) is printed once.
+    /// A new signing key: an HMAC secret made by the controller (printed once, base64url),
+    /// or, with --public-key, an Ed25519 public key whose private key signs elsewhere.
     Create {
         /// What its tokens allow.
         #[arg(long, value_parser = ["publish", "play"])]
         purpose: String,
+        /// Register this Ed25519 public key (PEM file, e.g. from `ferrocast ctl token
+        /// keygen` or `openssl pkey -pubout`) instead of making an HMAC secret.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// The key id its tokens carry (1 to 32 of a-z 0-9 -; default: a random one).
+        #[arg(long)]
+        key_id: Option<String>,
     },
     /// Signing keys, without secrets.
     List,
@@ -69,6 +80,44 @@ pub enum TokenCommand {
         /// The token.
         token: String,
     },
+    /// Sign a token locally with an Ed25519 private key (no controller needed): what a
+    /// platform's backend does with the key registered by `signing-keys create
+    /// --public-key`.
+    Sign {
+        /// Stream key.
+        stream: String,
+        /// What it allows.
+        #[arg(long, value_parser = ["publish", "play"])]
+        purpose: String,
+        /// Lifetime: `3600`, `10m`, `1h` (default 1h).
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: u64,
+        /// The id the public key was registered under.
+        #[arg(long)]
+        key_id: String,
+        /// The private key: unencrypted PKCS#8 PEM (`token keygen`, or `openssl genpkey
+        /// -algorithm ed25519`).
+        #[arg(long, value_name = "FILE")]
+        ed25519_key: PathBuf,
+    },
+    /// Make an Ed25519 key pair: the private key in FILE (mode 0600, PKCS#8 PEM), the
+    /// public key beside it in FILE with `.pub.pem` (what `signing-keys create
+    /// --public-key` registers).
+    Keygen {
+        /// Where the private key goes (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+impl TokenCommand {
+    /// Whether it runs without a controller.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            TokenCommand::Sign { .. } | TokenCommand::Keygen { .. }
+        )
+    }
 }
 
 /// `ctl playback STREAM --require-token | --block | --open`, or `ctl playback --list`.
@@ -201,17 +250,44 @@ fn done(json_out: bool, v: serde_json::Value, text: &str) -> anyhow::Result<()> 
 
 pub async fn signing_keys(ctl: &Ctl, c: SigningKeysCommand, json_out: bool) -> anyhow::Result<()> {
     match c {
-        SigningKeysCommand::Create { purpose } => {
-            let req = pb::CreateSigningKeyRequest { purpose };
+        SigningKeysCommand::Create {
+            purpose,
+            public_key,
+            key_id,
+        } => {
+            let (algorithm, public_key) = match public_key {
+                Some(path) => (
+                    "ed25519".to_owned(),
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+                ),
+                None => (String::new(), Vec::new()),
+            };
+            let req = pb::CreateSigningKeyRequest {
+                purpose,
+                algorithm,
+                public_key,
+                key_id: key_id.unwrap_or_default(),
+            };
             let k = ctl
                 .write(req, |mut c, r| {
                     Box::pin(async move { c.create_signing_key(r).await })
                 })
                 .await?;
+            if k.algorithm == "ed25519" {
+                let public = base64url(&k.public_key);
+                return done(
+                    json_out,
+                    json!({"key_id": k.key_id, "purpose": k.purpose, "algorithm": k.algorithm, "public_key": public}),
+                    &format!(
+                        "{} signing key {} (ed25519, public key {public})\nsign tokens with its private key: ferrocast ctl token sign STREAM --purpose {} --key-id {} --ed25519-key FILE",
+                        k.purpose, k.key_id, k.purpose, k.key_id
+                    ),
+                );
+            }
             let secret = base64url(&k.secret);
             done(
                 json_out,
-                json!({"key_id": k.key_id, "purpose": k.purpose, "secret": secret}),
+                json!({"key_id": k.key_id, "purpose": k.purpose, "algorithm": k.algorithm, "secret": secret}),
                 &format!(
                     "{} signing key {}\nsecret (base64url, shown once): {secret}",
                     k.purpose, k.key_id
@@ -228,7 +304,13 @@ pub async fn signing_keys(ctl: &Ctl, c: SigningKeysCommand, json_out: bool) -> a
                 let v: Vec<_> = r
                     .keys
                     .iter()
-                    .map(|k| json!({"key_id": k.key_id, "purpose": k.purpose, "created_unix": k.created_unix}))
+                    .map(|k| {
+                        let mut v = json!({"key_id": k.key_id, "purpose": k.purpose, "algorithm": k.algorithm, "created_unix": k.created_unix});
+                        if !k.public_key.is_empty() {
+                            v["public_key"] = base64url(&k.public_key).into();
+                        }
+                        v
+                    })
                     .collect();
                 print_json(&v)
             } else {
@@ -239,11 +321,12 @@ pub async fn signing_keys(ctl: &Ctl, c: SigningKeysCommand, json_out: bool) -> a
                         vec![
                             k.key_id.clone(),
                             k.purpose.clone(),
+                            k.algorithm.clone(),
                             k.created_unix.to_string(),
                         ]
                     })
                     .collect();
-                table(&["KEY", "PURPOSE", "CREATED (UNIX)"], &rows);
+                table(&["KEY", "PURPOSE", "ALGORITHM", "CREATED (UNIX)"], &rows);
                 Ok(())
             }
         }
@@ -295,7 +378,81 @@ pub async fn token(ctl: &Ctl, c: TokenCommand, json_out: bool) -> anyhow::Result
             .await?;
             done(json_out, json!({"revoked": true}), "token revoked")
         }
+        TokenCommand::Sign { .. } | TokenCommand::Keygen { .. } => token_local(c, json_out),
     }
+}
+
+/// `token sign` and `token keygen`: local, no controller.
+pub fn token_local(c: TokenCommand, json_out: bool) -> anyhow::Result<()> {
+    match c {
+        TokenCommand::Sign {
+            stream,
+            purpose,
+            ttl,
+            key_id,
+            ed25519_key,
+        } => {
+            let purpose = Purpose::parse(&purpose).context("purpose: publish or play")?;
+            anyhow::ensure!(
+                tokens::valid_key_id(&key_id),
+                "invalid key id {key_id:?}: 1 to 32 of a-z 0-9 -"
+            );
+            anyhow::ensure!(
+                ferrocast_media::hls::names::valid_stream_key(&stream),
+                "invalid stream {stream:?}"
+            );
+            let pem = std::fs::read_to_string(&ed25519_key)
+                .with_context(|| format!("reading {}", ed25519_key.display()))?;
+            let signer = Ed25519Signer::from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", ed25519_key.display()))?;
+            let expiry = tokens::unix_now().saturating_add(ttl);
+            let token = signer.sign(purpose, &key_id, &stream, expiry);
+            done(
+                json_out,
+                json!({"token": token, "expiry_unix": expiry}),
+                &token,
+            )
+        }
+        TokenCommand::Keygen { out } => {
+            let public_path = public_path(&out);
+            let (signer, private_pem) =
+                Ed25519Signer::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
+            write_new(&out, private_pem.as_bytes(), 0o600)?;
+            write_new(&public_path, signer.public_key_pem().as_bytes(), 0o644)?;
+            let public = base64url(&signer.public_key());
+            done(
+                json_out,
+                json!({"private_key_file": out, "public_key_file": public_path, "public_key": public}),
+                &format!(
+                    "private key: {} (keep it with the signer)\npublic key: {} ({public})\nregister it: ferrocast ctl signing-keys create --purpose play --public-key {} --key-id ID",
+                    out.display(),
+                    public_path.display(),
+                    public_path.display()
+                ),
+            )
+        }
+        other => anyhow::bail!("{other:?} needs the controller"),
+    }
+}
+
+/// `key.pem` → `key.pub.pem`; `key` → `key.pub.pem`.
+fn public_path(private: &Path) -> PathBuf {
+    let s = private.to_string_lossy();
+    PathBuf::from(format!("{}.pub.pem", s.strip_suffix(".pem").unwrap_or(&s)))
+}
+
+/// Creates `path` with `mode`; an existing file is an error, never overwritten.
+fn write_new(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(data)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 pub async fn playback(ctl: &Ctl, a: PlaybackArgs, json_out: bool) -> anyhow::Result<()> {
@@ -365,5 +522,18 @@ mod tests {
         assert_eq!(super::parse_ttl("10m").unwrap(), 600);
         assert_eq!(super::parse_ttl("1h").unwrap(), 3600);
         assert!(super::parse_ttl("1y").is_err());
+    }
+
+    #[test]
+    fn public_key_files_sit_beside_the_private_key() {
+        use std::path::Path;
+        assert_eq!(
+            super::public_path(Path::new("/k/key.pem")),
+            Path::new("/k/key.pub.pem")
+        );
+        assert_eq!(
+            super::public_path(Path::new("key")),
+            Path::new("key.pub.pem")
+        );
     }
 }

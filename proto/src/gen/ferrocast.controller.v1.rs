@@ -211,11 +211,18 @@ pub struct SigningKey {
     #[prost(string, tag = "2")]
     pub purpose: ::prost::alloc::string::String,
     /// The HMAC-SHA256 secret. Sent only to edges (play keys) and once to the operator who
-    /// creates the key; empty in listings.
+    /// creates the key; empty in listings and for Ed25519 keys.
     #[prost(bytes = "vec", tag = "3")]
     pub secret: ::prost::alloc::vec::Vec<u8>,
     #[prost(uint64, tag = "4")]
     pub created_unix: u64,
+    /// "hmac-sha256" (also when empty) or "ed25519".
+    #[prost(string, tag = "5")]
+    pub algorithm: ::prost::alloc::string::String,
+    /// Ed25519: the public key, 32 bytes (not a secret: in listings too). The private key
+    /// stays with whoever signs the tokens; the cluster never has it.
+    #[prost(bytes = "vec", tag = "6")]
+    pub public_key: ::prost::alloc::vec::Vec<u8>,
 }
 /// How a stream may be played.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -240,7 +247,7 @@ pub struct RevokedToken {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AccessSnapshot {
-    /// Live playback signing keys (with secrets).
+    /// Live playback signing keys (with HMAC secrets or Ed25519 public keys).
     #[prost(message, repeated, tag = "1")]
     pub play_keys: ::prost::alloc::vec::Vec<SigningKey>,
     #[prost(message, repeated, tag = "2")]
@@ -293,6 +300,18 @@ pub struct CreateSigningKeyRequest {
     /// "publish" or "play".
     #[prost(string, tag = "1")]
     pub purpose: ::prost::alloc::string::String,
+    /// "hmac-sha256" (also when empty: the controller makes the secret) or "ed25519" (the
+    /// caller registers `public_key`).
+    #[prost(string, tag = "2")]
+    pub algorithm: ::prost::alloc::string::String,
+    /// Ed25519: the public key as PEM ("-----BEGIN PUBLIC KEY-----"), DER, or 32 raw bytes.
+    /// Malformed keys and keys of small order are refused (INVALID_ARGUMENT).
+    #[prost(bytes = "vec", tag = "3")]
+    pub public_key: ::prost::alloc::vec::Vec<u8>,
+    /// The key id tokens name (1 to 32 of a-z 0-9 -; empty: a random one). An id already
+    /// in use is refused (ALREADY_EXISTS).
+    #[prost(string, tag = "4")]
+    pub key_id: ::prost::alloc::string::String,
 }
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
 pub struct ListSigningKeysRequest {}
@@ -1459,7 +1478,8 @@ pub mod operator_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
-        /// Signs a token with the newest live signing key of the purpose (or the one named).
+        /// Signs a token with the newest live HMAC signing key of the purpose (or the one
+        /// named; an Ed25519 key cannot sign here: the controller has only its public key).
         pub async fn issue_token(
             &mut self,
             request: impl tonic::IntoRequest<super::IssueTokenRequest>,
@@ -2204,7 +2224,8 @@ pub mod operator_service_server {
             &self,
             request: tonic::Request<super::KeyIdRequest>,
         ) -> std::result::Result<tonic::Response<super::RevokeReply>, tonic::Status>;
-        /// Signs a token with the newest live signing key of the purpose (or the one named).
+        /// Signs a token with the newest live HMAC signing key of the purpose (or the one
+        /// named; an Ed25519 key cannot sign here: the controller has only its public key).
         async fn issue_token(
             &self,
             request: tonic::Request<super::IssueTokenRequest>,

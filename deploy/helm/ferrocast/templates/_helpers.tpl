@@ -118,6 +118,31 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* The admission webhook's settings (origins and edges); call with (dict "ctx" $ "component" "edge"). */}}
+{{- define "ferrocast.admissionEnv" -}}
+{{- with .ctx.Values.admission }}
+{{- if .url -}}
+- name: FERROCAST_ADMISSION_URL
+  value: {{ .url | quote }}
+- name: FERROCAST_ADMISSION_TIMEOUT
+  value: {{ .timeoutSeconds | quote }}
+- name: FERROCAST_ADMISSION_FAIL
+  value: {{ .fail | quote }}
+{{- if .secret.name }}
+- name: FERROCAST_ADMISSION_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret.name }}
+      key: {{ .secret.key }}
+{{- end }}
+{{- if eq $.component "edge" }}
+- name: FERROCAST_ADMISSION_CACHE_TTL
+  value: {{ .cacheTtlSeconds | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Hardened container defaults. */}}
 {{- define "ferrocast.containerSecurityContext" -}}
 runAsNonRoot: true

@@ -1,0 +1,140 @@
+//! Viewer admission at the edge: the operator's webhook (see
+//! `ferrocast_runtime::admission`) decides whether a viewer may play a stream. HLS has no
+//! sessions, so a viewer is a (stream, client IP, credential) triple, where the
+//! credential is the request's query without LL-HLS's own `_HLS_*` parameters plus a
+//! token given in the path. The first request of a viewer asks the webhook; its decision
+//! is cached for the TTL (bounded, byte-free keys: the credential is kept as its
+//! SHA-256), and concurrent first requests of the same viewer share one call. Playlists,
+//! parts and segments all pass the same check, so a denied viewer gets 403 on
+//! everything, while the object cache, keyed by (stream, object) alone, still serves
+//! one copy to every admitted viewer.
+
+use ferrocast_runtime::admission::{Action, Admission, AdmissionConfig, Decision, Source, Verdict};
+use ferrocast_runtime::http::Response;
+use ferrocast_runtime::metrics::Metrics;
+use moka::future::Cache;
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A decision the webhook could not make (error → fail mode) is reused at most this
+/// long, so a recovered webhook is asked again soon, while an outage costs each viewer
+/// one timeout per this period rather than one per request.
+const FALLBACK_TTL: Duration = Duration::from_secs(5);
+
+/// A viewer: stream, client address, SHA-256 of the credential.
+type Key = (Arc<str>, Option<IpAddr>, [u8; 32]);
+
+/// How long each decision lives: the TTL, or less for a fallback.
+struct Lifetime {
+    ttl: Duration,
+}
+
+impl moka::Expiry<Key, Arc<Decision>> for Lifetime {
+    fn expire_after_create(&self, _: &Key, d: &Arc<Decision>, _: Instant) -> Option<Duration> {
+        Some(match d.source {
+            Source::Webhook => self.ttl,
+            Source::Fallback => self.ttl.min(FALLBACK_TTL),
+        })
+    }
+}
+
+/// The webhook client and the viewers' decisions.
+#[derive(Debug)]
+pub struct EdgeAdmission {
+    hook: Admission,
+    decisions: Cache<Key, Arc<Decision>>,
+}
+
+impl EdgeAdmission {
+    /// A webhook client for `cfg` (validated before) with its decision cache.
+    pub fn new(cfg: AdmissionConfig, registry: &Metrics) -> Self {
+        let decisions = Cache::builder()
+            .max_capacity(cfg.cache_entries)
+            .expire_after(Lifetime { ttl: cfg.cache_ttl })
+            .build();
+        Self {
+            hook: Admission::new(cfg, registry),
+            decisions,
+        }
+    }
+
+    /// `Ok` when the viewer at `client` may request `stream` with `path_token` (from
+    /// `/t/{token}/…`) and `query`; otherwise the 403 to answer.
+    pub async fn admit(
+        &self,
+        stream: &str,
+        client: Option<IpAddr>,
+        path_token: Option<&str>,
+        query: &str,
+    ) -> Result<(), Box<Response>> {
+        let credential = credential(path_token, query);
+        let key: Key = (
+            Arc::from(stream),
+            client,
+            Sha256::digest(credential.as_bytes()).into(),
+        );
+        let decision = self
+            .decisions
+            .get_with(key, async {
+                Arc::new(
+                    self.hook
+                        .check(Action::Play, stream, client, &credential)
+                        .await,
+                )
+            })
+            .await;
+        match &decision.verdict {
+            Verdict::Allow => Ok(()),
+            Verdict::Deny(why) => {
+                tracing::debug!(%stream, client = ?client, reason = %why, "viewer refused by admission");
+                Err(crate::access::forbidden(why))
+            }
+        }
+    }
+}
+
+/// What identifies a viewer's credential, and what the webhook gets as `query`: the
+/// query without `_HLS_*` (they change on every playlist reload), with a path token
+/// first as `token=…` when the query has none.
+pub fn credential(path_token: Option<&str>, query: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let query_has_token = query.split('&').any(|kv| kv.starts_with("token="));
+    if let (Some(t), false) = (path_token, query_has_token) {
+        parts.push(format!("token={t}"));
+    }
+    parts.extend(
+        query
+            .split('&')
+            .filter(|kv| !kv.is_empty() && !kv.starts_with("_HLS_"))
+            .map(str::to_owned),
+    );
+    parts.join("&")
+}
+
+/// The token of a `/t/{token}/live/…` path.
+pub fn path_token(path: &str) -> Option<&str> {
+    path.strip_prefix("/t/")?.split('/').next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_credential_ignores_ll_hls_parameters_and_carries_a_path_token() {
+        assert_eq!(credential(None, ""), "");
+        assert_eq!(
+            credential(None, "_HLS_msn=4&_HLS_part=1&user=ann&sig=x"),
+            "user=ann&sig=x"
+        );
+        assert_eq!(
+            credential(Some("k.1.s"), "_HLS_msn=4&user=ann"),
+            "token=k.1.s&user=ann"
+        );
+        assert_eq!(credential(Some("k.1.s"), "token=q"), "token=q");
+        assert_eq!(path_token("/t/k.1.s/live/cam/index.m3u8"), Some("k.1.s"));
+        assert_eq!(path_token("/live/cam/index.m3u8"), None);
+    }
+}

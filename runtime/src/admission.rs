@@ -1,0 +1,636 @@
+//! The admission webhook: an HTTP POST to an operator's URL asking whether a publisher
+//! may publish (origins) or a viewer may play (edges), for platforms that keep their
+//! users elsewhere. See docs/access.md, "Admission webhook".
+//!
+//! One JSON body per question ([`AdmissionRequest`]); `2xx` allows, `4xx` denies (the
+//! body may say why), anything else — a timeout, a `5xx`, a refused connection — is an
+//! error that [`FailMode`] turns into an allow or a deny. With a secret, the body is
+//! signed (HMAC-SHA256 over `"{timestamp}.{body}"`) so the operator can tell the request
+//! came from the cluster and is fresh.
+//!
+//! This module asks; caching the answers (edges, per viewer) is the caller's business.
+
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use sha2::Sha256;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Header with the request's Unix time (seconds), signed with the body.
+pub const TIMESTAMP_HEADER: &str = "x-ferrocast-timestamp";
+/// Header with `sha256=HEX` of HMAC-SHA256(secret, `"{timestamp}.{body}"`).
+pub const SIGNATURE_HEADER: &str = "x-ferrocast-signature";
+
+/// Most bytes of a webhook's answer read (for a deny's reason).
+const MAX_ANSWER: usize = 4096;
+/// Most characters of a deny's reason passed on (to the RTMP error, the log, a 403).
+const MAX_REASON: usize = 200;
+
+/// What the webhook's silence means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailMode {
+    /// Allow when the webhook cannot answer (availability first).
+    Open,
+    /// Deny when the webhook cannot answer (the default: nobody slips in during an outage).
+    #[default]
+    Closed,
+}
+
+impl std::str::FromStr for FailMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "open" => Ok(FailMode::Open),
+            "closed" => Ok(FailMode::Closed),
+            _ => Err(format!("{s:?}: expected open or closed")),
+        }
+    }
+}
+
+/// The webhook's settings (`--admission-*`).
+#[derive(Clone)]
+pub struct AdmissionConfig {
+    /// Where to POST (`http://`).
+    pub url: http::Uri,
+    /// The whole exchange (connect, request, answer) must finish within this.
+    pub timeout: Duration,
+    /// What an error means.
+    pub fail: FailMode,
+    /// Signs each body when set.
+    pub secret: Option<Arc<[u8]>>,
+    /// Edges: how long a viewer's decision is reused.
+    pub cache_ttl: Duration,
+    /// Edges: most viewer decisions held.
+    pub cache_entries: u64,
+    /// This node's id, sent in every request.
+    pub node: String,
+}
+
+impl std::fmt::Debug for AdmissionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdmissionConfig")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .field("fail", &self.fail)
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_entries", &self.cache_entries)
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+impl AdmissionConfig {
+    /// Defaults around `url`: 2 s timeout, fail closed, no secret, 30 s cache.
+    pub fn new(url: http::Uri, node: impl Into<String>) -> Self {
+        Self {
+            url,
+            timeout: Duration::from_secs(2),
+            fail: FailMode::Closed,
+            secret: None,
+            cache_ttl: Duration::from_secs(30),
+            cache_entries: 100_000,
+            node: node.into(),
+        }
+    }
+
+    /// Checks every field; the error names the flag.
+    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        let invalid = crate::config::ConfigError::invalid;
+        match self.url.scheme_str() {
+            Some("http") if self.url.host().is_some() => {}
+            Some("https") => {
+                return invalid(
+                    "admission-url",
+                    "https is not supported yet: use http:// to a sidecar or a trusted network, and --admission-secret",
+                )
+            }
+            _ => return invalid("admission-url", "expected http://HOST[:PORT]/PATH"),
+        }
+        if self.timeout < Duration::from_millis(10) || self.timeout > Duration::from_secs(60) {
+            return invalid("admission-timeout", "must be between 0.01 and 60 seconds");
+        }
+        if self.cache_ttl > Duration::from_secs(3600) {
+            return invalid("admission-cache-ttl", "must be at most 3600 seconds");
+        }
+        if self.cache_entries == 0 {
+            return invalid("admission-cache-entries", "must be at least 1");
+        }
+        if self.secret.as_ref().is_some_and(|s| s.is_empty()) {
+            return invalid("admission-secret", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+/// What is being asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// A publisher wants to publish (origin, RTMP).
+    Publish,
+    /// A viewer wants to play (edge, HLS).
+    Play,
+}
+
+impl Action {
+    /// The name in the request body and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Publish => "publish",
+            Action::Play => "play",
+        }
+    }
+}
+
+/// The question, as JSON: `{"action","stream","app","client_ip","query","node"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AdmissionRequest<'a> {
+    /// `publish` or `play`.
+    pub action: &'static str,
+    /// The stream key.
+    pub stream: &'a str,
+    /// The application (`live`).
+    pub app: &'a str,
+    /// The client's address as this node sees it (empty when unknown).
+    pub client_ip: String,
+    /// The client's query string (see docs/access.md for what is left out).
+    pub query: &'a str,
+    /// The node asking.
+    pub node: &'a str,
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let the client in.
+    Allow,
+    /// Keep the client out, with the reason to show it and to log.
+    Deny(Arc<str>),
+}
+
+/// How the verdict was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The webhook answered (2xx or 4xx).
+    Webhook,
+    /// The webhook could not answer; the fail mode decided.
+    Fallback,
+}
+
+/// A verdict and its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Allow or deny.
+    pub verdict: Verdict,
+    /// Webhook or fallback (a fallback is cached for less time).
+    pub source: Source,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    action: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ])
+}
+
+/// The webhook client of one node, with its metrics:
+/// `ferrocast_admission_requests_total{action,result}` (result: allow, deny, error) and
+/// `ferrocast_admission_request_duration_seconds{action}`.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    cfg: Arc<AdmissionConfig>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    metrics: AdmissionMetrics,
+}
+
+/// The webhook's metrics, one set per process (shared by a standalone's origin and edge).
+#[derive(Debug, Clone)]
+struct AdmissionMetrics {
+    requests: Family<OutcomeLabels, Counter>,
+    duration: Family<ActionLabels, Histogram, fn() -> Histogram>,
+}
+
+/// Why a webhook call gave no verdict.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("unreachable: {0}")]
+    Connect(String),
+    #[error("answered {0}")]
+    Status(http::StatusCode),
+}
+
+impl Admission {
+    /// A client for `cfg` (validated before), its metrics registered into `registry`.
+    pub fn new(cfg: AdmissionConfig, registry: &Metrics) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(cfg.timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        let metrics = registry.shared(|r| {
+            let m = AdmissionMetrics {
+                requests: Family::default(),
+                duration: Family::new_with_constructor(duration_histogram),
+            };
+            r.register(
+                "ferrocast_admission_requests",
+                "Admission webhook decisions by action and result (allow, deny, error)",
+                m.requests.clone(),
+            );
+            r.register(
+                "ferrocast_admission_request_duration_seconds",
+                "Admission webhook round trips, errors and timeouts included",
+                m.duration.clone(),
+            );
+            m
+        });
+        Self {
+            cfg: Arc::new(cfg),
+            client,
+            metrics,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AdmissionConfig {
+        &self.cfg
+    }
+
+    /// Asks the webhook about `stream` for `client_ip`; never fails: an error becomes
+    /// the fail mode's verdict (and is logged).
+    pub async fn check(
+        &self,
+        action: Action,
+        stream: &str,
+        client_ip: Option<std::net::IpAddr>,
+        query: &str,
+    ) -> Decision {
+        let req = AdmissionRequest {
+            action: action.as_str(),
+            stream,
+            app: "live",
+            client_ip: client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            query,
+            node: &self.cfg.node,
+        };
+        let started = tokio::time::Instant::now();
+        let out = tokio::time::timeout(self.cfg.timeout, self.call(&req)).await;
+        self.metrics
+            .duration
+            .get_or_create(&ActionLabels {
+                action: action.as_str(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        let out = out.unwrap_or(Err(CallError::Timeout(self.cfg.timeout)));
+        let (result, decision) = match out {
+            Ok(Verdict::Allow) => (
+                "allow",
+                Decision {
+                    verdict: Verdict::Allow,
+                    source: Source::Webhook,
+                },
+            ),
+            Ok(deny) => (
+                "deny",
+                Decision {
+                    verdict: deny,
+                    source: Source::Webhook,
+                },
+            ),
+            Err(error) => {
+                let verdict = match self.cfg.fail {
+                    FailMode::Open => Verdict::Allow,
+                    FailMode::Closed => {
+                        Verdict::Deny(format!("admission webhook unavailable ({error})").into())
+                    }
+                };
+                tracing::warn!(action = action.as_str(), %stream, %error, fail = ?self.cfg.fail,
+                    "admission webhook error");
+                (
+                    "error",
+                    Decision {
+                        verdict,
+                        source: Source::Fallback,
+                    },
+                )
+            }
+        };
+        self.metrics
+            .requests
+            .get_or_create(&OutcomeLabels {
+                action: action.as_str(),
+                result,
+            })
+            .inc();
+        decision
+    }
+
+    async fn call(&self, req: &AdmissionRequest<'_>) -> Result<Verdict, CallError> {
+        let body = Bytes::from(serde_json::to_vec(req).expect("a request serializes"));
+        let mut builder = http::Request::post(self.cfg.url.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(
+                http::header::USER_AGENT,
+                concat!("ferrocast/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(secret) = &self.cfg.secret {
+            let ts = crate::access::unix_now().to_string();
+            builder = builder
+                .header(SIGNATURE_HEADER, sign_body(secret, &ts, &body))
+                .header(TIMESTAMP_HEADER, ts);
+        }
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|e| CallError::Connect(e.to_string()))?;
+        let resp = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| CallError::Connect(error_chain(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(Verdict::Allow);
+        }
+        if !status.is_client_error() {
+            return Err(CallError::Status(status));
+        }
+        // A deny: its reason, if the body has one and it arrives in time.
+        let text = Limited::new(resp.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok(Verdict::Deny(reason(status, &text).into()))
+    }
+}
+
+/// `sha256=HEX` of HMAC-SHA256(secret, `"{timestamp}.{body}"`).
+pub fn sign_body(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+/// The reason of a deny: `{"reason": "..."}`'s, or the text body, printable and short;
+/// the status when there is none.
+fn reason(status: http::StatusCode, body: &[u8]) -> String {
+    let from_json = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("reason")?.as_str().map(str::to_owned));
+    let text = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON)
+        .collect();
+    let clean = clean.trim();
+    if clean.is_empty() {
+        format!("denied by the admission webhook ({status})")
+    } else {
+        format!("denied by the admission webhook: {clean}")
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A scripted webhook: answers each request with the next canned response (after
+    /// an optional delay) and records what it got.
+    async fn webhook(
+        answers: Vec<(Duration, &'static str)>,
+    ) -> (http::Uri, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            for (delay, answer) in answers {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                // Headers, then the body by its length.
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let n = sock.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len: usize = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len || n == 0 {
+                            break;
+                        }
+                    }
+                }
+                log.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf).into_owned());
+                tokio::time::sleep(delay).await;
+                let _ = sock.write_all(answer.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            }
+        });
+        (format!("http://{addr}/admit").parse().unwrap(), seen)
+    }
+
+    const OK: &str = "HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n";
+    const DENY: &str = "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: 34\r\nconnection: close\r\n\r\n{\"reason\":\"subscription\\nexpired\"}";
+    const FAIL: &str =
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+    fn admission(url: http::Uri, fail: FailMode, secret: Option<&[u8]>) -> Admission {
+        let mut cfg = AdmissionConfig::new(url, "o1");
+        cfg.timeout = Duration::from_millis(300);
+        cfg.fail = fail;
+        cfg.secret = secret.map(Arc::from);
+        cfg.validate().unwrap();
+        Admission::new(cfg, &Metrics::new())
+    }
+
+    fn ip() -> Option<std::net::IpAddr> {
+        Some([10, 0, 0, 7].into())
+    }
+
+    #[tokio::test]
+    async fn answers_map_to_verdicts_and_errors_to_the_fail_mode() {
+        let (url, seen) = webhook(vec![
+            (Duration::ZERO, OK),
+            (Duration::ZERO, DENY),
+            (Duration::ZERO, FAIL),
+            (Duration::from_secs(2), OK),
+        ])
+        .await;
+        let a = admission(url.clone(), FailMode::Closed, Some(b"s3cret"));
+        let d = a.check(Action::Publish, "cam", ip(), "user=7").await;
+        assert_eq!(d.verdict, Verdict::Allow);
+        assert_eq!(d.source, Source::Webhook);
+        let d = a.check(Action::Play, "cam", ip(), "").await;
+        assert_eq!(
+            d.verdict,
+            Verdict::Deny("denied by the admission webhook: subscription expired".into())
+        );
+        // A 503 and a timeout: errors, denied when failing closed.
+        for _ in 0..2 {
+            let started = std::time::Instant::now();
+            let d = a.check(Action::Play, "cam", ip(), "").await;
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "bounded by the timeout"
+            );
+            assert_eq!(d.source, Source::Fallback);
+            assert!(
+                matches!(&d.verdict, Verdict::Deny(r) if r.contains("admission webhook unavailable")),
+                "{d:?}"
+            );
+        }
+        // The first request: JSON body, signed.
+        let first = seen.lock().unwrap()[0].clone();
+        let (head, body) = first.split_once("\r\n\r\n").unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"action": "publish", "stream": "cam", "app": "live",
+                "client_ip": "10.0.0.7", "query": "user=7", "node": "o1"})
+        );
+        assert!(head.starts_with("POST /admit HTTP/1.1"), "{head}");
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                .unwrap()
+                .to_owned()
+        };
+        let ts = header(TIMESTAMP_HEADER);
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"s3cret").unwrap();
+        mac.update(format!("{ts}.{body}").as_bytes());
+        let want: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(header(SIGNATURE_HEADER), format!("sha256={want}"));
+    }
+
+    #[tokio::test]
+    async fn failing_open_allows_when_nobody_answers() {
+        // A port nobody listens on.
+        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: http::Uri = format!("http://{}/", dead.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        drop(dead);
+        let registry = Metrics::new();
+        let mut cfg = AdmissionConfig::new(url, "e1");
+        cfg.fail = FailMode::Open;
+        let a = Admission::new(cfg.clone(), &registry);
+        // A second client on the same registry (a standalone's origin and edge) shares
+        // the metrics instead of registering them twice.
+        let b = Admission::new(cfg, &registry);
+        let d = a.check(Action::Play, "cam", None, "").await;
+        b.check(Action::Play, "cam", None, "").await;
+        assert_eq!((d.verdict, d.source), (Verdict::Allow, Source::Fallback));
+        let text = registry.render();
+        assert!(
+            text.contains(r#"ferrocast_admission_requests_total{action="play",result="error"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("ferrocast_admission_request_duration_seconds_count{action=\"play\"} 2")
+        );
+        assert_eq!(
+            text.matches("# TYPE ferrocast_admission_requests").count(),
+            1
+        );
+    }
+
+    #[test]
+    fn settings_are_validated() {
+        let ok = AdmissionConfig::new("http://127.0.0.1:9/x".parse().unwrap(), "n");
+        ok.validate().unwrap();
+        for (url, field) in [
+            ("https://example.com/", "admission-url"),
+            ("/relative", "admission-url"),
+        ] {
+            let c = AdmissionConfig::new(url.parse().unwrap(), "n");
+            assert!(c.validate().unwrap_err().to_string().contains(field));
+        }
+        let mut c = ok.clone();
+        c.timeout = Duration::ZERO;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("admission-timeout"));
+        let mut c = ok;
+        c.secret = Some(Arc::from(&b""[..]));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("admission-secret"));
+        assert_eq!("open".parse::<FailMode>(), Ok(FailMode::Open));
+        assert!("maybe".parse::<FailMode>().is_err());
+    }
+
+    #[test]
+    fn reasons_are_printable_and_short() {
+        let s = http::StatusCode::FORBIDDEN;
+        assert_eq!(
+            reason(s, b""),
+            "denied by the admission webhook (403 Forbidden)"
+        );
+        assert_eq!(
+            reason(s, b"no\r\nway"),
+            "denied by the admission webhook: no  way"
+        );
+        assert!(reason(s, &[b'x'; 5000]).len() < 260);
+    }
+}

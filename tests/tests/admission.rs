@@ -1,0 +1,489 @@
+//! The admission webhook with real parts: a webhook server written here (hyper on a free
+//! loopback port) that allows some streams and viewers and denies others, counts its
+//! calls, checks each request's signature, and can be slowed down or stopped; real
+//! `ferrocast` processes asking it; ffmpeg publishing and playing.
+
+use ferrocast_tests::{ffmpeg_publish_live, http_get, run_with_timeout, Launch, Node, Proc};
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use sha2::Sha256;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "hook-secret-1";
+
+/// What the webhook saw and how it behaves.
+#[derive(Debug, Default)]
+struct HookState {
+    /// Every request body (parsed), in order.
+    calls: Vec<serde_json::Value>,
+    /// Requests whose signature did not verify.
+    bad_signatures: usize,
+    /// Wait this long before answering.
+    delay: Duration,
+}
+
+/// The webhook server: allows everything except streams named `deny-…` (publish) and
+/// viewers whose query names `mallory` (play).
+struct Webhook {
+    addr: SocketAddr,
+    state: Arc<Mutex<HookState>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Webhook {
+    fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(HookState::default()));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let st = state.clone();
+        runtime.spawn(async move {
+            let mut accept_stop = stopped.clone();
+            loop {
+                let sock = tokio::select! {
+                    r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+                    _ = accept_stop.wait_for(|s| *s) => return,
+                };
+                let (st, mut conn_stop) = (st.clone(), stopped.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| answer(st.clone(), req));
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc);
+                    // Stopping drops every connection, pooled keep-alive ones included.
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = conn_stop.wait_for(|s| *s) => {}
+                    }
+                });
+            }
+        });
+        Webhook {
+            addr,
+            state,
+            stop,
+            runtime: Some(runtime),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/admit", self.addr)
+    }
+
+    fn set_delay(&self, d: Duration) {
+        self.state.lock().unwrap().delay = d;
+    }
+
+    /// Calls so far matching `action` and, when given, whose query contains `needle`.
+    fn calls(&self, action: &str, needle: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| c["action"] == action && c["query"].as_str().unwrap_or("").contains(needle))
+            .count()
+    }
+
+    fn last(&self, action: &str) -> serde_json::Value {
+        let st = self.state.lock().unwrap();
+        st.calls
+            .iter()
+            .rev()
+            .find(|c| c["action"] == action)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {action} call"))
+    }
+
+    /// Stops answering: the listener closes and open connections drop.
+    fn stop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn answer(
+    st: Arc<Mutex<HookState>>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, hyper::Error> {
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (ts, sig) = (
+        header("x-ferrocast-timestamp"),
+        header("x-ferrocast-signature"),
+    );
+    let body = req.into_body().collect().await?.to_bytes();
+    // The operator's side of the signature, from the documented recipe.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{ts}.").as_bytes());
+    mac.update(&body);
+    let want: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let fresh = ts
+        .parse::<u64>()
+        .map(|t| t.abs_diff(unix_now()) <= 60)
+        .unwrap_or(false);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let delay = {
+        let mut s = st.lock().unwrap();
+        if sig != format!("sha256={want}") || !fresh {
+            s.bad_signatures += 1;
+        }
+        s.calls.push(v.clone());
+        s.delay
+    };
+    tokio::time::sleep(delay).await;
+    let deny = match v["action"].as_str() {
+        Some("publish") => v["stream"].as_str().unwrap_or("").starts_with("deny-"),
+        Some("play") => v["query"].as_str().unwrap_or("").contains("mallory"),
+        _ => true,
+    };
+    let resp = if deny {
+        hyper::Response::builder()
+            .status(403)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(
+                br#"{"reason":"not on the list"}"#,
+            )))
+    } else {
+        hyper::Response::builder()
+            .status(204)
+            .body(Full::new(Bytes::new()))
+    };
+    Ok(resp.expect("response"))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs a publisher that must be refused: ffmpeg exits with an error within 15 s.
+fn assert_refused(url: &str, node: &Node, tag: &str) {
+    let mut p = ffmpeg_publish_live(url, 30, &node.dir.0, tag);
+    let status = p
+        .wait_timeout(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("{tag}: ffmpeg was not refused"));
+    assert!(!status.success(), "{tag}: ffmpeg succeeded");
+}
+
+fn wait_log(node: &Node, needle: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if node.log().contains(needle) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "{needle:?} not logged within {within:?}; log:\n{}",
+        node.log()
+    );
+}
+
+fn status(node: &Node, path: &str) -> u16 {
+    http_get(node.http, path, Duration::from_secs(10))
+        .map(|r| r.status)
+        .unwrap_or(0)
+}
+
+fn origin(hook: &Webhook, name: &str, extra: &[&str]) -> Node {
+    let url = hook.url();
+    let mut args = vec![
+        "--node-id",
+        name,
+        "--admission-url",
+        &url,
+        "--admission-secret",
+        SECRET,
+    ];
+    args.extend_from_slice(extra);
+    Node::launch(Launch {
+        name: Some(name.to_owned()),
+        ..Launch::new("origin", &args)
+    })
+}
+
+fn publish(node: &Node, key: &str, tag: &str) -> Proc {
+    ffmpeg_publish_live(&node.rtmp_url(key), 120, &node.dir.0, tag)
+}
+
+#[test]
+fn publishers_are_admitted_or_refused_by_the_webhook_and_its_silence_follows_the_fail_mode() {
+    let hook = Webhook::start();
+    let o1 = origin(&hook, "o1", &[]);
+
+    // Allowed: the webhook saw the documented JSON, signed.
+    let _cam = ffmpeg_publish_live(
+        &format!("{}?user=ann&key=k1.SECRETPART", o1.rtmp_url("cam")),
+        120,
+        &o1.dir.0,
+        "ffmpeg-cam",
+    );
+    o1.wait_live("cam", Duration::from_secs(30));
+    let call = hook.last("publish");
+    assert_eq!(
+        call,
+        serde_json::json!({"action": "publish", "stream": "cam", "app": "live",
+            "client_ip": "127.0.0.1", "query": "user=ann&key=k1", "node": "o1"}),
+        "the publish key's secret never reaches the webhook"
+    );
+    assert_eq!(hook.state.lock().unwrap().bad_signatures, 0);
+
+    // Denied: an RTMP error, a log line with the webhook's reason, the others go on.
+    assert_refused(&o1.rtmp_url("deny-cam"), &o1, "ffmpeg-denied");
+    wait_log(&o1, "publisher refused: admission", Duration::from_secs(5));
+    assert!(o1.log().contains("not on the list"), "the reason is logged");
+    assert_eq!(status(&o1, "/live/deny-cam/index.m3u8"), 404);
+    assert_eq!(status(&o1, "/live/cam/index.m3u8"), 200);
+    assert_eq!(
+        o1.metric_with(
+            "ferrocast_admission_requests_total",
+            &[("action", "publish"), ("result", "deny")]
+        ),
+        1.0
+    );
+
+    // A slow webhook: past the timeout, failing closed refuses, failing open accepts.
+    let o2 = origin(
+        &hook,
+        "o2",
+        &["--admission-timeout", "0.5", "--admission-fail", "open"],
+    );
+    let o3 = origin(&hook, "o3", &["--admission-timeout", "0.5"]);
+    hook.set_delay(Duration::from_secs(3));
+    assert_refused(&o3.rtmp_url("slow"), &o3, "ffmpeg-slow-closed");
+    wait_log(&o3, "admission webhook unavailable", Duration::from_secs(5));
+    let _slow = publish(&o2, "slow", "ffmpeg-slow-open");
+    o2.wait_live("slow", Duration::from_secs(30));
+    assert!(o2.log().contains("admission webhook error"));
+    assert!(
+        o2.metric_with(
+            "ferrocast_admission_requests_total",
+            &[("action", "publish"), ("result", "error")]
+        ) >= 1.0
+    );
+    assert!(
+        o2.metric("ferrocast_admission_request_duration_seconds_count") >= 1.0,
+        "latency is measured"
+    );
+    // The live stream on o1 never noticed.
+    assert_eq!(status(&o1, "/live/cam/index.m3u8"), 200);
+}
+
+#[test]
+fn viewers_are_admitted_at_the_edge_once_per_ttl_and_the_webhook_going_down_fails_open() {
+    let mut hook = Webhook::start();
+    let url = hook.url();
+    let node = Node::launch(Launch {
+        name: Some("standalone".into()),
+        ..Launch::new(
+            "standalone",
+            &[
+                "--node-id",
+                "s1",
+                "--admission-url",
+                &url,
+                "--admission-secret",
+                SECRET,
+                "--admission-fail",
+                "open",
+                "--admission-timeout",
+                "1",
+                "--admission-cache-ttl",
+                "60",
+            ],
+        )
+    });
+    let _pub = publish(&node, "cam", "ffmpeg");
+    node.wait_live("cam", Duration::from_secs(30));
+
+    // An allowed viewer (credential in the path, so players keep it on every request):
+    // the playlist, blocking reloads, a segment and a part, then ffmpeg playing.
+    let within = |what: &str, limit: Duration, mut f: Box<dyn FnMut() -> bool + '_>| {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{what}: not within {limit:?}");
+    };
+    let playlist = |cred: &str| {
+        http_get(
+            node.http,
+            &format!("/t/{cred}/live/cam/index.m3u8"),
+            Duration::from_secs(5),
+        )
+        .expect("playlist")
+    };
+    within(
+        "a whole segment",
+        Duration::from_secs(20),
+        Box::new(|| {
+            playlist("ann")
+                .text()
+                .lines()
+                .any(|l| !l.starts_with('#') && !l.trim().is_empty())
+        }),
+    );
+    let text = playlist("ann").text();
+    assert_eq!(playlist("ann").status, 200);
+    let segment = text
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .expect("a segment")
+        .to_owned();
+    let part = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+        .filter_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
+        .next_back()
+        .expect("a part")
+        .to_owned();
+    for path in [
+        format!("/t/ann/live/cam/{segment}"),
+        format!("/t/ann/live/cam/{part}"),
+        "/t/ann/live/cam/index.m3u8?_HLS_skip=YES".to_owned(),
+    ] {
+        assert_eq!(status(&node, &path), 200, "{path}");
+    }
+    let play = format!("http://{}/t/ann/live/cam/index.m3u8", node.http);
+    let out = run_with_timeout(
+        Command::new("ffmpeg").args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            &play,
+            "-t",
+            "3",
+            "-f",
+            "null",
+            "-",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "ffmpeg could not play: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        hook.calls("play", "token=ann"),
+        1,
+        "one webhook call for every request of this viewer within the TTL"
+    );
+    let call = hook.last("play");
+    assert_eq!(call["stream"], "cam");
+    assert_eq!(call["node"], "s1");
+    assert_eq!(call["client_ip"], "127.0.0.1");
+
+    // A denied viewer: 403 on the playlist, the segment and the part, asked once.
+    for _ in 0..3 {
+        for path in [
+            "/t/mallory/live/cam/index.m3u8".to_owned(),
+            format!("/t/mallory/live/cam/{segment}"),
+            format!("/t/mallory/live/cam/{part}"),
+            format!("/live/cam/{segment}?user=mallory"),
+        ] {
+            let r = http_get(node.http, &path, Duration::from_secs(5)).expect("answer");
+            assert_eq!(r.status, 403, "{path}");
+            assert_eq!(r.header("cache-control"), Some("no-store"));
+        }
+    }
+    assert!(playlist("mallory").text().contains("not on the list"));
+    assert_eq!(hook.calls("play", "token=mallory"), 1);
+    assert_eq!(hook.calls("play", "user=mallory"), 1);
+    // Concurrent first requests of one viewer share one call.
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = node.http;
+            std::thread::spawn(move || {
+                http_get(
+                    addr,
+                    "/t/carol/live/cam/index.m3u8",
+                    Duration::from_secs(10),
+                )
+                .map(|r| r.status)
+                .unwrap_or(0)
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().expect("thread"), 200);
+    }
+    assert_eq!(hook.calls("play", "token=carol"), 1, "coalesced");
+    assert_eq!(hook.state.lock().unwrap().bad_signatures, 0);
+
+    // The webhook goes down: cached viewers are unaffected (ann plays, mallory stays
+    // out), a new viewer is let in (fail open) within the timeout.
+    hook.stop();
+    let start = Instant::now();
+    assert_eq!(playlist("bob").status, 200);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "bounded by the timeout"
+    );
+    assert_eq!(status(&node, &format!("/t/ann/live/cam/{segment}")), 200);
+    assert_eq!(playlist("ann").status, 200);
+    assert_eq!(playlist("mallory").status, 403);
+    assert!(
+        node.metric_with(
+            "ferrocast_admission_requests_total",
+            &[("action", "play"), ("result", "error")]
+        ) >= 1.0
+    );
+    assert!(
+        node.metric_with(
+            "ferrocast_admission_requests_total",
+            &[("action", "play"), ("result", "deny")]
+        ) >= 2.0
+    );
+    // One object cache for everyone: the admitted viewers' segment is the same bytes.
+    let a = http_get(
+        node.http,
+        &format!("/t/ann/live/cam/{segment}"),
+        Duration::from_secs(5),
+    )
+    .expect("segment");
+    let b = http_get(
+        node.http,
+        &format!("/t/bob/live/cam/{segment}"),
+        Duration::from_secs(5),
+    )
+    .expect("segment");
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_eq!(a.body, b.body);
+}
