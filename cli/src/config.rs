@@ -133,6 +133,13 @@ pub struct NodeArgs {
     /// balancer (e.g. `x-client-region`); wins over `--region-cidr` (default: none).
     #[arg(long, env = "FERROCAST_REGION_HEADER")]
     pub region_header: Option<String>,
+
+    // TLS on every hop (docs/access.md). `--tls-dir` on a controller turns on TLS on its
+    // gRPC port, with client certificates of the cluster CA for nodes.
+    /// Controller: PEM CA certificate(s) of operator client certificates, whose common
+    /// name `admin:NAME` or `read:NAME` gives the role (needs --tls-dir; default: none).
+    #[arg(long, env = "FERROCAST_OPERATOR_CA")]
+    pub operator_ca: Option<PathBuf>,
 }
 
 /// The TOML file: the same keys as the flags, nothing else.
@@ -170,6 +177,8 @@ struct FileConfig {
     advertise_host: Option<String>,
     region_cidr: Option<Vec<String>>,
     region_header: Option<String>,
+    // TLS on every hop.
+    operator_ca: Option<PathBuf>,
 }
 
 /// Which node(s) this process runs.
@@ -293,10 +302,11 @@ impl Settings {
             origin.ingest.idle_timeout = seconds("idle-timeout", v)?;
         }
         origin.streams.state_dir = args.state_dir.or(file.state_dir);
-        match (
+        let https_pair = (
             args.https_cert.or(file.https_cert),
             args.https_key.or(file.https_key),
-        ) {
+        );
+        match https_pair {
             (Some(cert), Some(key)) => {
                 let tls = ferrocast_runtime::tls::https_server_config(&cert, &key)
                     .context("invalid https-cert/https-key")?;
@@ -356,8 +366,29 @@ impl Settings {
             .collect::<Result<_, _>>()
             .context("invalid region-cidr")?;
         controller.region_header = args.region_header.or(file.region_header);
+        let tls_dir = args.tls_dir.or(file.tls_dir);
+        let operator_ca = args.operator_ca.or(file.operator_ca);
         if role == Role::Controller {
+            controller.tls = match (&tls_dir, &operator_ca) {
+                (Some(dir), ca) => Some(ferrocast_controller::server::GrpcTls {
+                    cluster: ferrocast_runtime::tls::TlsFiles::in_dir(dir)
+                        .load()
+                        .context("invalid tls-dir")?,
+                    operator_ca: match ca {
+                        Some(ca) => {
+                            ferrocast_runtime::tls::read_certs(ca).context("invalid operator-ca")?
+                        }
+                        None => Vec::new(),
+                    },
+                }),
+                (None, Some(_)) => {
+                    bail!("invalid operator-ca: needs --tls-dir (TLS on the gRPC port)")
+                }
+                (None, None) => None,
+            };
             controller.validate()?;
+        } else if operator_ca.is_some() {
+            bail!("invalid operator-ca: only for the controller");
         }
         if matches!(role, Role::Origin | Role::Standalone) {
             origin.validate()?;
@@ -365,7 +396,6 @@ impl Settings {
         if matches!(role, Role::Edge | Role::Standalone) {
             edge.validate()?;
         }
-        let tls_dir = args.tls_dir.or(file.tls_dir);
         let origin_addr = match args.origin.or(file.origin) {
             Some(a) => Some(resolve_addr(&a).context("invalid origin")?),
             None => None,
