@@ -211,6 +211,7 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
             node = %settings.node_id,
             region = %settings.region,
             rtmp = %origin.rtmp_addr(),
+            rtmps = ?origin.rtmps_addr(),
             http = %origin.http_addr(),
             quic = ?origin_quic,
             controller = ?controllers,

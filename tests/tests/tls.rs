@@ -5,10 +5,11 @@
 //! while the edge's HTTPS, the RTMPS port and the controller's gRPC port keep running.
 
 use ferrocast_tests::{
-    ferrocast_bin, ffmpeg_publish_live, free_addr, free_udp_addr, make_certs, run_with_timeout,
-    Launch, Node, TempDir,
+    ferrocast_bin, ffmpeg_publish_live, ffmpeg_publish_live_with, framemd5_raw, free_addr,
+    free_udp_addr, make_certs, parse_framemd5, run_with_timeout, Launch, Node, TempDir,
 };
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -196,4 +197,153 @@ fn nodes_join_a_tls_controller_with_cluster_certificates_and_strangers_are_refus
     );
     // And the stream played on.
     edge.wait_live("cam", Duration::from_secs(10));
+}
+
+/// True when the server closes `sock` (EOF or reset) within `within`, whatever it sends
+/// first (a TLS alert).
+fn closed_within(sock: &mut TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match sock.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+fn rejected(node: &Node, reason: &str) -> f64 {
+    node.get("/metrics")
+        .text()
+        .lines()
+        .filter(|l| {
+            l.starts_with("ferrocast_ingest_rejected_total{")
+                && l.contains(&format!("reason=\"{reason}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The playlist's newest part (its `#EXT-X-PART` line).
+fn last_part(node: &Node, key: &str) -> String {
+    let text = node.get(&format!("/live/{key}/index.m3u8")).text();
+    text.lines()
+        .rfind(|l| l.starts_with("#EXT-X-PART:"))
+        .unwrap_or_else(|| panic!("no part in {text}"))
+        .to_owned()
+}
+
+#[test]
+fn ffmpeg_publishes_over_rtmps_and_hostile_clients_on_its_port_are_closed() {
+    let pki = TempDir::new("rtmps-pki");
+    make_certs(&pki.0);
+    let rtmps = free_addr();
+    let (cert, key, ca) = (
+        pki.join("node.pem"),
+        pki.join("node-key.pem"),
+        pki.join("ca.pem"),
+    );
+    let origin = Node::launch(Launch {
+        name: Some("origin".into()),
+        ..Launch::new(
+            "origin",
+            &[
+                "--rtmps-listen",
+                &rtmps.to_string(),
+                "--rtmps-cert",
+                &cert.display().to_string(),
+                "--rtmps-key",
+                &key.display().to_string(),
+                "--handshake-timeout",
+                "3",
+            ],
+        )
+    });
+    // ffmpeg checks the origin's certificate against the CA (GnuTLS, -tls_verify 1).
+    let url = format!("rtmps://{rtmps}/live/sec");
+    let ca_s = ca.display().to_string();
+    let _publisher = ffmpeg_publish_live_with(
+        &url,
+        &["-tls_verify", "1", "-ca_file", &ca_s],
+        90,
+        &origin.dir.0,
+        "ffmpeg-rtmps",
+    );
+    origin.wait_live("sec", Duration::from_secs(30));
+    assert!(
+        origin.log().contains("scheme=\"rtmps\""),
+        "the publisher came in over RTMPS: {}",
+        origin.log()
+    );
+    // A publisher that does not trust the certificate's CA gives up.
+    let other = TempDir::new("rtmps-other");
+    make_certs(&other.0);
+    let other_ca = other.join("ca.pem").display().to_string();
+    let mut wrong = ffmpeg_publish_live_with(
+        &format!("rtmps://{rtmps}/live/other"),
+        &["-tls_verify", "1", "-ca_file", &other_ca],
+        30,
+        &origin.dir.0,
+        "ffmpeg-wrong-ca",
+    );
+    let status = wrong
+        .wait_timeout(Duration::from_secs(15))
+        .expect("ffmpeg gives up on an unknown CA");
+    assert!(!status.success());
+
+    let before = last_part(&origin, "sec");
+    // Plain RTMP (C0 + C1) on the RTMPS port: not TLS, closed.
+    let mut plain = TcpStream::connect(rtmps).expect("connect");
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(std::iter::repeat_n(7u8, 1536));
+    plain.write_all(&c0c1).expect("write");
+    assert!(
+        closed_within(&mut plain, Duration::from_secs(5)),
+        "plain RTMP on the RTMPS port is closed"
+    );
+    // A TLS handshake record full of garbage: closed.
+    let mut garbage = TcpStream::connect(rtmps).expect("connect");
+    let mut record = vec![0x16, 0x03, 0x01, 0x01, 0x00];
+    record.extend((0..256u32).map(|i| (i * 37 % 251) as u8));
+    garbage.write_all(&record).expect("write");
+    assert!(
+        closed_within(&mut garbage, Duration::from_secs(5)),
+        "TLS garbage is closed"
+    );
+    // Silence: closed at the handshake timeout (3 s).
+    let mut silent = TcpStream::connect(rtmps).expect("connect");
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(10)),
+        "a client that never starts TLS is closed at the handshake timeout"
+    );
+    assert!(
+        rejected(&origin, "tls_handshake") >= 2.0,
+        "TLS failures counted"
+    );
+    assert!(
+        rejected(&origin, "handshake_timeout") >= 1.0,
+        "the timeout counted"
+    );
+
+    // The live stream went on, and ffmpeg plays it back from the origin's HLS.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while last_part(&origin, "sec") == before {
+        assert!(
+            Instant::now() < deadline,
+            "the playlist stopped at {before}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (text, err) = framemd5_raw(&origin.playlist_url("sec"), &["-t", "3", "-map", "0:v"]);
+    assert!(err.trim().is_empty(), "ffmpeg errors: {err}");
+    let frames = parse_framemd5(&text).len();
+    assert!(frames >= 60, "ffmpeg decoded only {frames} frames in 3 s");
 }
