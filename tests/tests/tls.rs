@@ -4,9 +4,11 @@
 //! RTMPS port closed without harm to a live stream, and certificates replaced on disk
 //! while the edge's HTTPS, the RTMPS port and the controller's gRPC port keep running.
 
+use ferrocast_tests::tls::{first_cert, TlsClient};
 use ferrocast_tests::{
     ferrocast_bin, ffmpeg_publish_live, ffmpeg_publish_live_with, framemd5_raw, free_addr,
-    free_udp_addr, make_certs, parse_framemd5, run_with_timeout, Launch, Node, TempDir,
+    free_port, free_udp_addr, make_certs, parse_framemd5, run_with_timeout, Launch, Node, Proc,
+    TempDir,
 };
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -346,4 +348,146 @@ fn ffmpeg_publishes_over_rtmps_and_hostile_clients_on_its_port_are_closed() {
     assert!(err.trim().is_empty(), "ffmpeg errors: {err}");
     let frames = parse_framemd5(&text).len();
     assert!(frames >= 60, "ffmpeg decoded only {frames} frames in 3 s");
+}
+
+/// A new TLS connection to `addr` presents `want` within `within`.
+fn wait_cert(what: &str, addr: SocketAddr, alpn: &[&[u8]], want: &[u8], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = TlsClient::connect(addr, alpn).map(|c| c.cert);
+        if got.as_ref().is_ok_and(|c| c.as_ref() == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the new certificate not served within {within:?} (last: {:?})",
+            got.map(|c| c.len())
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn certificates_replaced_on_disk_reach_new_handshakes_without_a_restart() {
+    // Edge HTTPS and RTMPS (one standalone process, the HTTPS pair for both) and the
+    // controller's gRPC port, each from files this test then replaces.
+    let pki = TempDir::new("reload-pki");
+    make_certs(&pki.0);
+    let web = TempDir::new("reload-web");
+    let (web_cert, web_key) = (web.join("cert.pem"), web.join("key.pem"));
+    copy(&pki.join("node.pem"), &web_cert);
+    copy(&pki.join("node-key.pem"), &web_key);
+    let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let rtmps = free_addr();
+    let mut cmd = Command::new(ferrocast_bin());
+    cmd.args(["standalone", "--demo"])
+        .args(["--rtmp-listen", &free_addr().to_string()])
+        .args(["--http-listen", &https.to_string()])
+        .args(["--origin-http-listen", &free_addr().to_string()])
+        .args(["--grpc-listen", "127.0.0.1:0"])
+        .args(["--rtmps-listen", &rtmps.to_string()])
+        .arg("--https-cert")
+        .arg(&web_cert)
+        .arg("--https-key")
+        .arg(&web_key)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    let _standalone = Proc::spawn("standalone", &mut cmd, &web.0);
+    let standalone_log = || std::fs::read_to_string(web.join("standalone.log")).unwrap_or_default();
+    let grpc = free_addr();
+    let controller = Node::launch(Launch {
+        name: Some("controller".into()),
+        ..Launch::new(
+            "controller",
+            &[
+                "--grpc-listen",
+                &grpc.to_string(),
+                "--tls-dir",
+                &pki.0.display().to_string(),
+            ],
+        )
+    });
+    let old = first_cert(&web_cert);
+    let old_ctl = first_cert(&pki.join("node.pem"));
+
+    // A keep-alive HTTPS connection made before the change.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut held = loop {
+        if let Ok(mut c) = TlsClient::connect(https, &[b"http/1.1"]) {
+            if c.get("localhost", "/readyz").is_ok_and(|s| s == 200) {
+                break c;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HTTPS not ready: {}",
+            standalone_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(held.cert, old);
+    let rtmps_before = TlsClient::connect(rtmps, &[]).expect("RTMPS handshake");
+    assert_eq!(rtmps_before.cert, old);
+    let grpc_before = TlsClient::connect(grpc, &[b"h2"]).expect("gRPC handshake");
+    assert_eq!(grpc_before.cert, old_ctl);
+
+    // Half-written files: logged, and the old certificate stays in use.
+    std::fs::write(&web_cert, "-----BEGIN CERTIFICATE-----\nnot yet").expect("write");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !standalone_log().contains("new certificate files do not load") {
+        let c = TlsClient::connect(https, &[b"http/1.1"]).expect("handshake with the old one");
+        assert_eq!(
+            c.cert, old,
+            "the old certificate while the new files are bad"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "bad files not reported: {}",
+            standalone_log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // Renewed: another key pair with another name, the key first, as a copy would go.
+    let renewed = TempDir::new("reload-renewed");
+    let out = run_with_timeout(
+        Command::new(ferrocast_bin())
+            .arg("certs")
+            .arg(&renewed.0)
+            .args(["--name", "renewed.example"]),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success());
+    copy(&renewed.join("node-key.pem"), &web_key);
+    copy(&renewed.join("node.pem"), &web_cert);
+    let new = first_cert(&web_cert);
+    assert_ne!(new, old);
+    wait_cert(
+        "edge HTTPS",
+        https,
+        &[b"h2", b"http/1.1"],
+        &new,
+        Duration::from_secs(15),
+    );
+    wait_cert("RTMPS", rtmps, &[], &new, Duration::from_secs(15));
+    // The controller's node certificate, renewed the same way.
+    copy(&renewed.join("node-key.pem"), &pki.join("node-key.pem"));
+    copy(&renewed.join("node.pem"), &pki.join("node.pem"));
+    wait_cert(
+        "controller gRPC",
+        grpc,
+        &[b"h2"],
+        &new,
+        Duration::from_secs(15),
+    );
+    assert!(standalone_log().contains("certificate reloaded"));
+    assert!(controller.log().contains("certificate reloaded"));
+
+    // The connection made before the change is still up and served.
+    assert_eq!(
+        held.get("localhost", "/readyz").expect("held connection"),
+        200
+    );
+    assert_eq!(held.cert, old);
+    drop((rtmps_before, grpc_before));
 }
