@@ -133,6 +133,8 @@ refuse "an unknown admission fail mode" --set admission.url=http://auth:8080/ --
 refuse "a grace period shorter than the drain" --set edge.drain.terminationGracePeriodSeconds=5
 refuse "no etcd at all" --set etcd.enabled=false
 refuse "no cluster TLS" --set tls.existingSecret=
+refuse "RTMPS without a certificate Secret" --set origin.rtmps.enabled=true
+refuse "an RTMPS port out of range" --set origin.rtmps.port=70000
 
 if [ "$fail" -ne 0 ]; then
   echo "check-chart: FAILED"

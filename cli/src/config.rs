@@ -159,6 +159,22 @@ pub struct NodeArgs {
     /// credential; default 30; 0 asks on every request).
     #[arg(long, env = "FERROCAST_ADMISSION_CACHE_TTL")]
     pub admission_cache_ttl: Option<f64>,
+    // TLS on every hop (docs/access.md). `--tls-dir` on a controller turns on TLS on its
+    // gRPC port, with client certificates of the cluster CA for nodes.
+    /// Origin and standalone: RTMPS ingest address, host:port (default: off; 443 is
+    /// usual, the docs use 1936). Uses --rtmps-cert/--rtmps-key, else the HTTPS pair.
+    #[arg(long, env = "FERROCAST_RTMPS_LISTEN")]
+    pub rtmps_listen: Option<SocketAddr>,
+    /// PEM certificate chain for RTMPS (default: --https-cert).
+    #[arg(long, env = "FERROCAST_RTMPS_CERT", requires = "rtmps_key")]
+    pub rtmps_cert: Option<PathBuf>,
+    /// PEM private key for `--rtmps-cert`.
+    #[arg(long, env = "FERROCAST_RTMPS_KEY", requires = "rtmps_cert")]
+    pub rtmps_key: Option<PathBuf>,
+    /// Controller: PEM CA certificate(s) of operator client certificates, whose common
+    /// name `admin:NAME` or `read:NAME` gives the role (needs --tls-dir; default: none).
+    #[arg(long, env = "FERROCAST_OPERATOR_CA")]
+    pub operator_ca: Option<PathBuf>,
 }
 
 /// The TOML file: the same keys as the flags, nothing else.
@@ -202,6 +218,11 @@ struct FileConfig {
     admission_fail: Option<String>,
     admission_secret: Option<String>,
     admission_cache_ttl: Option<f64>,
+    // TLS on every hop.
+    rtmps_listen: Option<SocketAddr>,
+    rtmps_cert: Option<PathBuf>,
+    rtmps_key: Option<PathBuf>,
+    operator_ca: Option<PathBuf>,
 }
 
 /// Which node(s) this process runs.
@@ -327,10 +348,34 @@ impl Settings {
             origin.ingest.idle_timeout = seconds("idle-timeout", v)?;
         }
         origin.streams.state_dir = args.state_dir.or(file.state_dir);
-        match (
+        let https_pair = (
             args.https_cert.or(file.https_cert),
             args.https_key.or(file.https_key),
-        ) {
+        );
+        let rtmps_listen = args.rtmps_listen.or(file.rtmps_listen);
+        let rtmps_pair = (
+            args.rtmps_cert.or(file.rtmps_cert),
+            args.rtmps_key.or(file.rtmps_key),
+        );
+        if let Some(addr) = rtmps_listen {
+            if !matches!(role, Role::Origin | Role::Standalone) {
+                bail!("invalid rtmps-listen: only origins and standalone take publishers");
+            }
+            let (cert, key) = match (rtmps_pair, &https_pair) {
+                ((Some(c), Some(k)), _) => (c, k),
+                ((None, None), (Some(c), Some(k))) => (c.clone(), k.clone()),
+                ((None, None), _) => bail!(
+                    "invalid rtmps-listen: needs a certificate (--rtmps-cert/--rtmps-key or --https-cert/--https-key)"
+                ),
+                _ => bail!("invalid rtmps-cert: rtmps-cert and rtmps-key go together"),
+            };
+            let tls = ferrocast_runtime::tls::public_server_config(&cert, &key, &[])
+                .context("invalid rtmps-cert/rtmps-key")?;
+            origin.rtmps = Some(ferrocast_origin::RtmpsConfig { listen: addr, tls });
+        } else if rtmps_pair != (None, None) {
+            bail!("invalid rtmps-cert: needs --rtmps-listen");
+        }
+        match https_pair {
             (Some(cert), Some(key)) => {
                 let tls = ferrocast_runtime::tls::https_server_config(&cert, &key)
                     .context("invalid https-cert/https-key")?;
@@ -413,8 +458,29 @@ impl Settings {
         if matches!(role, Role::Edge | Role::Standalone) {
             edge.admission = admission;
         }
+        let tls_dir = args.tls_dir.or(file.tls_dir);
+        let operator_ca = args.operator_ca.or(file.operator_ca);
         if role == Role::Controller {
+            controller.tls = match (&tls_dir, &operator_ca) {
+                (Some(dir), ca) => Some(ferrocast_controller::server::GrpcTls {
+                    cluster: ferrocast_runtime::tls::TlsFiles::in_dir(dir)
+                        .load()
+                        .context("invalid tls-dir")?,
+                    operator_ca: match ca {
+                        Some(ca) => {
+                            ferrocast_runtime::tls::read_certs(ca).context("invalid operator-ca")?
+                        }
+                        None => Vec::new(),
+                    },
+                }),
+                (None, Some(_)) => {
+                    bail!("invalid operator-ca: needs --tls-dir (TLS on the gRPC port)")
+                }
+                (None, None) => None,
+            };
             controller.validate()?;
+        } else if operator_ca.is_some() {
+            bail!("invalid operator-ca: only for the controller");
         }
         if matches!(role, Role::Origin | Role::Standalone) {
             origin.validate()?;
@@ -422,7 +488,6 @@ impl Settings {
         if matches!(role, Role::Edge | Role::Standalone) {
             edge.validate()?;
         }
-        let tls_dir = args.tls_dir.or(file.tls_dir);
         let origin_addr = match args.origin.or(file.origin) {
             Some(a) => Some(resolve_addr(&a).context("invalid origin")?),
             None => None,
@@ -799,5 +864,64 @@ mod tests {
         let err = Settings::resolve(args(&["--admission-url", "http://h/"]), Role::Controller)
             .expect_err("not for the controller");
         assert!(format!("{err:#}").contains("admission-url"), "{err:#}");
+    }
+
+    #[test]
+    fn tls_flags_are_checked_before_anything_binds() {
+        let dir = std::env::temp_dir().join(format!("ferrocast-cfg-tls-{}", std::process::id()));
+        ferrocast_runtime::tls::generate_dev(Some(&dir), &[]).expect("certs");
+        let (cert, key) = (dir.join("node.pem"), dir.join("node-key.pem"));
+        let (cert, key) = (cert.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
+        let err = Settings::resolve(args(&["--rtmps-listen", "127.0.0.1:1936"]), Role::Origin)
+            .expect_err("no certificate");
+        assert!(format!("{err:#}").contains("rtmps-listen"), "{err:#}");
+        // The HTTPS pair serves RTMPS too.
+        let s = Settings::resolve(
+            args(&[
+                "--rtmps-listen",
+                "127.0.0.1:1936",
+                "--https-cert",
+                cert,
+                "--https-key",
+                key,
+            ]),
+            Role::Origin,
+        )
+        .expect("valid");
+        assert_eq!(s.origin.rtmps.expect("rtmps").listen.port(), 1936);
+        let err = Settings::resolve(
+            args(&["--rtmps-cert", cert, "--rtmps-key", key]),
+            Role::Origin,
+        )
+        .expect_err("a certificate without a port");
+        assert!(format!("{err:#}").contains("rtmps-listen"), "{err:#}");
+        let err = Settings::resolve(
+            args(&[
+                "--rtmps-listen",
+                "127.0.0.1:1936",
+                "--rtmps-cert",
+                key,
+                "--rtmps-key",
+                key,
+            ]),
+            Role::Origin,
+        )
+        .expect_err("a key is no certificate");
+        assert!(format!("{err:#}").contains("rtmps-cert"), "{err:#}");
+        let err = Settings::resolve(args(&["--operator-ca", cert]), Role::Controller)
+            .expect_err("operator CA without TLS");
+        assert!(format!("{err:#}").contains("operator-ca"), "{err:#}");
+        let d = dir.to_str().expect("utf-8");
+        let s = Settings::resolve(
+            args(&["--tls-dir", d, "--operator-ca", cert]),
+            Role::Controller,
+        )
+        .expect("valid");
+        let tls = s.controller.tls.expect("gRPC TLS");
+        assert_eq!(tls.operator_ca.len(), 1);
+        // Standalone's embedded controller stays loopback plaintext.
+        let s = Settings::resolve(args(&["--tls-dir", d]), Role::Standalone).expect("valid");
+        assert!(s.controller.tls.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

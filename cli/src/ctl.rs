@@ -16,7 +16,9 @@ use pb::operator_service_client::OperatorServiceClient;
 use serde::Serialize;
 use std::future::Future;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -41,6 +43,17 @@ pub struct CtlArgs {
         global = true
     )]
     token: Option<String>,
+    /// PEM CA certificate(s) to trust for a TLS controller; with it, URLs without a
+    /// scheme are `https://`. The controller's name in the URL is checked.
+    #[arg(long, env = "FERROCAST_CTL_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// PEM operator certificate (common name `admin:NAME` or `read:NAME`, issued by the
+    /// controller's `--operator-ca`), instead of or besides a token; needs --ca.
+    #[arg(long, env = "FERROCAST_CTL_CERT", global = true, requires_all = ["key", "ca"])]
+    cert: Option<PathBuf>,
+    /// PEM private key for `--cert`.
+    #[arg(long, env = "FERROCAST_CTL_KEY", global = true, requires = "cert")]
+    key: Option<PathBuf>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
@@ -166,29 +179,63 @@ struct Ctl {
     url: String,
     token: Option<String>,
     timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-fn with_scheme(url: &str) -> String {
-    if url.contains("://") {
-        url.to_owned()
-    } else {
-        format!("http://{url}")
+fn with_scheme(url: &str, tls: bool) -> String {
+    match (url.contains("://"), tls) {
+        (true, _) => url.to_owned(),
+        (false, true) => format!("https://{url}"),
+        (false, false) => format!("http://{url}"),
     }
 }
 
-async fn connect(url: &str, timeout: Duration) -> anyhow::Result<OperatorServiceClient<Channel>> {
-    let ep = Endpoint::from_shared(with_scheme(url))
+async fn connect(
+    url: &str,
+    timeout: Duration,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> anyhow::Result<OperatorServiceClient<Channel>> {
+    let ep = Endpoint::from_shared(with_scheme(url, tls.is_some()))
         .with_context(|| format!("invalid controller URL {url:?}"))?
         .connect_timeout(timeout);
-    let ch = tokio::time::timeout(timeout, ep.connect())
-        .await
+    let connecting = match (ep.uri().scheme_str(), tls) {
+        (Some("https"), Some(tls)) => {
+            let connector = ferrocast_runtime::tls::grpc::TlsConnector::new(tls.clone());
+            tokio::time::timeout(timeout, ep.connect_with_connector(connector)).await
+        }
+        (Some("https"), None) => {
+            bail!("{url}: https needs --ca (the CA of the controller's certificate)")
+        }
+        (_, Some(_)) => bail!("{url}: --ca is for https:// controllers"),
+        _ => tokio::time::timeout(timeout, ep.connect()).await,
+    };
+    let ch = connecting
         .map_err(|_| anyhow!("no connection within {timeout:?}"))?
-        .map_err(anyhow::Error::from)?;
+        .map_err(|e| {
+            // The TLS reason (unknown CA, wrong name) is in the error's sources.
+            anyhow!(
+                "{}",
+                std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join(": ")
+            )
+        })?;
     Ok(OperatorServiceClient::new(ch))
 }
 
 impl Ctl {
     async fn open(args: &CtlArgs) -> anyhow::Result<Ctl> {
+        let tls = match &args.ca {
+            Some(ca) => Some(
+                ferrocast_runtime::tls::grpc::operator_client_config(
+                    ca,
+                    args.cert.as_deref().zip(args.key.as_deref()),
+                )
+                .context("invalid --ca/--cert/--key")?,
+            ),
+            None => None,
+        };
         let mut failures = Vec::new();
         for url in args
             .controllers
@@ -196,13 +243,14 @@ impl Ctl {
             .map(|u| u.trim())
             .filter(|u| !u.is_empty())
         {
-            match connect(url, args.timeout).await {
+            match connect(url, args.timeout, tls.as_ref()).await {
                 Ok(client) => {
                     return Ok(Ctl {
                         client,
                         url: url.to_owned(),
                         token: args.token.clone(),
                         timeout: args.timeout,
+                        tls,
                     })
                 }
                 Err(e) => failures.push(format!("{url}: {e:#}")),
@@ -256,7 +304,7 @@ impl Ctl {
                 else {
                     return Err(self.explain(&s));
                 };
-                let client = connect(&leader, self.timeout)
+                let client = connect(&leader, self.timeout, self.tls.as_ref())
                     .await
                     .with_context(|| format!("cannot reach the leader {leader}"))?;
                 let call = f(client, self.request(msg, true)?);
@@ -280,7 +328,8 @@ impl Ctl {
         let url = &self.url;
         match s.code() {
             Code::Unauthenticated => anyhow!(
-                "unauthenticated: {url} needs an operator token (--token or FERROCAST_OPERATOR_TOKEN), or the one given is wrong"
+                "unauthenticated: {url} needs an operator token (--token or FERROCAST_OPERATOR_TOKEN) or certificate (--cert/--key), or the one given is wrong ({})",
+                s.message()
             ),
             Code::PermissionDenied => anyhow!("permission denied: {}", s.message()),
             Code::NotFound => anyhow!("not found: {}", s.message()),
@@ -938,6 +987,14 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(bps(12_500_000), "12.5M");
         assert_eq!(short("NODE_ROLE_EDGE", "NODE_ROLE_"), "edge");
-        assert_eq!(with_scheme("10.0.0.1:50051"), "http://10.0.0.1:50051");
+        assert_eq!(
+            with_scheme("10.0.0.1:50051", false),
+            "http://10.0.0.1:50051"
+        );
+        assert_eq!(
+            with_scheme("10.0.0.1:50051", true),
+            "https://10.0.0.1:50051"
+        );
+        assert_eq!(with_scheme("http://c:1", true), "http://c:1");
     }
 }

@@ -53,13 +53,19 @@ enum Command {
     Controller(config::NodeArgs),
     /// Operator CLI: nodes, streams, drain, kick, resolve, events (over the controller's gRPC API).
     Ctl(ctl::CtlArgs),
-    /// Write a development cluster CA and node certificate into DIR.
+    /// Write a development cluster CA and node certificate into DIR (and, with
+    /// --operator, an operator CA and operator client certificates).
     Certs {
         /// Where to write ca.pem, node.pem and node-key.pem.
         dir: std::path::PathBuf,
         /// Extra DNS names or IPs for the node certificate (localhost, 127.0.0.1 and ::1 are always in).
         #[arg(long = "name")]
         names: Vec<String>,
+        /// An operator identity, `admin:NAME` or `read:NAME` (repeat it): writes
+        /// operator-ca.pem (a separate CA, for the controller's --operator-ca) and
+        /// operator-ROLE-NAME.pem with its -key.pem (for `ferrocast ctl --cert/--key`).
+        #[arg(long = "operator")]
+        operators: Vec<String>,
     },
     /// Load tools: RTMP publishers and LL-HLS / HLS viewers.
     Bench {
@@ -83,10 +89,22 @@ fn main() -> anyhow::Result<()> {
         Command::Edge(a) => (a, false, Role::Edge),
         Command::Controller(a) => (a, false, Role::Controller),
         Command::Standalone { node, demo } => (node, demo, Role::Standalone),
-        Command::Certs { dir, names } => {
+        Command::Certs {
+            dir,
+            names,
+            operators,
+        } => {
             ferrocast_runtime::tls::generate_dev(Some(&dir), &names)
                 .context("writing certificates")?;
             println!("wrote {}/{{ca.pem,node.pem,node-key.pem}}", dir.display());
+            if !operators.is_empty() {
+                ferrocast_runtime::tls::generate_operator_dev(&dir, &operators)
+                    .context("writing operator certificates")?;
+                println!(
+                    "wrote {}/operator-ca.pem and a certificate per operator",
+                    dir.display()
+                );
+            }
             return Ok(());
         }
         Command::Bench { tool } => return bench(tool),
@@ -136,6 +154,14 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
         }
         (None, _) => None,
     };
+    // Nodes reach an `https://` controller with their cluster certificate.
+    let controller_tls = match (&tls, role) {
+        (Some(t), Role::Origin | Role::Edge) => Some(
+            t.grpc_client_config()
+                .context("cluster TLS for the controller")?,
+        ),
+        _ => None,
+    };
     let shutdown = CancellationToken::new();
     ferrocast_runtime::shutdown::cancel_on_signal(shutdown.clone());
     let mut tasks = tokio::task::JoinSet::new();
@@ -177,6 +203,7 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
                 rtmp: format!("{host}:{}", origin.rtmp_addr().port()),
             };
             cfg.capacity.max_streams = settings.origin.streams.max_streams as u32;
+            cfg.tls = controller_tls.clone();
             let agent = Agent::new(cfg).context("invalid controller")?;
             Cluster::start(agent, &origin.streams(), shutdown.clone());
         }
@@ -184,6 +211,7 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
             node = %settings.node_id,
             region = %settings.region,
             rtmp = %origin.rtmp_addr(),
+            rtmps = ?origin.rtmps_addr(),
             http = %origin.http_addr(),
             quic = ?origin_quic,
             controller = ?controllers,
@@ -214,6 +242,7 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
                 pb::NodeRole::Edge,
             );
             cfg.region = settings.region.clone();
+            cfg.tls = controller_tls.clone();
             let a = Agent::new(cfg.clone()).context("invalid controller")?;
             let table = a.watch_assignments(shutdown.clone());
             watcher = Some(a);

@@ -1347,12 +1347,12 @@ fn admin<T>(req: &Request<T>, op: &str) -> ApiResult<Caller> {
         // No interceptor in front: operator calls are open.
         name: Arc::from("anonymous"),
         role: OperatorRole::Admin,
-        peer: req.remote_addr(),
+        peer: crate::tls::remote_addr(req),
     });
     if caller.role != OperatorRole::Admin {
         tracing::warn!(target: "ferrocast::audit", who = %caller, op, "refused: read-only operator");
         return Err(ApiError::Forbidden(format!(
-            "{op} needs an admin token; {} is read-only",
+            "{op} needs an admin token or certificate; {} is read-only",
             caller.name
         )));
     }
@@ -1373,12 +1373,18 @@ fn audited<T>(who: &Caller, op: &str, what: &str, out: ApiResult<T>) -> ApiResul
     }
 }
 
-/// The operator token check: with tokens configured, every operator call must carry
-/// `authorization: Bearer <token>` of one of them, and the caller ([`Caller`]: the
-/// token's name and role) goes with the request; without any, every call is allowed.
+/// Who may call the operator API, and as whom ([`Caller`], which goes with the request):
+///
+/// - an operator certificate (TLS, verified against `--operator-ca`) whose common name
+///   is `admin:NAME` or `read:NAME` acts with that role as `cert:NAME`; it wins over a
+///   token sent with it. An operator CA's certificate with another name is refused;
+/// - otherwise, with tokens configured, the call must carry
+///   `authorization: Bearer <token>` of one of them (named `admin` and `read-only`);
+/// - with neither tokens nor operator certificates configured, every call is allowed.
 #[derive(Debug, Clone, Default)]
 pub struct OperatorAuth {
     tokens: Arc<Vec<(String, Arc<str>, OperatorRole)>>,
+    certificates: bool,
 }
 
 impl OperatorAuth {
@@ -1398,14 +1404,50 @@ impl OperatorAuth {
         }
         OperatorAuth {
             tokens: Arc::new(tokens),
+            certificates: false,
         }
+    }
+
+    /// Whether operator certificates are accepted (an operator CA is configured); then
+    /// calls are no longer open without a token.
+    pub fn with_certificates(mut self, on: bool) -> Self {
+        self.certificates = on;
+        self
     }
 }
 
 impl tonic::service::Interceptor for OperatorAuth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let peer = req.remote_addr();
-        if self.tokens.is_empty() {
+        let peer = crate::tls::remote_addr(&req);
+        let cert = req
+            .extensions()
+            .get::<crate::tls::GrpcPeer>()
+            .map(|p| p.peer.clone());
+        if let (true, Some(cert)) = (self.certificates, cert) {
+            use ferrocast_runtime::tls::grpc::{OperatorGrant, Peer};
+            match &*cert {
+                Peer::Operator(id) => {
+                    let role = match id.role {
+                        OperatorGrant::Admin => OperatorRole::Admin,
+                        OperatorGrant::Read => OperatorRole::ReadOnly,
+                    };
+                    req.extensions_mut().insert(Caller {
+                        name: Arc::from(format!("cert:{}", id.name)),
+                        role,
+                        peer,
+                    });
+                    return Ok(req);
+                }
+                Peer::Unrecognized(cn) => {
+                    tracing::warn!(target: "ferrocast::audit", peer = ?peer, cn = %cn, "refused: operator certificate names no role");
+                    return Err(Status::unauthenticated(format!(
+                        "the operator certificate's common name {cn:?} is not admin:NAME or read:NAME"
+                    )));
+                }
+                Peer::Anonymous | Peer::Node => {}
+            }
+        }
+        if self.tokens.is_empty() && !self.certificates {
             req.extensions_mut().insert(Caller {
                 name: Arc::from("anonymous"),
                 role: OperatorRole::Admin,
@@ -1432,6 +1474,9 @@ impl tonic::service::Interceptor for OperatorAuth {
                 req.extensions_mut().insert(Caller { name, role, peer });
                 Ok(req)
             }
+            None if self.certificates => Err(Status::unauthenticated(
+                "operator calls need an operator certificate or a bearer token",
+            )),
             None => Err(Status::unauthenticated(
                 "operator calls need a bearer token",
             )),

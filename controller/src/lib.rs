@@ -24,3 +24,4 @@ pub mod region;
 pub mod scheduler;
 pub mod server;
 pub mod store;
+pub mod tls;

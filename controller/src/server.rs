@@ -19,11 +19,13 @@ use crate::scheduler::PlacementPolicy;
 use crate::store::etcd::{EtcdStore, DEFAULT_PREFIX};
 use crate::store::memory::MemoryStore;
 use crate::store::Store;
+use crate::tls::NodeAuth;
 use ferrocast_proto::controller::v1 as pb;
 use ferrocast_proto::controller::FILE_DESCRIPTOR_SET;
 use ferrocast_runtime::http::{PeerAddr, Request, Response, ServerLimits};
 use ferrocast_runtime::metrics::Metrics;
 use ferrocast_runtime::respond;
+use ferrocast_runtime::tls::ClusterTls;
 use pb::node_service_server::NodeServiceServer;
 use pb::operator_service_server::OperatorServiceServer;
 use prometheus_client::metrics::gauge::Gauge;
@@ -69,6 +71,19 @@ pub struct ControllerConfig {
     /// A request header carrying the viewer's region, set by a trusted load balancer
     /// (e.g. `x-client-region`); it wins over `region_cidrs`. Default: none (never trusted).
     pub region_header: Option<String>,
+    /// TLS on the gRPC port (`--tls-dir`, `--operator-ca`); `None`: plaintext.
+    pub tls: Option<GrpcTls>,
+}
+
+/// TLS on the controller's gRPC port.
+#[derive(Debug, Clone)]
+pub struct GrpcTls {
+    /// The cluster identity: the certificate the controller presents (reloaded when its
+    /// files change) and the CA node client certificates must chain to.
+    pub cluster: ClusterTls,
+    /// CA certificates of operator client certificates (`--operator-ca`); empty: none,
+    /// operators use bearer tokens.
+    pub operator_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Default for ControllerConfig {
@@ -84,6 +99,7 @@ impl Default for ControllerConfig {
             advertise: None,
             region_cidrs: Vec::new(),
             region_header: None,
+            tls: None,
         }
     }
 }
@@ -162,6 +178,11 @@ impl ControllerConfig {
         if let Some(h) = &self.region_header {
             if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
                 return invalid("region-header", "is not a valid HTTP header name");
+            }
+        }
+        if let Some(t) = &self.tls {
+            if let Err(e) = t.cluster.grpc_server_config(&t.operator_ca) {
+                return invalid("tls-dir", &e.to_string());
             }
         }
         Ok(())
@@ -287,7 +308,13 @@ impl Controller {
         } = self;
         tracing::info!(grpc = %grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             http = %http.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            store = if cfg.etcd.is_empty() { "memory" } else { "etcd" }, "controller listening");
+            store = if cfg.etcd.is_empty() { "memory" } else { "etcd" },
+            grpc_tls = match &cfg.tls {
+                None => "off",
+                Some(t) if t.operator_ca.is_empty() => "mutual TLS for nodes",
+                Some(_) => "mutual TLS for nodes and operator certificates",
+            },
+            "controller listening");
         let ready = Arc::new(AtomicBool::new(false));
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -354,16 +381,34 @@ impl Controller {
         let node = NodeServiceServer::new(NodeApi(shared.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(MAX_REPLY_BYTES);
+        let node = tonic::service::interceptor::InterceptedService::new(
+            node,
+            NodeAuth {
+                required: cfg.tls.is_some(),
+            },
+        );
         let operator = tonic::service::interceptor::InterceptedService::new(
             OperatorServiceServer::new(OperatorApi(shared.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
                 .max_encoding_message_size(MAX_REPLY_BYTES),
-            OperatorAuth::with_roles(cfg.operator_token.clone(), cfg.operator_read_token.clone()),
+            OperatorAuth::with_roles(cfg.operator_token.clone(), cfg.operator_read_token.clone())
+                .with_certificates(cfg.tls.as_ref().is_some_and(|t| !t.operator_ca.is_empty())),
         );
         let grpc_token = CancellationToken::new();
         let grpc_stop = grpc_token.clone();
+        let tls = match &cfg.tls {
+            Some(t) => match t.cluster.grpc_server_config(&t.operator_ca) {
+                Ok(c) => Some(c),
+                Err(error) => {
+                    // Checked by `validate`; the files were read then.
+                    tracing::error!(%error, "gRPC TLS configuration");
+                    return;
+                }
+            },
+            None => None,
+        };
         let grpc_task = tokio::spawn(async move {
-            let r = tonic::transport::Server::builder()
+            let router = tonic::transport::Server::builder()
                 .timeout(CALL_TIMEOUT)
                 .http2_keepalive_interval(Some(Duration::from_secs(10)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(5)))
@@ -371,12 +416,23 @@ impl Controller {
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
                 .add_service(node)
-                .add_service(operator)
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(grpc),
-                    grpc_stop.cancelled_owned(),
-                )
-                .await;
+                .add_service(operator);
+            let r = match tls {
+                Some((config, classifier)) => {
+                    let accept = crate::tls::incoming(grpc, config, classifier, grpc_stop.clone());
+                    router
+                        .serve_with_incoming_shutdown(accept, grpc_stop.cancelled_owned())
+                        .await
+                }
+                None => {
+                    router
+                        .serve_with_incoming_shutdown(
+                            TcpListenerStream::new(grpc),
+                            grpc_stop.cancelled_owned(),
+                        )
+                        .await
+                }
+            };
             if let Err(error) = r {
                 tracing::error!(%error, "gRPC server failed");
             }

@@ -1,5 +1,7 @@
-//! RTMP ingest: the listener, per-IP and total connection limits, and one task per
-//! connection that drives the sans-IO [`ServerSession`] with deadlines. Any protocol or
+//! RTMP ingest: the listeners (RTMP, and RTMPS on its own port), per-IP and total
+//! connection limits shared by both, and one task per connection that drives the
+//! sans-IO [`ServerSession`] with deadlines. RTMPS is the same code path over a TLS
+//! stream: the TLS handshake counts against the handshake timeout. Any protocol, TLS or
 //! limit violation closes only that connection, with a log line naming the reason.
 
 use crate::metrics::{OriginMetrics, ReasonLabels};
@@ -10,7 +12,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{timeout, Instant};
@@ -87,53 +89,116 @@ impl Drop for PerIpGuard {
     }
 }
 
-/// Accepts RTMP connections until `shutdown`, then closes them (publishers reconnect to
-/// another origin; what they sent is already packaged).
+/// Accepts RTMP connections on `listener`, and RTMPS connections on `tls` when given,
+/// until `shutdown`, then closes them (publishers reconnect to another origin; what they
+/// sent is already packaged). Both listeners share the connection limits.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     cfg: IngestConfig,
     streams: Arc<Streams>,
     metrics: Arc<OriginMetrics>,
     shutdown: CancellationToken,
 ) {
-    let total = Arc::new(Semaphore::new(cfg.max_connections));
-    let per_ip = Arc::new(PerIp::default());
-    let tracker = TaskTracker::new();
-    let cfg = Arc::new(cfg);
+    let shared = Arc::new(Shared {
+        total: Arc::new(Semaphore::new(cfg.max_connections)),
+        per_ip: Arc::new(PerIp::default()),
+        tracker: TaskTracker::new(),
+        cfg: Arc::new(cfg),
+        streams,
+        metrics,
+        shutdown,
+    });
+    let plain = accept_loop(listener, None, shared.clone());
+    let secure = async {
+        if let Some((l, config)) = tls {
+            accept_loop(
+                l,
+                Some(tokio_rustls::TlsAcceptor::from(config)),
+                shared.clone(),
+            )
+            .await;
+        }
+    };
+    tokio::join!(plain, secure);
+    shared.tracker.close();
+    shared.tracker.wait().await;
+}
+
+/// What the accept loops share.
+struct Shared {
+    total: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+    tracker: TaskTracker,
+    cfg: Arc<IngestConfig>,
+    streams: Arc<Streams>,
+    metrics: Arc<OriginMetrics>,
+    shutdown: CancellationToken,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
+    let scheme = if tls.is_some() { "rtmps" } else { "rtmp" };
     loop {
         let (sock, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shared.shutdown.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(a) => a,
                 Err(error) => {
-                    tracing::warn!(%error, "rtmp accept failed");
+                    tracing::warn!(%error, scheme, "rtmp accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        let Ok(permit) = total.clone().try_acquire_owned() else {
-            reject(&metrics, "too_many_connections", peer);
+        let metrics = &shared.metrics;
+        let Ok(permit) = shared.total.clone().try_acquire_owned() else {
+            reject(metrics, "too_many_connections", peer);
             continue;
         };
-        let Some(ip_guard) = per_ip.try_acquire(peer.ip(), cfg.max_connections_per_ip) else {
-            reject(&metrics, "too_many_connections_from_ip", peer);
+        let Some(ip_guard) = shared
+            .per_ip
+            .try_acquire(peer.ip(), shared.cfg.max_connections_per_ip)
+        else {
+            reject(metrics, "too_many_connections_from_ip", peer);
             continue;
         };
         metrics.ingest_connections.inc();
-        let (cfg, streams, metrics, shutdown) = (
-            cfg.clone(),
-            streams.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        );
-        let span = tracing::info_span!("rtmp", conn = %peer);
+        let (shared2, tls) = (shared.clone(), tls.clone());
+        let span = tracing::info_span!("rtmp", conn = %peer, scheme);
         let task = async move {
             let _guards = (permit, ip_guard);
+            let Shared {
+                cfg,
+                streams,
+                metrics,
+                shutdown,
+                ..
+            } = &*shared2;
             metrics.ingest_connections_open.inc();
-            let result = Connection::new(sock, peer, &cfg, &streams)
-                .run(&shutdown)
-                .await;
+            // One deadline for the TLS and the RTMP handshakes together.
+            let handshake_by = Instant::now() + cfg.handshake_timeout;
+            let result = match tls {
+                None => {
+                    Connection::new(sock, peer, cfg, streams, handshake_by)
+                        .run(shutdown)
+                        .await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout_at(handshake_by, acceptor.accept(sock)).await {
+                        Ok(Ok(tls)) => {
+                            Connection::new(tls, peer, cfg, streams, handshake_by)
+                                .run(shutdown)
+                                .await
+                        }
+                        Ok(Err(e)) => Err(ConnError::Tls(e)),
+                        Err(_) => Err(ConnError::HandshakeTimeout),
+                    }
+                }
+            };
             match result {
                 Ok(()) => tracing::info!(%peer, "rtmp connection closed"),
                 Err(e) => {
@@ -146,10 +211,8 @@ pub async fn serve(
             }
             metrics.ingest_connections_open.dec();
         };
-        tracker.spawn(task.instrument(span));
+        shared.tracker.spawn(task.instrument(span));
     }
-    tracker.close();
-    tracker.wait().await;
 }
 
 fn reject(metrics: &OriginMetrics, reason: &'static str, peer: SocketAddr) {
@@ -185,6 +248,10 @@ pub enum ConnError {
     /// Publish refused.
     #[error("publish refused: {0}")]
     Refused(String),
+    /// The RTMPS client's TLS handshake failed (plain RTMP or garbage on the RTMPS port,
+    /// no common cipher suite).
+    #[error("tls handshake: {0}")]
+    Tls(std::io::Error),
 }
 
 impl ConnError {
@@ -198,6 +265,7 @@ impl ConnError {
             Self::Protocol(_) => "protocol",
             Self::Media(_) => "media",
             Self::Refused(_) => "publish_refused",
+            Self::Tls(_) => "tls_handshake",
         }
     }
 }
@@ -249,8 +317,27 @@ impl ReadPacer {
     }
 }
 
-struct Connection<'a> {
-    sock: TcpStream,
+/// A publisher's byte stream: plain TCP or TLS over it.
+trait IngestIo: AsyncRead + AsyncWrite + Unpin {
+    /// The TCP socket underneath (for socket options).
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl IngestIo for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl IngestIo for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+struct Connection<'a, S> {
+    sock: S,
+    handshake_by: Instant,
     peer: SocketAddr,
     cfg: &'a IngestConfig,
     streams: &'a Arc<Streams>,
@@ -276,14 +363,15 @@ fn handshake_random(peer: SocketAddr) -> Vec<u8> {
         .collect()
 }
 
-impl<'a> Connection<'a> {
+impl<'a, S: IngestIo> Connection<'a, S> {
     fn new(
-        sock: TcpStream,
+        sock: S,
         peer: SocketAddr,
         cfg: &'a IngestConfig,
         streams: &'a Arc<Streams>,
+        handshake_by: Instant,
     ) -> Self {
-        let _ = sock.set_nodelay(true);
+        let _ = sock.tcp().set_nodelay(true);
         let epoch = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u32)
@@ -291,6 +379,7 @@ impl<'a> Connection<'a> {
         let session = ServerSession::new(cfg.limits.clone(), &handshake_random(peer), epoch);
         Self {
             sock,
+            handshake_by,
             peer,
             cfg,
             streams,
@@ -304,7 +393,7 @@ impl<'a> Connection<'a> {
         let mut buf = vec![0u8; 64 * 1024];
         // One timer for the connection, pushed forward at most once a second: a timer
         // per read would cost more than the read.
-        let deadline = tokio::time::sleep_until(Instant::now() + self.cfg.handshake_timeout);
+        let deadline = tokio::time::sleep_until(self.handshake_by);
         tokio::pin!(deadline);
         let mut idle_from = None::<Instant>;
         let mut pacer = ReadPacer::default();
@@ -334,7 +423,7 @@ impl<'a> Connection<'a> {
             fed?;
             handled?;
             if let Some(lowat) = pacer.on_read(n, now, self.publisher.is_some()) {
-                if let Err(error) = ferrocast_runtime::net::set_recv_lowat(&self.sock, lowat) {
+                if let Err(error) = ferrocast_runtime::net::set_recv_lowat(self.sock.tcp(), lowat) {
                     tracing::debug!(%error, "SO_RCVLOWAT not applied");
                 }
             }

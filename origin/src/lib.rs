@@ -37,6 +37,19 @@ pub struct OriginConfig {
     pub quic_listen: SocketAddr,
     /// The admission webhook asked before each publisher is claimed (default: none).
     pub admission: Option<ferrocast_runtime::admission::AdmissionConfig>,
+    /// RTMPS ingest on its own port (default: off).
+    pub rtmps: Option<RtmpsConfig>,
+}
+
+/// RTMPS ingest: TLS with a public certificate on its own port, then the same ingest as
+/// RTMP (limits, deadlines, authorization).
+#[derive(Debug, Clone)]
+pub struct RtmpsConfig {
+    /// Listen address (443 is usual for RTMPS; the docs use 1936).
+    pub listen: SocketAddr,
+    /// The server configuration ([`ferrocast_runtime::tls::public_server_config`], no
+    /// ALPN), whose certificate follows its files.
+    pub tls: Arc<rustls::ServerConfig>,
 }
 
 impl Default for OriginConfig {
@@ -49,6 +62,7 @@ impl Default for OriginConfig {
             streams: Default::default(),
             http: Default::default(),
             admission: None,
+            rtmps: None,
         }
     }
 }
@@ -90,6 +104,7 @@ impl OriginConfig {
 pub struct Origin {
     cfg: OriginConfig,
     rtmp: TcpListener,
+    rtmps: Option<TcpListener>,
     http: TcpListener,
     quic: Option<quinn::Endpoint>,
     streams: Arc<stream::Streams>,
@@ -124,6 +139,20 @@ impl Origin {
                     addr: cfg.rtmp_listen,
                     source,
                 })?;
+        let rtmps = match &cfg.rtmps {
+            Some(r) => {
+                Some(
+                    TcpListener::bind(r.listen)
+                        .await
+                        .map_err(|source| ConfigError::Bind {
+                            what: "rtmps",
+                            addr: r.listen,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         let http =
             TcpListener::bind(cfg.http_listen)
                 .await
@@ -158,6 +187,7 @@ impl Origin {
         Ok(Self {
             cfg,
             rtmp,
+            rtmps,
             http,
             quic,
             streams,
@@ -168,6 +198,11 @@ impl Origin {
     /// The RTMP address actually bound.
     pub fn rtmp_addr(&self) -> SocketAddr {
         self.rtmp.local_addr().unwrap_or(self.cfg.rtmp_listen)
+    }
+
+    /// The RTMPS address actually bound, when RTMPS is on.
+    pub fn rtmps_addr(&self) -> Option<SocketAddr> {
+        self.rtmps.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The HTTP address actually bound.
@@ -191,6 +226,7 @@ impl Origin {
         let Self {
             cfg,
             rtmp,
+            rtmps,
             http,
             quic,
             streams,
@@ -217,8 +253,10 @@ impl Origin {
         });
         let persist_token = CancellationToken::new();
         let persist_task = tokio::spawn(streams.clone().persist(persist_token.clone()));
+        let rtmps = rtmps.zip(cfg.rtmps.as_ref().map(|r| r.tls.clone()));
         let ingest_task = tokio::spawn(ingest::serve(
             rtmp,
+            rtmps,
             cfg.ingest.clone(),
             streams,
             state.metrics.clone(),

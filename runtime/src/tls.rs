@@ -1,17 +1,25 @@
 //! Cluster TLS: the certificates nodes present to each other on the origin ↔ edge relay
-//! (and later the control plane). Every node holds the cluster CA, its own certificate
+//! and to the controller's gRPC API. Every node holds the cluster CA, its own certificate
 //! chain and key, read from a `--tls-dir` (`ca.pem`, `node.pem`, `node-key.pem`) or
-//! generated for development by [`generate_dev`].
+//! generated for development by [`generate_dev`]. Viewer-facing HTTPS and RTMPS use a
+//! public certificate ([`public_server_config`]).
 //!
 //! Both directions are authenticated: the server requires a client certificate chained
 //! to the cluster CA, and the client trusts only that CA. Clients check the chain and
 //! the serverAuth usage but not the server's name: nodes are addressed by IPs that
 //! change (pods), and a private cluster CA only issues certificates to cluster nodes.
+//!
+//! Certificates loaded from files are reloaded when the files change ([`reload`]); the
+//! CA files are read once.
+
+pub mod grpc;
+pub mod reload;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
+use reload::CertStore;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -80,16 +88,12 @@ impl TlsFiles {
         }
     }
 
-    /// Reads and checks the three files.
+    /// Reads and checks the three files; the certificate and key are reloaded when they
+    /// change.
     pub fn load(&self) -> Result<ClusterTls, TlsError> {
         let ca = read_certs(&self.ca)?;
-        let chain = read_certs(&self.cert)?;
-        let pem = read(&self.key)?;
-        let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
-            path: self.key.clone(),
-            reason: format!("no usable private key: {e}"),
-        })?;
-        let tls = ClusterTls { ca, chain, key };
+        let cert = Arc::new(CertStore::from_files(&self.cert, &self.key)?);
+        let tls = ClusterTls { ca, cert };
         // Fail now, naming the files, rather than at the first connection.
         tls.server_config()?;
         tls.client_config()?;
@@ -104,7 +108,16 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        reason: format!("no usable private key: {e}"),
+    })
+}
+
+/// Reads every certificate of a PEM file (at least one).
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -121,31 +134,12 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// A node's cluster identity: the CA it trusts and the certificate it presents.
+/// A node's cluster identity: the CA it trusts and the certificate it presents (shared
+/// by clones, and reloaded from its files when they change).
+#[derive(Debug, Clone)]
 pub struct ClusterTls {
     ca: Vec<CertificateDer<'static>>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-}
-
-impl std::fmt::Debug for ClusterTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the key.
-        f.debug_struct("ClusterTls")
-            .field("ca_certs", &self.ca.len())
-            .field("chain_len", &self.chain.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Clone for ClusterTls {
-    fn clone(&self) -> Self {
-        Self {
-            ca: self.ca.clone(),
-            chain: self.chain.clone(),
-            key: self.key.clone_key(),
-        }
-    }
+    cert: Arc<CertStore>,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -162,8 +156,21 @@ impl ClusterTls {
         ca: Vec<CertificateDer<'static>>,
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
-    ) -> Self {
-        Self { ca, chain, key }
+    ) -> Result<Self, TlsError> {
+        Ok(Self {
+            ca,
+            cert: Arc::new(CertStore::fixed(chain, key)?),
+        })
+    }
+
+    /// The cluster CA certificates.
+    pub fn ca(&self) -> &[CertificateDer<'static>] {
+        &self.ca
+    }
+
+    /// The certificate this node presents (its store, which follows the files).
+    pub fn cert(&self) -> &Arc<CertStore> {
+        &self.cert
     }
 
     fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
@@ -185,8 +192,7 @@ impl ClusterTls {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(config_err)?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(config_err)?;
+            .with_cert_resolver(self.cert.clone());
         cfg.alpn_protocols = vec![RELAY_ALPN.to_vec()];
         Ok(Arc::new(cfg))
     }
@@ -204,8 +210,7 @@ impl ClusterTls {
             .map_err(config_err)?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
-            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(config_err)?;
+            .with_client_cert_resolver(self.cert.clone());
         cfg.alpn_protocols = vec![RELAY_ALPN.to_vec()];
         Ok(Arc::new(cfg))
     }
@@ -319,11 +324,62 @@ pub fn generate_dev(dir: Option<&Path>, names: &[String]) -> Result<ClusterTls, 
         write_private(&files.key, node_key.serialize_pem().as_bytes()).map_err(io(&files.key))?;
         // The CA key is not written: a development cluster is regenerated, not extended.
     }
-    Ok(ClusterTls {
-        ca: vec![ca.der().clone()],
-        chain: vec![node.der().clone()],
-        key: PrivateKeyDer::try_from(node_key.serialize_der()).map_err(config_err)?,
-    })
+    ClusterTls::from_der(
+        vec![ca.der().clone()],
+        vec![node.der().clone()],
+        PrivateKeyDer::try_from(node_key.serialize_der()).map_err(config_err)?,
+    )
+}
+
+/// The operator CA's file name in the directory [`generate_operator_dev`] writes.
+pub const OPERATOR_CA_FILE: &str = "operator-ca.pem";
+
+/// Generates a development operator CA, separate from the cluster CA, and one client
+/// certificate per identity (`admin:alice`, `read:bob`; see
+/// [`grpc::OperatorIdentity`]) into `dir`: `operator-ca.pem`, and
+/// `operator-ROLE-NAME.pem` with `operator-ROLE-NAME-key.pem` for each. An existing
+/// operator CA in `dir` is replaced (its key is not kept).
+pub fn generate_operator_dev(dir: &Path, identities: &[String]) -> Result<(), TlsError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| TlsError::Io { path, source }
+    };
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Ferrocast development operator CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = ca_params.self_signed(&ca_key)?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let ca_path = dir.join(OPERATOR_CA_FILE);
+    std::fs::write(&ca_path, ca.pem()).map_err(io(&ca_path))?;
+    for id in identities {
+        let parsed = grpc::OperatorIdentity::parse(id).ok_or_else(|| {
+            TlsError::Config(format!(
+                "operator identity {id:?}: must be admin:NAME or read:NAME (NAME: letters, digits, . _ @ -)"
+            ))
+        })?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, id.as_str());
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &ca, &ca_key)?;
+        let stem = format!("operator-{}-{}", parsed.role.as_str(), parsed.name);
+        let cert_path = dir.join(format!("{stem}.pem"));
+        let key_path = dir.join(format!("{stem}-key.pem"));
+        std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
+        write_private(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -339,21 +395,28 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// A viewer-facing HTTPS server configuration from PEM files (a public certificate
-/// chain and its key): TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`.
+/// chain and its key, reloaded when they change): TLS 1.2 and 1.3, ALPN `h2` then
+/// `http/1.1`.
 pub fn https_server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let chain = read_certs(cert)?;
-    let pem = read(key)?;
-    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
-        path: key.to_owned(),
-        reason: format!("no usable private key: {e}"),
-    })?;
+    public_server_config(cert, key, &[b"h2", b"http/1.1"])
+}
+
+/// A server configuration for clients on the Internet (HTTPS viewers, RTMPS
+/// publishers): a public certificate chain and key from PEM files, reloaded when they
+/// change; TLS 1.2 and 1.3; no client certificates; the given ALPN ids (none for RTMPS,
+/// which has no ALPN id and whose encoders send none).
+pub fn public_server_config(
+    cert: &Path,
+    key: &Path,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let store = Arc::new(CertStore::from_files(cert, key)?);
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(config_err)?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(config_err)?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        .with_cert_resolver(store);
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     Ok(Arc::new(cfg))
 }
 
@@ -406,8 +469,7 @@ mod tests {
         // Trusts the right CA, but presents a certificate the cluster CA never issued.
         let intruder = ClusterTls {
             ca: cluster.ca.clone(),
-            chain: other.chain.clone(),
-            key: other.key.clone_key(),
+            cert: other.cert.clone(),
         };
         let err = handshake(&intruder, &cluster).unwrap_err();
         assert!(
@@ -428,7 +490,7 @@ mod tests {
         let generated = generate_dev(Some(&dir), &["edge-1.example".into()]).unwrap();
         let loaded = TlsFiles::in_dir(&dir).load().unwrap();
         assert_eq!(loaded.ca, generated.ca);
-        assert_eq!(loaded.chain, generated.chain);
+        assert_eq!(loaded.cert.current().cert, generated.cert.current().cert);
         assert_eq!(handshake(&loaded, &generated).unwrap(), RELAY_ALPN);
         #[cfg(unix)]
         {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub mod cluster;
 pub mod etcd;
 pub mod rtmp_client;
+pub mod tls;
 
 /// A TCP port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -455,43 +456,57 @@ pub fn ffmpeg_publish_file(clip: &Path, url: &str, logs: &Path, name: &str) -> P
 
 /// Starts ffmpeg encoding a live test pattern for `seconds` and publishing it to `url`.
 pub fn ffmpeg_publish_live(url: &str, seconds: u32, logs: &Path, name: &str) -> Proc {
+    ffmpeg_publish_live_with(url, &[], seconds, logs, name)
+}
+
+/// [`ffmpeg_publish_live`] with output options before the URL (e.g. `-tls_verify 1
+/// -ca_file ca.pem` for `rtmps://`).
+pub fn ffmpeg_publish_live_with(
+    url: &str,
+    output_opts: &[&str],
+    seconds: u32,
+    logs: &Path,
+    name: &str,
+) -> Proc {
     Proc::spawn(
         name,
-        Command::new("ffmpeg").args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size=320x240:rate=30:duration={seconds}"),
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("sine=frequency=440:sample_rate=48000:duration={seconds}"),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-bf",
-            "0",
-            "-g",
-            "30",
-            "-keyint_min",
-            "30",
-            "-sc_threshold",
-            "0",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "64k",
-            "-f",
-            "flv",
-            url,
-        ]),
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("testsrc2=size=320x240:rate=30:duration={seconds}"),
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("sine=frequency=440:sample_rate=48000:duration={seconds}"),
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+                "-bf",
+                "0",
+                "-g",
+                "30",
+                "-keyint_min",
+                "30",
+                "-sc_threshold",
+                "0",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+                "-f",
+                "flv",
+            ])
+            .args(output_opts)
+            .arg(url),
         logs,
     )
 }

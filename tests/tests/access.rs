@@ -1,7 +1,7 @@
 //! Access control with real parts: a controller process with closed publishing and
 //! operator tokens, origins and edges joined to it, ffmpeg publishing with wrong and
 //! right credentials, ffmpeg playing through a token URL, `ferrocast ctl` as the operator
-//! (a tonic gRPC client; grpcurl is not installable offline here), and revocations timed
+//! (a tonic gRPC client; grpcurl itself is in grpcurl.rs), and revocations timed
 //! at two running edges of a cluster on real etcd.
 
 use ferrocast_tests::cluster::ControlPlane;

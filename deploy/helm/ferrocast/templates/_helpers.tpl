@@ -163,3 +163,9 @@ seccompProfile:
 {{- fail (printf "%s: drain.terminationGracePeriodSeconds (%v) must exceed drain.preStopSeconds + drain.drainSeconds (%v)" .role .drain.terminationGracePeriodSeconds $min) }}
 {{- end }}
 {{- end }}
+
+{{/* The controller's gRPC URL for nodes: https when the controller serves TLS. */}}
+{{- define "ferrocast.controllerUrl" -}}
+{{- $scheme := ternary "https" "http" .Values.controller.grpcTls.enabled -}}
+{{- printf "%s://%s-controller.%s.svc:%v" $scheme (include "ferrocast.fullname" .) .Release.Namespace .Values.controller.grpcPort -}}
+{{- end }}
