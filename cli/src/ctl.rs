@@ -338,6 +338,13 @@ impl Ctl {
             Code::DeadlineExceeded => {
                 anyhow!("no answer from {url} within {:?}", self.timeout)
             }
+            // A plaintext client at a TLS port sees the connection fail (a transport or
+            // HTTP/2 error), nothing clearer.
+            Code::Unavailable | Code::Unknown if self.tls.is_none() => anyhow!(
+                "{url}: {:?}: {} (if the controller runs with --tls-dir it speaks only TLS: use https:// with --ca)",
+                s.code(),
+                s.message()
+            ),
             Code::Unavailable => anyhow!("unavailable: {url}: {}", s.message()),
             other => anyhow!("{url}: {other:?}: {}", s.message()),
         }

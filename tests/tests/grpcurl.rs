@@ -354,6 +354,12 @@ fn grpcurl_and_ctl_over_mutual_tls_with_operator_certificates() {
         "plaintext ctl answered: {}",
         text(&out)
     );
+    // ... and says what to do.
+    assert!(
+        text(&out).contains("https:// with --ca"),
+        "no hint: {}",
+        text(&out)
+    );
 
     // The audit log names the certificate identities.
     wait_log(&controller, "who=cert:alice@127.0.0.1");
