@@ -233,6 +233,40 @@ impl Loads {
     }
 }
 
+/// Compacts the store's history every `every` while this replica leads, up to the
+/// revision of the previous tick: one period of history stays (for anyone watching), the
+/// rest goes, so the database does not grow with every continuity or load write.
+pub async fn compact_history(shared: Arc<Shared>, every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut previous: Option<crate::store::Revision> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        if shared.leader.fence().is_none() {
+            previous = None;
+            continue;
+        }
+        let now = match shared.store.revision().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the store revision");
+                continue;
+            }
+        };
+        if let Some(rev) = previous.filter(|r| *r < now) {
+            match shared.store.compact(rev).await {
+                Ok(()) => tracing::debug!(revision = rev, "store history compacted"),
+                // E.g. already compacted further by etcd's own auto-compaction.
+                Err(e) => tracing::debug!(revision = rev, error = %e, "compacting the store"),
+            }
+        }
+        previous = Some(now);
+    }
+}
+
 /// Shares load reports between replicas through the store, every [`SHARE_LOADS_EVERY`]:
 /// the leader (which alone receives heartbeats) writes its reports when they changed,
 /// followers read them, so a viewer placed by any replica goes to an edge with room.

@@ -73,6 +73,9 @@ pub struct ControllerConfig {
     pub region_header: Option<String>,
     /// TLS on the gRPC port (`--tls-dir`, `--operator-ca`); `None`: plaintext.
     pub tls: Option<GrpcTls>,
+    /// How often the leader compacts the store's history, keeping one period of it
+    /// (default 5 minutes, as kube-apiserver compacts its etcd).
+    pub compact_every: Duration,
 }
 
 /// TLS on the controller's gRPC port.
@@ -93,6 +96,7 @@ impl Default for ControllerConfig {
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8090)),
             etcd: Vec::new(),
             lease_ttl: Duration::from_secs(5),
+            compact_every: Duration::from_secs(300),
             operator_token: None,
             operator_read_token: None,
             publish_auth: crate::access::PublishAuth::Open,
@@ -353,6 +357,11 @@ impl Controller {
                 .run(shared.store.clone(), hub_token.clone()),
         );
         let loads_task = tokio::spawn(crate::api::share_loads(shared.clone(), hub_token.clone()));
+        let compact_task = tokio::spawn(crate::api::compact_history(
+            shared.clone(),
+            cfg.compact_every,
+            hub_token.clone(),
+        ));
         let store_task = tokio::spawn(follow_store(
             shared.hub.store_up(),
             health.clone(),
@@ -472,6 +481,7 @@ impl Controller {
         let _ = store_task.await;
         let _ = access_task.await;
         let _ = loads_task.await;
+        let _ = compact_task.await;
         grpc_token.cancel();
         http_token.cancel();
         if tokio::time::timeout(Duration::from_secs(10), grpc_task)

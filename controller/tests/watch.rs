@@ -378,3 +378,59 @@ async fn a_follower_places_viewers_with_the_leaders_load_reports() {
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_compacts_the_store_history() {
+    use ferrocast_proto::etcd::etcdserverpb::RangeRequest;
+    let etcd = EtcdServer::start().await;
+    let raw = etcd.client(WAIT);
+    let c = Running::start(ControllerConfig {
+        compact_every: Duration::from_millis(300),
+        ..etcd_config(&etcd)
+    })
+    .await;
+    let mut n = NodeServiceClient::new(c.channel().await);
+    // Writes: a node, a claim, load reports shared by the leader.
+    let o1 = register(&mut n, node("o1", pb::NodeRole::Origin, "eu", 0)).await;
+    let _alive = Beating::start(n.clone(), "o1", o1, load(0, &[]), TTL / 4);
+    assert_eq!(
+        claim(&mut n, "o1", "s").await.outcome(),
+        pb::ClaimOutcome::Granted
+    );
+    let at = |revision: i64| RangeRequest {
+        key: b"/".to_vec(),
+        range_end: vec![0],
+        revision,
+        count_only: true,
+        ..Default::default()
+    };
+    let old = raw
+        .call(raw.kv().range(at(0)))
+        .await
+        .expect("range")
+        .header
+        .expect("header")
+        .revision;
+    // Within a few periods, the history before `old` is gone: reading at it is refused
+    // as compacted, while the present reads as before.
+    let compacted = eventually(Duration::from_secs(10), || async {
+        match raw.call(raw.kv().range(at(old))).await {
+            Err(e) if e.to_string().contains("compacted") => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(compacted.is_some(), "revision {old} was never compacted");
+    let mut o = OperatorServiceClient::new(c.channel().await);
+    let s = timeout(
+        WAIT,
+        o.get_stream(pb::GetStreamRequest { stream: "s".into() }),
+    )
+    .await
+    .unwrap()
+    .expect("the assignment survives compaction")
+    .into_inner();
+    assert_eq!(s.stream, "s");
+    assert_eq!(s.assignment.map(|a| a.origin_id).as_deref(), Some("o1"));
+    c.stop().await;
+}

@@ -15,8 +15,8 @@ use super::{BoxFuture, Fence, LeaseId, Revision, Store, StoreError, Versioned};
 use crate::etcd::{prefix_end, EtcdClient};
 use crate::model::{Assignment, Node};
 use ferrocast_proto::etcd::etcdserverpb::{
-    compare, request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
-    RequestOp, TxnRequest, TxnResponse,
+    compare, request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest,
+    RangeRequest, RequestOp, TxnRequest, TxnResponse,
 };
 use ferrocast_proto::etcd::mvccpb::KeyValue;
 use serde::de::DeserializeOwned;
@@ -342,6 +342,31 @@ impl Store for EtcdStore {
             };
             let r = self.client.call(self.client.kv().range(req)).await?;
             Ok(r.kvs.into_iter().next().map(|kv| kv.value))
+        })
+    }
+
+    fn revision(&self) -> BoxFuture<'_, Result<Revision, StoreError>> {
+        Box::pin(async move {
+            let req = RangeRequest {
+                key: self.key("loads", "shared"),
+                count_only: true,
+                ..Default::default()
+            };
+            let r = self.client.call(self.client.kv().range(req)).await?;
+            r.header
+                .map(|h| h.revision)
+                .ok_or_else(|| StoreError::Unavailable("etcd answered without a header".into()))
+        })
+    }
+
+    fn compact(&self, revision: Revision) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let req = CompactionRequest {
+                revision,
+                physical: false,
+            };
+            self.client.call(self.client.kv().compact(req)).await?;
+            Ok(())
         })
     }
 

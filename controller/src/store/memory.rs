@@ -215,6 +215,16 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(Ok(loads)))
     }
 
+    fn revision(&self) -> BoxFuture<'_, Result<Revision, StoreError>> {
+        let revision = self.lock().revision;
+        Box::pin(std::future::ready(Ok(revision)))
+    }
+
+    fn compact(&self, _revision: Revision) -> BoxFuture<'_, Result<(), StoreError>> {
+        // No history is kept.
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn share_loads(&self, value: Vec<u8>, _fence: Fence) -> BoxFuture<'_, Result<(), StoreError>> {
         let mut g = self.lock();
         g.revision += 1;

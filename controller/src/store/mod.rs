@@ -166,4 +166,11 @@ pub trait Store: Send + Sync + Debug {
 
     /// Replaces the shared load reports while `fence` holds.
     fn share_loads(&self, value: Vec<u8>, fence: Fence) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The store's revision now (every write takes the next one).
+    fn revision(&self) -> BoxFuture<'_, Result<Revision, StoreError>>;
+
+    /// Forgets the history before `revision`: etcd keeps every version of every key until
+    /// compacted, and each continuity or load write is one. Nothing here reads history.
+    fn compact(&self, revision: Revision) -> BoxFuture<'_, Result<(), StoreError>>;
 }
