@@ -85,6 +85,9 @@ pub struct Part {
     pub duration: f64,
     /// Starts with a keyframe (or holds only audio).
     pub independent: bool,
+    /// Wall clock when it was cut, Unix milliseconds (what an edge's propagation delay
+    /// is measured from).
+    pub made_at_ms: i64,
 }
 
 /// A complete segment: its parts, back to back, are the segment.
@@ -636,6 +639,9 @@ impl Packager {
             bytes,
             duration,
             independent,
+            made_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
         });
         b.part_start = end;
         // The timeline ends where the later track ends, rounded up: a new session or

@@ -371,7 +371,7 @@ impl RequestCtx {
         loop {
             let snap = rx.borrow_and_update().clone();
             last = snap.clone();
-            let made_at_ms = now_ms();
+            let now = now_ms();
             let batch = cursor.take_new(&snap, self.ctx.cfg.skip_after_parts);
             if batch.skipped > 0 {
                 self.ctx.metrics.relay_parts_skipped.inc_by(batch.skipped);
@@ -381,7 +381,7 @@ impl RequestCtx {
                 );
             }
             let mut written = Vec::with_capacity(batch.objects.len());
-            for (object, bytes) in batch.objects {
+            for (object, bytes, made_at_ms) in batch.objects {
                 let permit = tokio::select! {
                     p = self.pushes.clone().acquire_owned() => p.expect("never closed"),
                     _ = self.token.cancelled() => return Err(RequestError::Cancelled),
@@ -389,7 +389,8 @@ impl RequestCtx {
                 let header = ObjectHeader {
                     stream: req.stream.clone(),
                     name: object_name(object),
-                    made_at_ms,
+                    // A part's own cut time; inits when sent.
+                    made_at_ms: made_at_ms.unwrap_or(now),
                     len: bytes.len() as u64,
                     subscription: req.subscription,
                 };
@@ -640,7 +641,8 @@ struct Cursor {
 /// New objects to push, oldest first.
 #[derive(Debug, Default)]
 struct Batch {
-    objects: Vec<(Object, Bytes)>,
+    /// Objects with the time parts were cut (none for inits).
+    objects: Vec<(Object, Bytes, Option<i64>)>,
     skipped: u64,
 }
 
@@ -670,7 +672,7 @@ impl Cursor {
         let mut batch = Batch::default();
         for (id, bytes) in &snap.inits {
             if *id >= self.next_init {
-                batch.objects.push((Object::Init(*id), bytes.clone()));
+                batch.objects.push((Object::Init(*id), bytes.clone(), None));
                 self.next_init = id + 1;
             }
         }
@@ -688,7 +690,12 @@ impl Cursor {
         for (msn, i, p) in complete.chain(pending) {
             let Ok(i) = u32::try_from(i) else { continue };
             if (msn, i) >= next {
-                parts.push((Object::Part(msn, i), p.bytes.clone(), (msn, i)));
+                parts.push((
+                    Object::Part(msn, i),
+                    p.bytes.clone(),
+                    p.made_at_ms,
+                    (msn, i),
+                ));
             }
         }
         if parts.len() > skip_after {
@@ -696,12 +703,12 @@ impl Cursor {
             batch.skipped = skipped as u64;
             parts.drain(..skipped);
         }
-        if let Some((_, _, (msn, i))) = parts.last() {
+        if let Some((_, _, _, (msn, i))) = parts.last() {
             self.next_part = (*msn, i + 1);
         }
         batch
             .objects
-            .extend(parts.into_iter().map(|(o, b, _)| (o, b)));
+            .extend(parts.into_iter().map(|(o, b, at, _)| (o, b, Some(at))));
         batch
     }
 }
@@ -751,7 +758,7 @@ mod tests {
     }
 
     fn names_of(b: &Batch) -> Vec<Object> {
-        b.objects.iter().map(|(o, _)| *o).collect()
+        b.objects.iter().map(|(o, _, _)| *o).collect()
     }
 
     #[test]
