@@ -724,14 +724,12 @@ impl Packager {
                 },
             })
             .collect::<Vec<_>>();
-        let first_disc = listed
-            .first()
-            .map(|s| s.init_id)
-            .or(self.building.as_ref().map(|b| b.init_id));
-        let discontinuity_sequence = match listed.first() {
-            // The count of discontinuities before the first listed segment.
-            Some(s) => s.init_id - u64::from(s.discontinuity),
-            None => first_disc.unwrap_or(self.discontinuity),
+        // The count of discontinuities before the first segment shown (listed, else the
+        // one being built): the same number whether that segment is complete or not.
+        let discontinuity_sequence = match (listed.first(), &self.building) {
+            (Some(s), _) => s.init_id - u64::from(s.discontinuity),
+            (None, Some(b)) => b.init_id - u64::from(b.discontinuity),
+            (None, None) => self.discontinuity,
         };
         let (next_init_id, next_discontinuity, next_pdt, pending) = match &self.building {
             Some(b) => (

@@ -1048,6 +1048,45 @@ fn continuity_carries_numbering_and_timeline_to_a_successor() {
 }
 
 #[test]
+fn a_successors_first_segment_has_one_discontinuity_number_while_built_and_after() {
+    let mut old = Packager::new(cfg(), None);
+    old.begin_session();
+    Clip::av(30.0, 60, 5.0).feed(&mut old);
+    old.end();
+    let c = old.continuity();
+
+    // Under one GOP: the first segment is still being built, only its parts show.
+    let mut new = Packager::new(cfg(), Some(c));
+    new.begin_session();
+    Clip::av(30.0, 60, 1.0).feed(&mut new);
+    let building = new.snapshot();
+    assert!(building.segments.is_empty(), "no segment completed yet");
+    assert!(!building.playlist.pending_parts.is_empty(), "parts exist");
+    assert!(building.playlist.next_discontinuity);
+    // The first segment after the restart is the first of discontinuity
+    // `c.discontinuity + 1`; the sequence counts the ones before it.
+    assert_eq!(building.playlist.discontinuity_sequence, c.discontinuity);
+
+    let mut new = Packager::new(cfg(), Some(c));
+    new.begin_session();
+    Clip::av(30.0, 60, 3.0).feed(&mut new);
+    let built = new.snapshot();
+    assert_eq!(built.segments[0].msn, c.next_msn);
+    assert_eq!(built.playlist.discontinuity_sequence, c.discontinuity);
+    for snap in [&building, &built] {
+        let text = render_media(&snap.playlist, &RenderOptions::default());
+        assert!(
+            text.contains(&format!(
+                "#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
+                c.discontinuity
+            )),
+            "{text}"
+        );
+        assert!(lint(&text).is_empty(), "{:?}\n{text}", lint(&text));
+    }
+}
+
+#[test]
 fn every_rendered_playlist_lints_clean() {
     let config = PackagerConfig {
         window_segments: 5,
