@@ -128,7 +128,9 @@ echo "--- invalid values"
 refuse "a string for controller.replicas" --set-string controller.replicas=three
 refuse "an unknown key" --set edge.replica=3
 refuse "an unknown region source" --set edge.region.source=guess
-refuse "an https admission webhook (not supported yet)" --set admission.url=https://auth.example/admit
+refuse "an admission webhook that is neither http nor https" --set admission.url=ftp://auth.example/admit
+refuse "an admission CA for an http webhook" --set admission.url=http://auth:8080/ --set admission.ca.secretName=ca
+refuse "an admission CA from a Secret and a ConfigMap" --set admission.url=https://auth/ --set admission.ca.secretName=a --set admission.ca.configMapName=b
 refuse "an unknown admission fail mode" --set admission.url=http://auth:8080/ --set admission.fail=maybe
 refuse "a grace period shorter than the drain" --set edge.drain.terminationGracePeriodSeconds=5
 refuse "no etcd at all" --set etcd.enabled=false

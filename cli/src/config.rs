@@ -140,8 +140,8 @@ pub struct NodeArgs {
     pub region_header: Option<String>,
 
     // --- Admission webhook (docs/access.md, "Admission webhook") ---
-    /// Origin, edge and standalone: an operator's URL (http://) POSTed on each publish
-    /// (before the stream is claimed) and on each new viewer (default: none).
+    /// Origin, edge and standalone: an operator's URL (http:// or https://) POSTed on
+    /// each publish (before the stream is claimed) and on each new viewer (default: none).
     #[arg(long, env = "FERROCAST_ADMISSION_URL")]
     pub admission_url: Option<String>,
     /// Seconds the webhook has to answer, connection included (default 2).
@@ -159,6 +159,16 @@ pub struct NodeArgs {
     /// credential; default 30; 0 asks on every request).
     #[arg(long, env = "FERROCAST_ADMISSION_CACHE_TTL")]
     pub admission_cache_ttl: Option<f64>,
+    /// PEM CA certificate(s) an https:// webhook's certificate must chain to (default:
+    /// the system bundle, /etc/ssl/certs/ca-certificates.crt).
+    #[arg(long, env = "FERROCAST_ADMISSION_CA")]
+    pub admission_ca: Option<PathBuf>,
+    /// Edge and standalone: a request header with the viewer's address, set by the load
+    /// balancer in front (e.g. `x-forwarded-for`; its first address), told to the webhook
+    /// instead of the peer address. Only for a balancer that sets it on every request:
+    /// a viewer reaching the edge directly could send any address (default: none).
+    #[arg(long, env = "FERROCAST_ADMISSION_CLIENT_IP_HEADER")]
+    pub admission_client_ip_header: Option<String>,
     // TLS on every hop (docs/access.md). `--tls-dir` on a controller turns on TLS on its
     // gRPC port, with client certificates of the cluster CA for nodes.
     /// Origin and standalone: RTMPS ingest address, host:port (default: off; 443 is
@@ -218,6 +228,8 @@ struct FileConfig {
     admission_fail: Option<String>,
     admission_secret: Option<String>,
     admission_cache_ttl: Option<f64>,
+    admission_ca: Option<PathBuf>,
+    admission_client_ip_header: Option<String>,
     // TLS on every hop.
     rtmps_listen: Option<SocketAddr>,
     rtmps_cert: Option<PathBuf>,
@@ -449,6 +461,10 @@ impl Settings {
                 fail: args.admission_fail.or(file.admission_fail),
                 secret: args.admission_secret.or(file.admission_secret),
                 cache_ttl: args.admission_cache_ttl.or(file.admission_cache_ttl),
+                ca: args.admission_ca.or(file.admission_ca),
+                client_ip_header: args
+                    .admission_client_ip_header
+                    .or(file.admission_client_ip_header),
             },
             role,
         )?;
@@ -565,13 +581,21 @@ struct AdmissionArgs {
     fail: Option<String>,
     secret: Option<String>,
     cache_ttl: Option<f64>,
+    ca: Option<PathBuf>,
+    client_ip_header: Option<String>,
 }
 
 /// The webhook's configuration, when `admission-url` is set (the node id is filled in
 /// later); the other `admission-*` settings without it are an error, not ignored.
 fn admission(a: AdmissionArgs, role: Role) -> anyhow::Result<Option<AdmissionConfig>> {
     let Some(url) = a.url.filter(|u| !u.trim().is_empty()) else {
-        if a.timeout.is_some() || a.fail.is_some() || a.secret.is_some() || a.cache_ttl.is_some() {
+        if a.timeout.is_some()
+            || a.fail.is_some()
+            || a.secret.is_some()
+            || a.cache_ttl.is_some()
+            || a.ca.is_some()
+            || a.client_ip_header.is_some()
+        {
             bail!("invalid admission-url: the other admission settings need it");
         }
         return Ok(None);
@@ -598,6 +622,16 @@ fn admission(a: AdmissionArgs, role: Role) -> anyhow::Result<Option<AdmissionCon
             bail!("invalid admission-cache-ttl: must be between 0 and 3600 seconds");
         }
         cfg.cache_ttl = Duration::from_secs_f64(v);
+    }
+    cfg.ca = a.ca;
+    if let Some(h) = a.client_ip_header.filter(|h| !h.trim().is_empty()) {
+        if !matches!(role, Role::Edge | Role::Standalone) {
+            bail!("invalid admission-client-ip-header: only edges see viewers' requests");
+        }
+        cfg.client_ip_header = Some(
+            http::HeaderName::try_from(h.trim())
+                .map_err(|e| anyhow::anyhow!("invalid admission-client-ip-header: {e}"))?,
+        );
     }
     cfg.validate()?;
     Ok(Some(cfg))
@@ -847,7 +881,7 @@ mod tests {
         );
         for (bad, field) in [
             (&["--admission-url", "ftp://h/"][..], "admission-url"),
-            (&["--admission-url", "https://h/"][..], "admission-url"),
+            (&["--admission-url", "https://"][..], "admission-url"),
             (
                 &["--admission-url", "http://h/", "--admission-fail", "maybe"][..],
                 "admission-fail",
@@ -864,6 +898,106 @@ mod tests {
         let err = Settings::resolve(args(&["--admission-url", "http://h/"]), Role::Controller)
             .expect_err("not for the controller");
         assert!(format!("{err:#}").contains("admission-url"), "{err:#}");
+    }
+
+    #[test]
+    fn admission_over_https_and_the_client_ip_header() {
+        let dir = std::env::temp_dir().join(format!("ferrocast-cfg-adm-{}", std::process::id()));
+        ferrocast_runtime::tls::generate_dev(Some(&dir), &[]).expect("certs");
+        let ca = dir.join("ca.pem");
+        let ca = ca.to_str().expect("utf-8");
+        let https = ["--admission-url", "https://auth.example/admit"];
+        let s = Settings::resolve(
+            args(&[&https[..], &["--admission-ca", ca]].concat()),
+            Role::Standalone,
+        )
+        .expect("valid");
+        for a in [s.origin.admission, s.edge.admission] {
+            let a = a.expect("configured");
+            assert_eq!(a.url, "https://auth.example/admit");
+            assert_eq!(a.ca.as_deref(), Some(std::path::Path::new(ca)));
+        }
+        // The TOML key, and the header for edges.
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "admission-url = \"https://auth.example/\"\nadmission-ca = \"{ca}\"\nadmission-client-ip-header = \"X-Forwarded-For\"\n"
+            ),
+        )
+        .expect("write");
+        let f = file.to_str().expect("utf-8");
+        let s = Settings::resolve(args(&["--config", f]), Role::Standalone).expect("valid");
+        let a = s.edge.admission.expect("configured");
+        assert_eq!(a.ca.as_deref(), Some(std::path::Path::new(ca)));
+        assert_eq!(
+            a.client_ip_header.as_ref().map(|h| h.as_str()),
+            Some("x-forwarded-for")
+        );
+        let key = dir.join("node-key.pem");
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "").expect("write");
+        for (bad, role, field) in [
+            (
+                &[&https[..], &["--admission-ca", "/no/such/ca.pem"]].concat(),
+                Role::Origin,
+                "admission-ca",
+            ),
+            (
+                &[
+                    &https[..],
+                    &["--admission-ca", empty.to_str().expect("utf-8")],
+                ]
+                .concat(),
+                Role::Origin,
+                "admission-ca",
+            ),
+            (
+                &[
+                    &https[..],
+                    &["--admission-ca", key.to_str().expect("utf-8")],
+                ]
+                .concat(),
+                Role::Origin,
+                "admission-ca",
+            ),
+            (
+                &["--admission-url", "http://h/", "--admission-ca", ca][..].to_vec(),
+                Role::Origin,
+                "admission-ca",
+            ),
+            (
+                &["--admission-ca", ca][..].to_vec(),
+                Role::Origin,
+                "admission-url",
+            ),
+            (
+                &[
+                    "--admission-url",
+                    "http://h/",
+                    "--admission-client-ip-header",
+                    "x-real-ip",
+                ][..]
+                    .to_vec(),
+                Role::Origin,
+                "admission-client-ip-header",
+            ),
+            (
+                &[
+                    "--admission-url",
+                    "http://h/",
+                    "--admission-client-ip-header",
+                    "bad header",
+                ][..]
+                    .to_vec(),
+                Role::Standalone,
+                "admission-client-ip-header",
+            ),
+        ] {
+            let err = Settings::resolve(args(bad), role).expect_err("invalid");
+            assert!(format!("{err:#}").contains(field), "{bad:?}: {err:#}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

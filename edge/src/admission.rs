@@ -60,6 +60,12 @@ impl EdgeAdmission {
         }
     }
 
+    /// The viewer's address to ask about and cache by: from the trusted header
+    /// (`--admission-client-ip-header`) when configured and present, else `peer`.
+    pub fn client_ip(&self, headers: &http::HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
+        self.hook.config().client_ip(headers, peer)
+    }
+
     /// `Ok` when the viewer at `client` may request `stream` with `path_token` (from
     /// `/t/{token}/…`) and `query`; otherwise the 403 to answer.
     pub async fn admit(

@@ -54,10 +54,16 @@ pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
         state.metrics.request("play", resp.status().as_u16());
         return resp;
     }
-    let client = req
+    let peer = req
         .extensions()
         .get::<ferrocast_runtime::http::PeerAddr>()
         .map(|p| p.0.ip());
+    // The webhook is told the viewer's address: the trusted balancer's header when one
+    // is configured.
+    let client = match &state.admission {
+        Some(a) => a.client_ip(req.headers(), peer),
+        None => peer,
+    };
     respond_for(&state, req.method(), req.uri(), client).await
 }
 

@@ -8,7 +8,14 @@
 //! signed (HMAC-SHA256 over `"{timestamp}.{body}"`) so the operator can tell the request
 //! came from the cluster and is fresh.
 //!
+//! The URL may be `http://` or `https://`; over HTTPS the webhook's certificate is checked
+//! against `--admission-ca` or the system bundle, and an invalid one is an error like a
+//! refused connection. Connections are pooled and reused, TLS ones included
+//! ([`connect`]).
+//!
 //! This module asks; caching the answers (edges, per viewer) is the caller's business.
+
+mod connect;
 
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -22,6 +29,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use sha2::Sha256;
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,8 +68,11 @@ impl std::str::FromStr for FailMode {
 /// The webhook's settings (`--admission-*`).
 #[derive(Clone)]
 pub struct AdmissionConfig {
-    /// Where to POST (`http://`).
+    /// Where to POST (`http://` or `https://`).
     pub url: http::Uri,
+    /// `https://`: PEM CA certificate(s) the webhook's certificate must chain to; the
+    /// system bundle ([`crate::tls::SYSTEM_CA_BUNDLE`]) when unset.
+    pub ca: Option<PathBuf>,
     /// The whole exchange (connect, request, answer) must finish within this.
     pub timeout: Duration,
     /// What an error means.
@@ -73,18 +85,23 @@ pub struct AdmissionConfig {
     pub cache_entries: u64,
     /// This node's id, sent in every request.
     pub node: String,
+    /// Edges: a request header with the viewer's address, set by a trusted load balancer
+    /// (its first address); the peer address when unset, absent or unparsable.
+    pub client_ip_header: Option<http::HeaderName>,
 }
 
 impl std::fmt::Debug for AdmissionConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdmissionConfig")
             .field("url", &self.url)
+            .field("ca", &self.ca)
             .field("timeout", &self.timeout)
             .field("fail", &self.fail)
             .field("secret", &self.secret.as_ref().map(|_| "<set>"))
             .field("cache_ttl", &self.cache_ttl)
             .field("cache_entries", &self.cache_entries)
             .field("node", &self.node)
+            .field("client_ip_header", &self.client_ip_header)
             .finish()
     }
 }
@@ -94,27 +111,69 @@ impl AdmissionConfig {
     pub fn new(url: http::Uri, node: impl Into<String>) -> Self {
         Self {
             url,
+            ca: None,
             timeout: Duration::from_secs(2),
             fail: FailMode::Closed,
             secret: None,
             cache_ttl: Duration::from_secs(30),
             cache_entries: 100_000,
             node: node.into(),
+            client_ip_header: None,
         }
+    }
+
+    /// The TLS client configuration for an `https://` URL (`None` for `http://`): the
+    /// CA bundle read and checked, ALPN `http/1.1`.
+    pub fn tls_config(&self) -> Result<Option<Arc<rustls::ClientConfig>>, crate::tls::TlsError> {
+        if self.url.scheme() != Some(&http::uri::Scheme::HTTPS) {
+            return Ok(None);
+        }
+        crate::tls::public_client_config(self.ca.as_deref(), &[connect::HTTP1_ALPN]).map(Some)
+    }
+
+    /// The viewer's address: the first address of the trusted header when one is
+    /// configured and the request has a parsable one, else `peer`.
+    pub fn client_ip(&self, headers: &http::HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
+        let Some(name) = &self.client_ip_header else {
+            return peer;
+        };
+        // `x-forwarded-for: client, proxy1, …`; an address may carry a port.
+        let first = headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .unwrap_or("");
+        first
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| first.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+            .or(peer)
     }
 
     /// Checks every field; the error names the flag.
     pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
         let invalid = crate::config::ConfigError::invalid;
         match self.url.scheme_str() {
-            Some("http") if self.url.host().is_some() => {}
-            Some("https") => {
+            Some("http" | "https") if self.url.host().is_some_and(|h| !h.is_empty()) => {}
+            _ => {
                 return invalid(
                     "admission-url",
-                    "https is not supported yet: use http:// to a sidecar or a trusted network, and --admission-secret",
+                    "expected http://HOST[:PORT]/PATH or https://HOST[:PORT]/PATH",
                 )
             }
-            _ => return invalid("admission-url", "expected http://HOST[:PORT]/PATH"),
+        }
+        if self.url.scheme_str() == Some("http") && self.ca.is_some() {
+            return invalid("admission-ca", "only for an https:// admission-url");
+        }
+        if let Err(e) = self.tls_config() {
+            let reason = match &self.ca {
+                Some(_) => e.to_string(),
+                None => format!(
+                    "an https:// admission-url needs a CA: none given and the system bundle is unusable ({e})"
+                ),
+            };
+            return invalid("admission-ca", &reason);
         }
         if self.timeout < Duration::from_millis(10) || self.timeout > Duration::from_secs(60) {
             return invalid("admission-timeout", "must be between 0.01 and 60 seconds");
@@ -218,7 +277,7 @@ fn duration_histogram() -> Histogram {
 #[derive(Debug, Clone)]
 pub struct Admission {
     cfg: Arc<AdmissionConfig>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<connect::WebhookConnector, Full<Bytes>>,
     metrics: AdmissionMetrics,
 }
 
@@ -236,6 +295,8 @@ enum CallError {
     Timeout(Duration),
     #[error("unreachable: {0}")]
     Connect(String),
+    #[error("{0}")]
+    Tls(String),
     #[error("answered {0}")]
     Status(http::StatusCode),
 }
@@ -246,6 +307,13 @@ impl Admission {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(cfg.timeout));
+        let tls = cfg.tls_config().unwrap_or_else(|error| {
+            // Validation loaded it; the files changed since. Every call fails (and the
+            // fail mode decides) until a restart.
+            tracing::error!(%error, "admission-ca does not load; https webhook calls will fail");
+            None
+        });
+        let connector = connect::WebhookConnector::new(connector, tls);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
@@ -365,24 +433,33 @@ impl Admission {
         let request = builder
             .body(Full::new(body))
             .map_err(|e| CallError::Connect(e.to_string()))?;
-        let resp = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| CallError::Connect(error_chain(&e)))?;
+        let resp = self.client.request(request).await.map_err(|e| {
+            // A certificate the webhook's should not be trusted for says so.
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(inner) = cur {
+                if let Some(tls) = inner.downcast_ref::<connect::TlsHandshakeError>() {
+                    return CallError::Tls(tls.to_string());
+                }
+                cur = inner.source();
+            }
+            CallError::Connect(error_chain(&e))
+        })?;
         let status = resp.status();
+        // The body is read whatever the status: a deny's reason is in it, and a response
+        // read to its end returns its connection to the pool, where one dropped with
+        // bytes still to come is closed (and the next call pays new TCP and TLS
+        // handshakes).
+        let text = Limited::new(resp.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         if status.is_success() {
             return Ok(Verdict::Allow);
         }
         if !status.is_client_error() {
             return Err(CallError::Status(status));
         }
-        // A deny: its reason, if the body has one and it arrives in time.
-        let text = Limited::new(resp.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
         Ok(Verdict::Deny(reason(status, &text).into()))
     }
 }
@@ -591,12 +668,302 @@ mod tests {
         );
     }
 
+    /// A scratch directory, removed on drop.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir()
+                .join(format!("ferrocast-admission-{}-{tag}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A test CA and a server certificate it signs for `names` (expired when asked),
+    /// written to `dir` as `ca.pem`, `cert.pem`, `key.pem`.
+    fn pki(dir: &std::path::Path, names: &[&str], expired: bool) {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        // A name of its own: CAs sharing one would differ only in their signatures.
+        p.distinguished_name
+            .push(DnType::CommonName, format!("test CA {}", dir.display()));
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = p.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut p = CertificateParams::new(names).unwrap();
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    }
+
+    /// What the HTTPS webhook saw.
+    #[derive(Debug, Default)]
+    struct TlsSeen {
+        /// Completed TLS handshakes (one per connection).
+        handshakes: usize,
+        /// Requests answered.
+        requests: usize,
+        /// The SNI and ALPN id of each handshake.
+        sessions: Vec<(Option<String>, Option<Vec<u8>>)>,
+    }
+
+    /// An HTTPS webhook on loopback (hyper over tokio-rustls, keep-alive on): `200` with
+    /// a small JSON body, `403` when the request body mentions `mallory`.
+    async fn tls_webhook(dir: &std::path::Path) -> (u16, Arc<Mutex<TlsSeen>>) {
+        let tls = crate::tls::public_server_config(
+            &dir.join("cert.pem"),
+            &dir.join("key.pem"),
+            &[b"h2", b"http/1.1"],
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(TlsSeen::default()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, log) = (acceptor.clone(), log.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(sock).await else {
+                        return;
+                    };
+                    {
+                        let conn = tls.get_ref().1;
+                        let mut l = log.lock().unwrap();
+                        l.handshakes += 1;
+                        l.sessions.push((
+                            conn.server_name().map(str::to_owned),
+                            conn.alpn_protocol().map(<[u8]>::to_vec),
+                        ));
+                    }
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let log = log.clone();
+                            async move {
+                                let body = req.into_body().collect().await?.to_bytes();
+                                log.lock().unwrap().requests += 1;
+                                let (status, answer) = if body.windows(7).any(|w| w == b"mallory") {
+                                    (403, &br#"{"reason":"banned"}"#[..])
+                                } else {
+                                    (200, &br#"{"ok":true}"#[..])
+                                };
+                                Ok::<_, hyper::Error>(
+                                    http::Response::builder()
+                                        .status(status)
+                                        .body(Full::new(Bytes::from_static(answer)))
+                                        .expect("response"),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    fn https(host: &str, port: u16, ca: &std::path::Path, fail: FailMode) -> Admission {
+        let mut cfg = AdmissionConfig::new(
+            format!("https://{host}:{port}/admit").parse().unwrap(),
+            "e1",
+        );
+        cfg.ca = Some(ca.to_owned());
+        cfg.fail = fail;
+        cfg.timeout = Duration::from_secs(5);
+        cfg.validate().unwrap();
+        Admission::new(cfg, &Metrics::new())
+    }
+
+    #[tokio::test]
+    async fn an_https_webhook_is_trusted_through_its_ca_and_one_connection_serves_every_call() {
+        let dir = Scratch::new("https-ok");
+        pki(&dir.0, &["localhost"], false);
+        let (port, seen) = tls_webhook(&dir.0).await;
+        let a = https("localhost", port, &dir.0.join("ca.pem"), FailMode::Closed);
+        let d = a.check(Action::Publish, "cam", ip(), "").await;
+        assert_eq!((d.verdict, d.source), (Verdict::Allow, Source::Webhook));
+        for _ in 0..4 {
+            let d = a.check(Action::Play, "cam", ip(), "user=ann").await;
+            assert_eq!((d.verdict, d.source), (Verdict::Allow, Source::Webhook));
+        }
+        let d = a.check(Action::Play, "cam", ip(), "user=mallory").await;
+        assert_eq!(
+            (d.verdict, d.source),
+            (
+                Verdict::Deny("denied by the admission webhook: banned".into()),
+                Source::Webhook
+            )
+        );
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.requests, 6);
+        // One pooled connection; at most a second one, should a call start a moment
+        // before the previous call's connection is back in the pool.
+        assert!(
+            (1..=2).contains(&seen.handshakes),
+            "{} TLS handshakes for six calls",
+            seen.handshakes
+        );
+        assert_eq!(
+            seen.sessions[0],
+            (Some("localhost".to_owned()), Some(b"http/1.1".to_vec())),
+            "SNI from the URL's host; ALPN http/1.1"
+        );
+    }
+
+    #[tokio::test]
+    async fn untrusted_certificates_are_errors_that_follow_the_fail_mode() {
+        let dir = Scratch::new("https-bad");
+        let (good, other, old) = (dir.0.join("good"), dir.0.join("other"), dir.0.join("old"));
+        for (d, expired) in [(&good, false), (&other, false), (&old, true)] {
+            std::fs::create_dir_all(d).unwrap();
+            pki(d, &["localhost"], expired);
+        }
+        let (port, seen) = tls_webhook(&good).await;
+        let (old_port, old_seen) = tls_webhook(&old).await;
+        let cases = [
+            // Another CA's, a name the certificate is not for, an expired certificate.
+            ("localhost", port, other.join("ca.pem"), "UnknownIssuer"),
+            ("127.0.0.1", port, good.join("ca.pem"), "not valid for name"),
+            ("localhost", old_port, old.join("ca.pem"), "expired"),
+        ];
+        for (host, port, ca, why) in cases {
+            let closed = https(host, port, &ca, FailMode::Closed);
+            let d = closed.check(Action::Play, "cam", ip(), "").await;
+            assert_eq!(d.source, Source::Fallback, "{why}");
+            let Verdict::Deny(reason) = d.verdict else {
+                panic!("{why}: failing closed must deny");
+            };
+            assert!(
+                reason.contains("admission webhook unavailable (TLS handshake with ")
+                    && reason.contains(why),
+                "{why}: {reason}"
+            );
+            let open = https(host, port, &ca, FailMode::Open);
+            let d = open.check(Action::Publish, "cam", ip(), "").await;
+            assert_eq!(
+                (d.verdict, d.source),
+                (Verdict::Allow, Source::Fallback),
+                "{why}"
+            );
+        }
+        assert_eq!(
+            seen.lock().unwrap().requests,
+            0,
+            "nothing sent to an untrusted server"
+        );
+        assert_eq!(old_seen.lock().unwrap().requests, 0);
+    }
+
+    #[test]
+    fn the_admission_ca_is_checked_at_start() {
+        let dir = Scratch::new("ca-check");
+        pki(&dir.0, &["localhost"], false);
+        let with = |url: &str, ca: Option<std::path::PathBuf>| {
+            let mut c = AdmissionConfig::new(url.parse().unwrap(), "n");
+            c.ca = ca;
+            c.validate()
+        };
+        with("https://hook.example/a", Some(dir.0.join("ca.pem"))).unwrap();
+        std::fs::write(dir.0.join("empty.pem"), "").unwrap();
+        std::fs::write(
+            dir.0.join("junk.pem"),
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        for (url, ca, field, why) in [
+            (
+                "https://hook.example/a",
+                "missing.pem",
+                "admission-ca",
+                "missing.pem",
+            ),
+            (
+                "https://hook.example/a",
+                "empty.pem",
+                "admission-ca",
+                "no CERTIFICATE block",
+            ),
+            (
+                "https://hook.example/a",
+                "junk.pem",
+                "admission-ca",
+                "junk.pem",
+            ),
+            (
+                "http://hook.example/a",
+                "ca.pem",
+                "admission-ca",
+                "only for an https://",
+            ),
+        ] {
+            let err = with(url, Some(dir.0.join(ca))).unwrap_err().to_string();
+            assert!(err.contains(field) && err.contains(why), "{ca}: {err}");
+        }
+        // Without --admission-ca: the system bundle, when this machine has one.
+        let system = with("https://hook.example/a", None);
+        if std::path::Path::new(crate::tls::SYSTEM_CA_BUNDLE).exists() {
+            system.unwrap();
+        } else {
+            let err = system.unwrap_err().to_string();
+            assert!(err.contains("admission-ca"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_trusted_header_names_the_viewer() {
+        let mut c = AdmissionConfig::new("http://h/".parse().unwrap(), "n");
+        let peer = Some(IpAddr::from([10, 0, 0, 1]));
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.1".parse().unwrap());
+        assert_eq!(c.client_ip(&h, peer), peer, "ignored unless configured");
+        c.client_ip_header = Some(http::HeaderName::from_static("x-forwarded-for"));
+        assert_eq!(c.client_ip(&h, peer), Some([203, 0, 113, 9].into()));
+        h.insert("x-forwarded-for", "[2001:db8::7]:443".parse().unwrap());
+        assert_eq!(c.client_ip(&h, peer), Some("2001:db8::7".parse().unwrap()));
+        h.insert("x-forwarded-for", "unknown".parse().unwrap());
+        assert_eq!(c.client_ip(&h, peer), peer, "unparsable: the peer");
+        assert_eq!(
+            c.client_ip(&http::HeaderMap::new(), peer),
+            peer,
+            "absent: the peer"
+        );
+    }
+
     #[test]
     fn settings_are_validated() {
         let ok = AdmissionConfig::new("http://127.0.0.1:9/x".parse().unwrap(), "n");
         ok.validate().unwrap();
         for (url, field) in [
-            ("https://example.com/", "admission-url"),
+            ("ftp://example.com/", "admission-url"),
             ("/relative", "admission-url"),
         ] {
             let c = AdmissionConfig::new(url.parse().unwrap(), "n");

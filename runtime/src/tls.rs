@@ -446,6 +446,51 @@ pub fn public_server_config(
     Ok(Arc::new(cfg))
 }
 
+/// The system's CA bundle (Debian, and the distroless image Ferrocast ships in), trusted
+/// by a client for a service outside the cluster when it is given no CA.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// A client configuration for a service outside the cluster (an operator's HTTPS
+/// admission webhook): trusts the CA certificates in `ca` or, without one, the system
+/// bundle ([`SYSTEM_CA_BUNDLE`]); checks the server's name as any TLS client does; TLS
+/// 1.2 and 1.3; no client certificate; the given ALPN ids.
+///
+/// A certificate of `ca` that rustls cannot use is an error (the operator named that
+/// file); the system bundle's unusable entries are skipped, as long as one is left.
+pub fn public_client_config(
+    ca: Option<&Path>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for c in read_certs(path)? {
+                roots.add(c).map_err(|e| TlsError::Pem {
+                    path: path.to_owned(),
+                    reason: format!("not a usable CA certificate: {e}"),
+                })?;
+            }
+        }
+        None => {
+            let path = Path::new(SYSTEM_CA_BUNDLE);
+            let (added, _) = roots.add_parsable_certificates(read_certs(path)?);
+            if added == 0 {
+                return Err(TlsError::Pem {
+                    path: path.to_owned(),
+                    reason: "no usable CA certificate".into(),
+                });
+            }
+        }
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(config_err)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    Ok(Arc::new(cfg))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 //! The admission webhook with real parts: a webhook server written here (hyper on a free
 //! loopback port) that allows some streams and viewers and denies others, counts its
 //! calls, checks each request's signature, and can be slowed down or stopped; real
-//! `ferrocast` processes asking it; ffmpeg publishing and playing.
+//! `ferrocast` processes asking it; ffmpeg publishing and playing. Over HTTPS too: the
+//! same server behind tokio-rustls with a certificate of a test CA, counting handshakes.
 
 use ferrocast_tests::{ffmpeg_publish_live, http_get, run_with_timeout, Launch, Node, Proc};
 use hmac::{Hmac, Mac};
@@ -9,6 +10,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use sha2::Sha256;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,12 +26,17 @@ struct HookState {
     bad_signatures: usize,
     /// Wait this long before answering.
     delay: Duration,
+    /// HTTPS: TLS handshakes completed (one per connection).
+    handshakes: usize,
+    /// HTTPS: handshakes the client broke off (it did not trust the certificate).
+    refused_handshakes: usize,
 }
 
 /// The webhook server: allows everything except streams named `deny-…` (publish) and
 /// viewers whose query names `mallory` (play).
 struct Webhook {
     addr: SocketAddr,
+    https: bool,
     state: Arc<Mutex<HookState>>,
     stop: tokio::sync::watch::Sender<bool>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -37,6 +44,23 @@ struct Webhook {
 
 impl Webhook {
     fn start() -> Self {
+        Self::serve(None)
+    }
+
+    /// The same webhook over HTTPS with `dir`'s `node.pem` and `node-key.pem` (from
+    /// `ferrocast certs`: valid for `localhost`), reached as `https://localhost:PORT`.
+    fn start_tls(dir: &Path) -> Self {
+        let tls = ferrocast_runtime::tls::public_server_config(
+            &dir.join("node.pem"),
+            &dir.join("node-key.pem"),
+            &[b"http/1.1"],
+        )
+        .expect("server certificate");
+        Self::serve(Some(tokio_rustls::TlsAcceptor::from(tls)))
+    }
+
+    fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let https = tls.is_some();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -56,21 +80,27 @@ impl Webhook {
                     r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
                     _ = accept_stop.wait_for(|s| *s) => return,
                 };
-                let (st, mut conn_stop) = (st.clone(), stopped.clone());
+                let (st, conn_stop, tls) = (st.clone(), stopped.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| answer(st.clone(), req));
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc);
-                    // Stopping drops every connection, pooled keep-alive ones included.
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = conn_stop.wait_for(|s| *s) => {}
+                    let Some(tls) = tls else {
+                        return serve_connection(sock, st, conn_stop).await;
+                    };
+                    // Bounded: a client that stalls mid-handshake does not hold a task.
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), tls.accept(sock)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            st.lock().unwrap().handshakes += 1;
+                            serve_connection(stream, st, conn_stop).await;
+                        }
+                        _ => st.lock().unwrap().refused_handshakes += 1,
                     }
                 });
             }
         });
         Webhook {
             addr,
+            https,
             state,
             stop,
             runtime: Some(runtime),
@@ -78,7 +108,17 @@ impl Webhook {
     }
 
     fn url(&self) -> String {
-        format!("http://{}/admit", self.addr)
+        if self.https {
+            // By name: the certificate's name is checked, and sent as SNI.
+            format!("https://localhost:{}/admit", self.addr.port())
+        } else {
+            format!("http://{}/admit", self.addr)
+        }
+    }
+
+    fn handshakes(&self) -> (usize, usize) {
+        let st = self.state.lock().unwrap();
+        (st.handshakes, st.refused_handshakes)
     }
 
     fn set_delay(&self, d: Duration) {
@@ -118,6 +158,24 @@ impl Webhook {
 impl Drop for Webhook {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Serves one connection with [`answer`] until it closes or the webhook stops.
+async fn serve_connection<I>(
+    io: I,
+    st: Arc<Mutex<HookState>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| answer(st.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    // Stopping drops every connection, pooled keep-alive ones included.
+    tokio::select! {
+        _ = conn => {}
+        _ = stop.wait_for(|s| *s) => {}
     }
 }
 
@@ -486,4 +544,163 @@ fn viewers_are_admitted_at_the_edge_once_per_ttl_and_the_webhook_going_down_fail
     .expect("segment");
     assert_eq!((a.status, b.status), (200, 200));
     assert_eq!(a.body, b.body);
+}
+
+/// `ferrocast certs` material for the webhook (`node.pem` is valid for `localhost`) and
+/// another CA that did not sign it (`operator-ca.pem`).
+fn webhook_pki(node: &ferrocast_tests::TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = node.join("hook-pki");
+    ferrocast_runtime::tls::generate_dev(Some(&dir), &[]).expect("webhook certificates");
+    ferrocast_runtime::tls::generate_operator_dev(&dir, &[]).expect("another CA");
+    (dir.join("ca.pem"), dir.join("operator-ca.pem"))
+}
+
+#[test]
+fn an_https_webhook_admits_publishers_and_viewers_over_reused_tls_connections() {
+    let scratch = ferrocast_tests::TempDir::new("https-hook");
+    let (ca, _) = webhook_pki(&scratch);
+    let hook = Webhook::start_tls(&scratch.join("hook-pki"));
+    let url = hook.url();
+    let ca = ca.to_str().expect("utf-8");
+    let node = Node::launch(Launch {
+        name: Some("standalone-https".into()),
+        ..Launch::new(
+            "standalone",
+            &[
+                "--node-id",
+                "s1",
+                "--admission-url",
+                &url,
+                "--admission-ca",
+                ca,
+                "--admission-secret",
+                SECRET,
+                "--admission-cache-ttl",
+                "60",
+                "--admission-client-ip-header",
+                "x-forwarded-for",
+            ],
+        )
+    });
+    // A publisher admitted over HTTPS (the origin's client).
+    let _pub = publish(&node, "cam", "ffmpeg");
+    node.wait_live("cam", Duration::from_secs(30));
+    assert_eq!(hook.calls("publish", ""), 1);
+    // Viewers, one after the other (the edge's client): admitted, and one denied with
+    // the webhook's reason, which only an answer that came through TLS can carry.
+    let viewers = [
+        "ann", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+    ];
+    for cred in viewers {
+        let path = format!("/t/{cred}/live/cam/index.m3u8");
+        assert_eq!(status(&node, &path), 200, "{path}");
+    }
+    let denied = http_get(
+        node.http,
+        "/t/mallory/live/cam/index.m3u8",
+        Duration::from_secs(10),
+    )
+    .expect("answer");
+    assert_eq!(denied.status, 403);
+    assert!(
+        denied.text().contains("not on the list"),
+        "{}",
+        denied.text()
+    );
+    // Behind a load balancer: the viewer's address from its header, first address.
+    let mut sock = std::net::TcpStream::connect(node.http).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    std::io::Write::write_all(
+        &mut sock,
+        b"GET /t/zed/live/cam/index.m3u8 HTTP/1.1\r\nhost: edge\r\n\
+          x-forwarded-for: 203.0.113.9, 10.1.2.3\r\nconnection: close\r\n\r\n",
+    )
+    .expect("request");
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut sock, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let zed = hook.last("play");
+    assert_eq!(
+        (zed["query"].as_str(), zed["client_ip"].as_str()),
+        (Some("token=zed"), Some("203.0.113.9"))
+    );
+    assert_eq!(hook.calls("play", "token="), viewers.len() + 2);
+    // All calls, wait_live's own playlist polls (a viewer without credential) included.
+    let calls = hook.state.lock().unwrap().calls.len();
+    assert_eq!(hook.state.lock().unwrap().bad_signatures, 0);
+    // Connections are pooled: the origin's and the edge's clients hold one each, plus
+    // now and then one more when a call starts a moment before the previous one's
+    // connection is back in the pool.
+    let (handshakes, refused) = hook.handshakes();
+    assert_eq!(refused, 0);
+    assert!(
+        handshakes >= 1 && handshakes * 2 <= calls,
+        "{handshakes} TLS handshakes for {calls} calls"
+    );
+    assert!(
+        node.metric_with(
+            "ferrocast_admission_requests_total",
+            &[("action", "play"), ("result", "allow")]
+        ) >= viewers.len() as f64
+    );
+}
+
+#[test]
+fn a_webhook_certificate_from_another_ca_is_an_error_that_follows_the_fail_mode() {
+    let scratch = ferrocast_tests::TempDir::new("https-hook-other-ca");
+    let (_, other_ca) = webhook_pki(&scratch);
+    let hook = Webhook::start_tls(&scratch.join("hook-pki"));
+    let other_ca = other_ca.to_str().expect("utf-8");
+    let tls_args = ["--admission-ca", other_ca];
+
+    // Failing closed: the publisher is refused, the log names the TLS reason.
+    let closed = origin(&hook, "o-closed", &tls_args);
+    assert_refused(&closed.rtmp_url("cam"), &closed, "ffmpeg-closed");
+    wait_log(
+        &closed,
+        "TLS handshake with localhost failed: invalid peer certificate: UnknownIssuer",
+        Duration::from_secs(5),
+    );
+    assert_eq!(status(&closed, "/live/cam/index.m3u8"), 404);
+
+    // Failing open: publisher and viewer let in.
+    let url = hook.url();
+    let open = Node::launch(Launch {
+        name: Some("standalone-open".into()),
+        ..Launch::new(
+            "standalone",
+            &[
+                "--admission-url",
+                &url,
+                "--admission-ca",
+                other_ca,
+                "--admission-fail",
+                "open",
+            ],
+        )
+    });
+    let _pub = publish(&open, "cam", "ffmpeg-open");
+    open.wait_live("cam", Duration::from_secs(30));
+    assert_eq!(status(&open, "/t/ann/live/cam/index.m3u8"), 200);
+    wait_log(&open, "admission webhook error", Duration::from_secs(5));
+    assert!(
+        open.log().contains("UnknownIssuer"),
+        "the TLS reason is logged"
+    );
+    for action in ["publish", "play"] {
+        assert!(
+            open.metric_with(
+                "ferrocast_admission_requests_total",
+                &[("action", action), ("result", "error")]
+            ) >= 1.0,
+            "{action}"
+        );
+    }
+
+    // Nothing reached a webhook the nodes could not trust.
+    assert_eq!(hook.state.lock().unwrap().calls.len(), 0);
+    let (handshakes, refused) = hook.handshakes();
+    assert_eq!(handshakes, 0);
+    assert!(refused >= 2, "{refused} refused handshakes");
 }

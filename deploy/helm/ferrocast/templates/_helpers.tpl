@@ -135,9 +135,66 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ .secret.name }}
       key: {{ .secret.key }}
 {{- end }}
+{{- if include "ferrocast.admissionCa" $.ctx }}
+- name: FERROCAST_ADMISSION_CA
+  value: /etc/ferrocast/admission-ca/ca.pem
+{{- end }}
 {{- if eq $.component "edge" }}
 - name: FERROCAST_ADMISSION_CACHE_TTL
   value: {{ .cacheTtlSeconds | quote }}
+{{- if .clientIpHeader }}
+- name: FERROCAST_ADMISSION_CLIENT_IP_HEADER
+  value: {{ .clientIpHeader | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the admission webhook has a CA bundle of its own (an https:// URL and a
+Secret or ConfigMap); fails the render on a CA the binary would refuse. Call with $. */}}
+{{- define "ferrocast.admissionCa" -}}
+{{- with .Values.admission }}
+{{- if and .url (or .ca.secretName .ca.configMapName) }}
+{{- if and .ca.secretName .ca.configMapName }}
+{{- fail "admission.ca: set secretName or configMapName, not both" }}
+{{- end }}
+{{- if not (hasPrefix "https://" .url) }}
+{{- fail "admission.ca: only for an https:// admission.url" }}
+{{- end -}}
+true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The admission CA's volumeMount, when there is one. Call with $. */}}
+{{- define "ferrocast.admissionCaMount" -}}
+{{- if include "ferrocast.admissionCa" . -}}
+- name: admission-ca
+  mountPath: /etc/ferrocast/admission-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The admission CA's volume (its key mounted as ca.pem), when there is one. Call with $. */}}
+{{- define "ferrocast.admissionCaVolume" -}}
+{{- if include "ferrocast.admissionCa" . -}}
+{{- with .Values.admission.ca -}}
+- name: admission-ca
+{{- if .secretName }}
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 0444
+    items:
+      - key: {{ .key }}
+        path: ca.pem
+{{- else }}
+  configMap:
+    name: {{ .configMapName }}
+    defaultMode: 0444
+    items:
+      - key: {{ .key }}
+        path: ca.pem
 {{- end }}
 {{- end }}
 {{- end }}
