@@ -88,6 +88,10 @@ pub struct AdmissionConfig {
     /// Edges: a request header with the viewer's address, set by a trusted load balancer
     /// (its first address); the peer address when unset, absent or unparsable.
     pub client_ip_header: Option<http::HeaderName>,
+    /// Most webhook calls in flight at once from this node: a flood of distinct viewers
+    /// (or of made-up credentials) waits for a slot within the timeout, then follows the
+    /// fail mode, instead of becoming a flood at the operator's webhook.
+    pub max_in_flight: usize,
 }
 
 impl std::fmt::Debug for AdmissionConfig {
@@ -102,6 +106,7 @@ impl std::fmt::Debug for AdmissionConfig {
             .field("cache_entries", &self.cache_entries)
             .field("node", &self.node)
             .field("client_ip_header", &self.client_ip_header)
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -119,6 +124,7 @@ impl AdmissionConfig {
             cache_entries: 100_000,
             node: node.into(),
             client_ip_header: None,
+            max_in_flight: 256,
         }
     }
 
@@ -279,6 +285,8 @@ pub struct Admission {
     cfg: Arc<AdmissionConfig>,
     client: Client<connect::WebhookConnector, Full<Bytes>>,
     metrics: AdmissionMetrics,
+    /// Slots for calls in flight ([`AdmissionConfig::max_in_flight`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// The webhook's metrics, one set per process (shared by a standalone's origin and edge).
@@ -299,6 +307,9 @@ enum CallError {
     Tls(String),
     #[error("answered {0}")]
     Status(http::StatusCode),
+    /// Every slot was taken by other calls for the whole timeout.
+    #[error("too many webhook calls in flight")]
+    Busy,
 }
 
 impl Admission {
@@ -336,6 +347,7 @@ impl Admission {
             m
         });
         Self {
+            in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1))),
             cfg: Arc::new(cfg),
             client,
             metrics,
@@ -365,14 +377,32 @@ impl Admission {
             node: &self.cfg.node,
         };
         let started = tokio::time::Instant::now();
-        let out = tokio::time::timeout(self.cfg.timeout, self.call(&req)).await;
+        // Waiting for a slot counts against the timeout.
+        let calling = std::sync::atomic::AtomicBool::new(false);
+        let call = async {
+            let _slot = self
+                .in_flight
+                .acquire()
+                .await
+                .map_err(|_| CallError::Busy)?;
+            calling.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.call(&req).await
+        };
+        let out = tokio::time::timeout(self.cfg.timeout, call)
+            .await
+            .map_err(
+                |_| match calling.load(std::sync::atomic::Ordering::Relaxed) {
+                    true => CallError::Timeout(self.cfg.timeout),
+                    false => CallError::Busy,
+                },
+            );
         self.metrics
             .duration
             .get_or_create(&ActionLabels {
                 action: action.as_str(),
             })
             .observe(started.elapsed().as_secs_f64());
-        let out = out.unwrap_or(Err(CallError::Timeout(self.cfg.timeout)));
+        let out = out.and_then(|r| r);
         let (result, decision) = match out {
             Ok(Verdict::Allow) => (
                 "allow",
@@ -634,6 +664,56 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect();
         assert_eq!(header(SIGNATURE_HEADER), format!("sha256={want}"));
+    }
+
+    #[tokio::test]
+    async fn calls_in_flight_are_bounded_and_the_rest_follow_the_fail_mode() {
+        // A webhook that holds every request: counts how many it holds at once.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: http::Uri = format!("http://{}/admit", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (h, m) = (held.clone(), most.clone());
+        let server = tokio::spawn(async move {
+            let mut socks = Vec::new();
+            loop {
+                let (sock, _) = listener.accept().await.unwrap();
+                let now = h.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                m.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                socks.push(sock);
+            }
+        });
+        let mut cfg = AdmissionConfig::new(url, "e1");
+        cfg.timeout = Duration::from_millis(400);
+        cfg.max_in_flight = 2;
+        cfg.fail = FailMode::Open;
+        cfg.validate().unwrap();
+        let a = Arc::new(Admission::new(cfg, &Metrics::new()));
+        let calls: Vec<_> = (0..8)
+            .map(|i| {
+                let a = a.clone();
+                tokio::spawn(async move {
+                    a.check(Action::Play, "cam", ip(), &format!("viewer={i}"))
+                        .await
+                })
+            })
+            .collect();
+        for c in calls {
+            let d = tokio::time::timeout(Duration::from_secs(5), c)
+                .await
+                .expect("bounded by the timeout")
+                .unwrap();
+            // Every call failed (held, or no slot): the fail mode decided.
+            assert_eq!((d.verdict, d.source), (Verdict::Allow, Source::Fallback));
+        }
+        assert_eq!(
+            most.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "at most two requests reached the webhook at once"
+        );
+        server.abort();
     }
 
     #[tokio::test]
