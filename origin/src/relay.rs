@@ -95,28 +95,7 @@ pub fn server_endpoint_with(
             quinn::IdleTimeout::try_from(cfg.idle_timeout).map_err(io::Error::other)?,
         ));
     server.transport_config(Arc::new(transport));
-    // Stateless resets keyed by the node's own key: after a restart (same key), the
-    // first packet an edge sends on a connection of the old process is answered with a
-    // reset it recognizes, so it reconnects at once instead of after its idle timeout.
-    let reset = ring::hmac::Key::new(
-        ring::hmac::HMAC_SHA256,
-        &tls.node_secret("ferrocast quic stateless reset"),
-    );
-    let mut endpoint = quinn::EndpointConfig::new(Arc::new(reset));
-    // Connection ids a restarted process still recognizes as its own (a packet with an
-    // id it cannot validate is dropped, not reset).
-    let cid_key = tls.node_secret("ferrocast quic connection ids");
-    let cid_key = u64::from_le_bytes(cid_key[..8].try_into().expect("8 of 32 bytes"));
-    endpoint.cid_generator(move || {
-        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
-    });
-    let socket = std::net::UdpSocket::bind(addr)?;
-    Endpoint::new(
-        endpoint,
-        Some(server),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
+    Endpoint::server(server, addr)
 }
 
 struct Ctx {

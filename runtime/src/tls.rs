@@ -93,8 +93,7 @@ impl TlsFiles {
     pub fn load(&self) -> Result<ClusterTls, TlsError> {
         let ca = read_certs(&self.ca)?;
         let cert = Arc::new(CertStore::from_files(&self.cert, &self.key)?);
-        let secret = secret_of(&read_key(&self.key)?);
-        let tls = ClusterTls { ca, cert, secret };
+        let tls = ClusterTls { ca, cert };
         // Fail now, naming the files, rather than at the first connection.
         tls.server_config()?;
         tls.client_config()?;
@@ -141,18 +140,6 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 pub struct ClusterTls {
     ca: Vec<CertificateDer<'static>>,
     cert: Arc<CertStore>,
-    /// Derived from the private key as loaded at start: stable across restarts with the
-    /// same key, unknown to anyone without it.
-    secret: [u8; 32],
-}
-
-/// The node secret of a private key: SHA-256 over a label and the key's DER.
-fn secret_of(key: &PrivateKeyDer<'_>) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"ferrocast node secret\n");
-    h.update(key.secret_der());
-    h.finalize().into()
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -170,23 +157,10 @@ impl ClusterTls {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<Self, TlsError> {
-        let secret = secret_of(&key);
         Ok(Self {
             ca,
             cert: Arc::new(CertStore::fixed(chain, key)?),
-            secret,
         })
-    }
-
-    /// A 32-byte secret for `purpose`, derived from this node's private key: the same
-    /// after a restart with the same key (e.g. the QUIC stateless-reset key, so a
-    /// restarted origin tells edges at once that their old connections are gone).
-    pub fn node_secret(&self, purpose: &str) -> [u8; 32] {
-        use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.secret)
-            .expect("HMAC takes any key length");
-        mac.update(purpose.as_bytes());
-        mac.finalize().into_bytes().into()
     }
 
     /// The cluster CA certificates.
@@ -534,20 +508,6 @@ mod tests {
     }
 
     #[test]
-    fn node_secrets_follow_the_key_and_the_purpose() {
-        let dir = std::env::temp_dir().join(format!("ferrocast-secret-{}", std::process::id()));
-        generate_dev(Some(&dir), &[]).unwrap();
-        let files = TlsFiles::in_dir(&dir);
-        let (a, b) = (files.load().unwrap(), files.load().unwrap());
-        // The same key (a restart): the same secrets; another purpose or key: others.
-        assert_eq!(a.node_secret("reset"), b.node_secret("reset"));
-        assert_ne!(a.node_secret("reset"), a.node_secret("cids"));
-        let other = generate_dev(None, &[]).unwrap();
-        assert_ne!(a.node_secret("reset"), other.node_secret("reset"));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
     fn client_cert_from_another_ca_is_refused() {
         let cluster = generate_dev(None, &[]).unwrap();
         let other = generate_dev(None, &[]).unwrap();
@@ -555,7 +515,6 @@ mod tests {
         let intruder = ClusterTls {
             ca: cluster.ca.clone(),
             cert: other.cert.clone(),
-            secret: other.secret,
         };
         let err = handshake(&intruder, &cluster).unwrap_err();
         assert!(
