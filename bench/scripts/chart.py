@@ -22,6 +22,7 @@ server, medians of the runs:
   - peers-memory.svg: server memory per viewer, net of its growth without viewers (KiB).
 """
 
+import math
 import os
 import re
 import statistics
@@ -111,13 +112,13 @@ def peer_charts(runs, out):
         series.append((label(t) + " p99", colour(t), col(t, "bl99")))
         series.append((label(t) + " p50", colour(t), col(t, "bl50"), "5,4"))
     svg_chart(
-        "Behind live (media clock), 3 Mbps stream", "concurrent viewers", "milliseconds", xs,
-        series, os.path.join(out, "peers-behind-live.svg"), wide=True,
+        "Behind live (media clock), 3 Mbps stream", "concurrent viewers", "milliseconds (log)", xs,
+        series, os.path.join(out, "peers-behind-live.svg"), wide=True, log=True,
     )
     svg_chart(
-        "Request latency p99 (playlists, segments, parts)", "concurrent viewers", "milliseconds",
+        "Request latency p99 (playlists, segments, parts)", "concurrent viewers", "milliseconds (log)",
         xs, [(label(t), colour(t), col(t, "rq99")) for t in targets],
-        os.path.join(out, "peers-request-latency.svg"), wide=True,
+        os.path.join(out, "peers-request-latency.svg"), wide=True, log=True,
     )
     svg_chart(
         "Requests served", "concurrent viewers", "requests/s", xs,
@@ -150,8 +151,9 @@ def nice_max(v):
     return mag
 
 
-def svg_chart(title, xlabel, ylabel, xs, series, path, note="", wide=False):
-    """series: [(label, colour, [y or None per x]) or (label, colour, ys, dasharray)]."""
+def svg_chart(title, xlabel, ylabel, xs, series, path, note="", wide=False, log=False):
+    """series: [(label, colour, [y or None per x]) or (label, colour, ys, dasharray)].
+    log: a logarithmic y axis (decades), for values spanning milliseconds to seconds."""
     w, h, left, right, top, bottom = 640, 400, 70, 160, 40, 50
     if wide:
         w, right = 760, 280
@@ -162,6 +164,12 @@ def svg_chart(title, xlabel, ylabel, xs, series, path, note="", wide=False):
     ymax = nice_max(max(ys) if ys else 1.0)
     sx = lambda x: left + pw * x / xmax
     sy = lambda y: top + ph - ph * y / ymax
+    if log:
+        pos = [y for y in ys if y > 0]
+        lo = math.floor(math.log10(min(pos))) if pos else 0
+        hi = math.ceil(math.log10(max(pos))) if pos else 1
+        hi = max(hi, lo + 1)
+        sy = lambda y: top + ph - ph * (math.log10(max(y, 10**lo)) - lo) / (hi - lo)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
         f'font-family="sans-serif" font-size="12">',
@@ -169,11 +177,17 @@ def svg_chart(title, xlabel, ylabel, xs, series, path, note="", wide=False):
         f'<text x="{w / 2}" y="22" text-anchor="middle" font-size="15">{title}</text>',
     ]
     for i in range(6):
-        y = ymax * i / 5
-        out.append(f'<line x1="{left}" y1="{sy(y)}" x2="{left + pw}" y2="{sy(y)}" stroke="#ddd"/>')
-        out.append(f'<text x="{left - 6}" y="{sy(y) + 4}" text-anchor="end">{y:g}</text>')
+        if not log:
+            y = ymax * i / 5
+            out.append(f'<line x1="{left}" y1="{sy(y)}" x2="{left + pw}" y2="{sy(y)}" stroke="#ddd"/>')
+            out.append(f'<text x="{left - 6}" y="{sy(y) + 4}" text-anchor="end">{y:g}</text>')
         x = xmax * i / 5
         out.append(f'<text x="{sx(x)}" y="{top + ph + 18}" text-anchor="middle">{x:g}</text>')
+    if log:
+        for e in range(lo, hi + 1):
+            y = 10**e
+            out.append(f'<line x1="{left}" y1="{sy(y)}" x2="{left + pw}" y2="{sy(y)}" stroke="#ddd"/>')
+            out.append(f'<text x="{left - 6}" y="{sy(y) + 4}" text-anchor="end">{y:g}</text>')
     out.append(f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="black"/>')
     out.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="black"/>')
     out.append(f'<text x="{left + pw / 2}" y="{h - 10}" text-anchor="middle">{xlabel}</text>')
