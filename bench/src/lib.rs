@@ -7,10 +7,11 @@
 //! stdout at the end (JSON with `--json`), and return the report.
 
 pub mod http;
+pub mod mediaclock;
 pub mod playlist;
 mod publish;
 pub mod stats;
 mod view;
 
 pub use publish::{publish, PublishArgs, PublishReport};
-pub use view::{view, KindReport, Mode, ViewArgs, ViewReport};
+pub use view::{view, Clock, KindReport, Mode, ViewArgs, ViewReport};

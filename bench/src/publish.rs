@@ -3,9 +3,9 @@
 //! timer; a tick sends every tag whose time has come, and the only per-tag cost is a
 //! `Bytes` clone and the chunk encoding into the session's reused output buffer.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ferrocast_media::amf0::{self, Amf0Value};
@@ -66,6 +66,9 @@ pub struct PublishReport {
     pub bitrate_per_stream_bps: f64,
     /// Length of one loop of the clip, ms.
     pub clip_loop_ms: u64,
+    /// Unix ms at which the first publisher sent its first frame (timestamp 0): what
+    /// `bench view --clock pts --published-at-ms` wants.
+    pub first_frame_unix_ms: Option<i64>,
     /// A few failure messages.
     pub error_samples: Vec<String>,
 }
@@ -145,6 +148,8 @@ struct Counters {
     live: AtomicUsize,
     failed: AtomicUsize,
     bytes: AtomicU64,
+    /// Unix ms of the earliest first frame; 0 until one is sent.
+    first_frame_ms: AtomicI64,
     errors: Mutex<Vec<String>>,
 }
 
@@ -263,6 +268,8 @@ pub async fn publish(args: PublishArgs, default_clip: Bytes) -> anyhow::Result<P
         duration_secs: took,
         bitrate_per_stream_bps: bytes_sent as f64 * 8.0 / took / connected.max(1) as f64,
         clip_loop_ms: clip.loop_ms,
+        first_frame_unix_ms: Some(counters.first_frame_ms.load(Ordering::Relaxed))
+            .filter(|&ms| ms > 0),
         error_samples: counters
             .errors
             .lock()
@@ -365,7 +372,7 @@ async fn publisher(
         &mut rd,
         &mut wr,
         &mut session,
-        clip,
+        (key, clip),
         counters,
         cancel,
         &mut buf,
@@ -387,7 +394,7 @@ async fn stream(
     rd: &mut (impl AsyncReadExt + Unpin),
     wr: &mut (impl AsyncWriteExt + Unpin),
     session: &mut ClientSession,
-    clip: &Clip,
+    (key, clip): (&str, &Clip),
     counters: &Counters,
     cancel: &CancellationToken,
     buf: &mut [u8],
@@ -402,7 +409,18 @@ async fn stream(
     flush(wr, session, counters)
         .await
         .map_err(|e| format!("write: {e}"))?;
+    // The clip's timestamps start at 0 and the first tags are due at once: this is the
+    // wall-clock time of media timestamp 0, for viewers measuring behind-live from the
+    // media (`bench view --clock pts`).
     let start = Instant::now();
+    let start_unix_ms = unix_ms();
+    let _ = counters.first_frame_ms.compare_exchange(
+        0,
+        start_unix_ms,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    eprintln!("{key}: first frame (timestamp 0) sent at unix ms {start_unix_ms}");
     let mut round = 0u64;
     let mut idx = 0usize;
     let due =
@@ -439,6 +457,12 @@ async fn stream(
             .await
             .map_err(|e| format!("write: {e}"))?;
     }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn send(session: &mut ClientSession, tag: &FlvTag, ts: u64) {

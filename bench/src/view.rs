@@ -4,6 +4,11 @@
 //! mode like a plain HLS player (reload every half target duration, fetch new
 //! segments). Reports requests, errors, bytes, stalls, latency behind live and
 //! request-latency percentiles, with a progress line every second.
+//!
+//! Behind live is the time a part (or segment) is received minus the wall-clock time
+//! of its first frame: from EXT-X-PROGRAM-DATE-TIME by default (`--clock pdt`), or from
+//! the media timestamps and the moment the publisher sent its first frame (`--clock
+//! pts --published-at-ms T0`), for servers that write no PROGRAM-DATE-TIME.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{Conn, H2Conn, HttpError, Url};
+use crate::mediaclock::MediaClock;
 use crate::playlist::{MediaPlaylist, Part};
 use crate::stats::{Percentiles, Samples};
 
@@ -37,6 +43,18 @@ pub enum Mode {
     Ll,
     /// A classic HLS player: periodic reloads, whole segments.
     Classic,
+}
+
+/// Where the wall-clock time of a part's or segment's content comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Clock {
+    /// EXT-X-PROGRAM-DATE-TIME of the segment, plus the durations of the parts before.
+    Pdt,
+    /// The publisher's first frame (`--published-at-ms`) plus the media's first video
+    /// timestamp past the stream's first one (`--first-ts-ms`): MPEG-TS PES DTS/PTS,
+    /// fMP4 `tfdt` over the init segment's timescale.
+    Pts,
 }
 
 /// `ferrocast bench view`.
@@ -66,6 +84,50 @@ pub struct ViewArgs {
     /// reload and a preload-hint request can be in flight at once.
     #[arg(long)]
     pub http2: bool,
+    /// Where behind-live comes from: `pdt` (EXT-X-PROGRAM-DATE-TIME) or `pts` (media
+    /// timestamps; needs --published-at-ms).
+    #[arg(long, value_enum, default_value_t = Clock::Pdt)]
+    pub clock: Clock,
+    /// With `--clock pts`: unix ms at which the publisher sent its first frame (`bench
+    /// publish` prints it).
+    #[arg(long, required_if_eq("clock", "pts"))]
+    pub published_at_ms: Option<i64>,
+    /// With `--clock pts`: that first frame's timestamp in the server's output, ms (0
+    /// when the server keeps the publisher's timestamps; nginx-rtmp's HLS adds 700).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub first_ts_ms: i64,
+}
+
+/// How one viewer dates what it receives.
+#[derive(Debug, Clone)]
+enum Dating {
+    /// From the playlist's PROGRAM-DATE-TIME.
+    Listed,
+    /// From the media timestamps.
+    Media(MediaClock),
+}
+
+impl Dating {
+    fn new(args: &ViewArgs) -> Dating {
+        match (args.clock, args.published_at_ms) {
+            (Clock::Pts, Some(t0)) => Dating::Media(MediaClock::new(t0, args.first_ts_ms)),
+            _ => Dating::Listed,
+        }
+    }
+
+    /// Wall-clock start of a part or segment: as listed, or read from its bytes.
+    fn start_ms(&self, listed: Option<i64>, media: &[u8]) -> Option<i64> {
+        match self {
+            Dating::Listed => listed,
+            Dating::Media(clock) => clock.start_ms(media),
+        }
+    }
+
+    fn init(&mut self, init: &[u8]) {
+        if let Dating::Media(clock) = self {
+            clock.set_init(init);
+        }
+    }
 }
 
 /// A viewer's connection for one purpose: its own HTTP/1.1 connection, or a share of
@@ -171,8 +233,11 @@ pub struct ViewReport {
     pub stalls: u64,
     /// Times a viewer fell so far behind that it rejoined at the live edge.
     pub rejoins: u64,
-    /// Now − wall-clock start (PROGRAM-DATE-TIME + offset) of each part (or segment,
-    /// in classic mode) when it was received.
+    /// Where the wall-clock starts behind live is measured from came from.
+    pub clock: Clock,
+    /// Now − wall-clock start (PROGRAM-DATE-TIME + offset, or publisher start + media
+    /// timestamp with `--clock pts`) of each part (or segment, in classic mode) when it
+    /// was received.
     pub latency_behind_live: Option<Percentiles>,
     /// Request latency of the requests the server answers at once (playlists without
     /// blocking, init, parts, segments).
@@ -294,6 +359,11 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<ViewReport> {
         args.ramp.is_finite() && args.ramp >= 0.0 && args.ramp <= args.duration,
         "--ramp must be between 0 and --duration"
     );
+    anyhow::ensure!(
+        args.clock == Clock::Pdt || args.published_at_ms.is_some(),
+        "--clock pts needs --published-at-ms"
+    );
+    let dating = Dating::new(&args);
     let shared = Arc::new(Shared::default());
     let cancel = CancellationToken::new();
     let started = Instant::now();
@@ -303,6 +373,7 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<ViewReport> {
         let delay = Duration::from_secs_f64(args.ramp * i as f64 / args.viewers as f64);
         let (url, shared, cancel, mode) = (url.clone(), shared.clone(), cancel.clone(), args.mode);
         let http2 = args.http2;
+        let mut dating = dating.clone();
         tasks.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => return 0,
@@ -316,7 +387,7 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<ViewReport> {
             };
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = viewer(&url, mode, http2, &shared, &mut arrivals) => {}
+                _ = viewer(&url, mode, http2, &shared, &mut arrivals, &mut dating) => {}
             }
             // A viewer starved at the end of the run stalled too.
             arrivals.check(Instant::now());
@@ -413,6 +484,7 @@ fn summarise(args: &ViewArgs, shared: &Shared, took: Duration) -> ViewReport {
         bytes: g.kinds.iter().map(|k| k.bytes).sum(),
         stalls: g.stalls,
         rejoins: g.rejoins,
+        clock: args.clock,
         latency_behind_live: g.behind_live.summary(),
         request_latency: service.summary(),
         by_kind,
@@ -493,7 +565,14 @@ async fn first_playlist(conn: &mut Client, url: &Url, shared: &Shared) -> MediaP
     }
 }
 
-async fn viewer(url: &Url, mode: Mode, http2: bool, shared: &Shared, arrivals: &mut Arrivals) {
+async fn viewer(
+    url: &Url,
+    mode: Mode,
+    http2: bool,
+    shared: &Shared,
+    arrivals: &mut Arrivals,
+    dating: &mut Dating,
+) {
     let (mut playlists, mut media) = if http2 {
         let c = H2Conn::new(url, MAX_MEDIA);
         (Client::H2(c.clone()), Client::H2(c))
@@ -505,7 +584,7 @@ async fn viewer(url: &Url, mode: Mode, http2: bool, shared: &Shared, arrivals: &
     };
     let pl = first_playlist(&mut playlists, url, shared).await;
     if let Some(map) = &pl.map_uri {
-        fetch(
+        let init = fetch(
             &mut media,
             &url.join(map),
             Kind::Init,
@@ -513,12 +592,16 @@ async fn viewer(url: &Url, mode: Mode, http2: bool, shared: &Shared, arrivals: &
             shared,
         )
         .await;
+        if let Some(init) = init {
+            dating.init(&init);
+        }
     }
+    let dating = &*dating;
     if mode == Mode::Ll && pl.can_block_reload && pl.part_target.is_some() {
-        low_latency(url, pl, playlists, media, shared, arrivals).await;
+        low_latency(url, pl, playlists, media, shared, arrivals, dating).await;
     } else {
         arrivals.threshold = Duration::from_secs_f64(pl.target_duration.max(1.0) + 1.0);
-        classic(url, pl, playlists, media, shared, arrivals).await;
+        classic(url, pl, playlists, media, shared, arrivals, dating).await;
     }
 }
 
@@ -555,6 +638,7 @@ async fn low_latency(
     mut media: Client,
     shared: &Shared,
     arrivals: &mut Arrivals,
+    dating: &Dating,
 ) {
     let mut have: Option<(u64, u32)> = None;
     loop {
@@ -566,7 +650,7 @@ async fn low_latency(
             shared.lock().rejoins += 1;
         }
         for p in parts {
-            if fetch(
+            if let Some(body) = fetch(
                 &mut media,
                 &url.join(&p.uri),
                 Kind::Part,
@@ -574,10 +658,9 @@ async fn low_latency(
                 shared,
             )
             .await
-            .is_some()
             {
                 arrivals.media(shared);
-                shared.behind_live(unix_ms(), p.start_ms);
+                shared.behind_live(unix_ms(), dating.start_ms(p.start_ms, &body));
             }
             have = Some((p.msn, p.index));
         }
@@ -602,7 +685,7 @@ async fn low_latency(
                 match &hint {
                     Some(h) => fetch(&mut media, h, Kind::PreloadHint, hold, shared)
                         .await
-                        .map(|_| unix_ms()),
+                        .map(|body| (unix_ms(), body)),
                     None => None,
                 }
             }
@@ -614,8 +697,9 @@ async fn low_latency(
         let next = body.and_then(|b| MediaPlaylist::parse(&String::from_utf8_lossy(&b)).ok());
         match next {
             Some(next) => {
-                if let Some(received) = hinted {
-                    shared.behind_live(received, next.part_start_ms(msn, part));
+                if let Some((received, body)) = hinted {
+                    let start = dating.start_ms(next.part_start_ms(msn, part), &body);
+                    shared.behind_live(received, start);
                 }
                 pl = next;
             }
@@ -635,6 +719,7 @@ async fn classic(
     mut media: Client,
     shared: &Shared,
     arrivals: &mut Arrivals,
+    dating: &Dating,
 ) {
     // Start with the newest complete segment, as a live player joining at the edge.
     let mut have: Option<u64> = pl.segments.len().checked_sub(2).map(|i| pl.segments[i].msn);
@@ -647,7 +732,7 @@ async fn classic(
             .iter()
             .filter(|s| from.is_none_or(|h| s.msn > h))
         {
-            if fetch(
+            if let Some(body) = fetch(
                 &mut media,
                 &url.join(&s.uri),
                 Kind::Segment,
@@ -655,10 +740,9 @@ async fn classic(
                 shared,
             )
             .await
-            .is_some()
             {
                 arrivals.media(shared);
-                shared.behind_live(unix_ms(), s.start_ms);
+                shared.behind_live(unix_ms(), dating.start_ms(s.start_ms, &body));
             }
             have = Some(s.msn);
         }
@@ -744,6 +828,53 @@ mod tests {
         let (parts, rejoin) = parts_to_fetch(&pl, Some((0, 0)));
         assert!(rejoin);
         assert_eq!((parts[0].msn, parts[0].index), (5, 0));
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        view: ViewArgs,
+    }
+
+    fn cli(args: &[&str]) -> Result<ViewArgs, clap::Error> {
+        use clap::Parser;
+        let argv = ["view", "--url", "http://127.0.0.1:1/live/k/index.m3u8"];
+        Cli::try_parse_from(argv.iter().chain(args)).map(|c| c.view)
+    }
+
+    #[test]
+    fn clock_options() {
+        let a = cli(&[]).unwrap();
+        assert_eq!(
+            (a.clock, a.published_at_ms, a.first_ts_ms),
+            (Clock::Pdt, None, 0)
+        );
+        assert!(matches!(Dating::new(&a), Dating::Listed));
+        assert_eq!(Dating::new(&a).start_ms(Some(42), b"ignored"), Some(42));
+
+        let a = cli(&["--clock", "pts", "--published-at-ms", "1780000000000"]).unwrap();
+        assert_eq!(
+            (a.clock, a.published_at_ms, a.first_ts_ms),
+            (Clock::Pts, Some(1_780_000_000_000), 0)
+        );
+        let a = cli(&[
+            "--clock",
+            "pts",
+            "--published-at-ms",
+            "1780000000000",
+            "--first-ts-ms",
+            "-5",
+        ])
+        .unwrap();
+        assert_eq!(a.first_ts_ms, -5);
+        // The listed PDT is ignored; bytes that are neither TS nor fMP4 date nothing.
+        let d = Dating::new(&a);
+        assert!(matches!(d, Dating::Media(_)));
+        assert_eq!(d.start_ms(Some(42), b"garbage"), None);
+
+        let e = cli(&["--clock", "pts"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(cli(&["--clock", "wallclock"]).is_err());
     }
 
     #[test]
