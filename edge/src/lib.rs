@@ -64,11 +64,7 @@ impl Default for EdgeConfig {
             negative_ttl: Duration::from_secs(2),
             max_streams: 10_000,
             drain_delay: Duration::ZERO,
-            // Viewer connections on a thread per core, each with its own event loop.
-            http: ServerLimits {
-                io_threads: Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
-                ..ServerLimits::default()
-            },
+            http: ServerLimits::default(),
             admission: None,
         }
     }
