@@ -368,7 +368,11 @@ pub struct StreamsConfig {
 #[derive(Debug)]
 pub struct Streams {
     map: Cache<Arc<str>, Arc<StreamState>>,
-    negative: Cache<Arc<str>, ()>,
+    /// Unknown streams, with the upstream's [`Upstream::changes`] count when learnt: an
+    /// entry from before the assignments last changed no longer counts (a stream
+    /// assigned a moment after a viewer asked is subscribed at once, not a TTL later).
+    negative: Cache<Arc<str>, u64>,
+    changes: Option<tokio::sync::watch::Receiver<u64>>,
     upstream: Arc<dyn Upstream>,
     cache: ObjectCache,
     metrics: Arc<EdgeMetrics>,
@@ -392,6 +396,7 @@ impl Streams {
                 .max_capacity(100_000)
                 .time_to_live(cfg.negative_ttl)
                 .build(),
+            changes: upstream.changes(),
             upstream,
             cache,
             metrics,
@@ -400,6 +405,16 @@ impl Streams {
             cancel: CancellationToken::new(),
             epoch: Instant::now(),
         })
+    }
+
+    /// How many times the upstream's assignments changed (0 without a controller).
+    fn assignments_version(&self) -> u64 {
+        self.changes.as_ref().map_or(0, |rx| *rx.borrow())
+    }
+
+    /// Whether `key` is negatively cached under the current assignments.
+    async fn known_unknown(&self, key: &Arc<str>) -> bool {
+        self.negative.get(key).await == Some(self.assignments_version())
     }
 
     /// The upstream objects are fetched from.
@@ -433,7 +448,7 @@ impl Streams {
                 }
                 self.remove_if_same(&st).await;
             }
-            if self.negative.contains_key(&key) {
+            if self.known_unknown(&key).await {
                 self.metrics.subscribe("negative");
                 return Err(UpstreamError::NotFound);
             }
@@ -458,10 +473,11 @@ impl Streams {
     ) -> Result<Arc<StreamState>, UpstreamError> {
         // Checked again here: this runs once per coalesced group, after the previous
         // group may have learnt that the stream does not exist.
-        if self.negative.contains_key(&key) {
+        if self.known_unknown(&key).await {
             self.metrics.subscribe("negative");
             return Err(UpstreamError::NotFound);
         }
+        let version = self.assignments_version();
         if self.map.entry_count() >= self.cfg.max_streams as u64 {
             self.metrics.subscribe("limit");
             return Err(UpstreamError::Unavailable(
@@ -480,7 +496,7 @@ impl Streams {
             }
             Err(UpstreamError::NotFound) => {
                 self.metrics.subscribe("not_found");
-                self.negative.insert(key, ()).await;
+                self.negative.insert(key, version).await;
                 Err(UpstreamError::NotFound)
             }
             Err(e) => {

@@ -36,12 +36,28 @@ pub struct MemoryUpstream {
     subscribe_delay: Mutex<Duration>,
     /// When set, every subscribe fails with this error.
     subscribe_error: Mutex<Option<UpstreamError>>,
+    /// Assignment changes, as a controller-fed upstream announces them.
+    changes: Mutex<Option<tokio::sync::watch::Sender<u64>>>,
 }
 
 impl MemoryUpstream {
     /// An upstream holding no stream.
     pub fn new() -> Arc<Self> {
         Arc::default()
+    }
+
+    /// An upstream that announces assignment changes ([`Self::assignments_changed`]).
+    pub fn with_changes() -> Arc<Self> {
+        let up = Self::default();
+        *up.changes.lock().unwrap() = Some(tokio::sync::watch::channel(0).0);
+        Arc::new(up)
+    }
+
+    /// Announces that where streams are has changed.
+    pub fn assignments_changed(&self) {
+        if let Some(tx) = self.changes.lock().unwrap().as_ref() {
+            tx.send_modify(|n| *n += 1);
+        }
     }
 
     /// Makes every fetch take `d`.
@@ -147,6 +163,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Upstream for MemoryUpstream {
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.changes
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|tx| tx.subscribe())
+    }
+
     fn subscribe<'a>(
         &'a self,
         stream: &'a str,

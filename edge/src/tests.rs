@@ -185,6 +185,28 @@ async fn a_flood_for_unknown_streams_asks_upstream_once_per_key_per_ttl() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_stream_is_asked_again_as_soon_as_the_assignments_change() {
+    let up = MemoryUpstream::with_changes();
+    let cfg = EdgeConfig {
+        negative_ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let state = edge_state(&cfg, &up);
+    for _ in 0..3 {
+        let (status, _, _) = get(&state, "/live/s/index.m3u8").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(up.subscribe_calls("s"), 1, "negatively cached");
+    // The stream is assigned a moment later: the next viewer gets it, not a 404 for the
+    // rest of the TTL.
+    live_stream(&up, "s", 2, 1);
+    up.assignments_changed();
+    let (status, _, _) = get(&state, "/live/s/index.m3u8").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(up.subscribe_calls("s"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_reload_is_answered_when_the_playlist_lands() {
     let up = MemoryUpstream::new();
     live_stream(&up, "s", 2, 1);

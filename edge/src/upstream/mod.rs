@@ -32,6 +32,12 @@ pub trait Upstream: Send + Sync + std::fmt::Debug + 'static {
         stream: &'a str,
         object: Object,
     ) -> BoxFuture<'a, Result<Bytes, UpstreamError>>;
+
+    /// Bumped whenever where streams are may have changed (the controller's assignments):
+    /// a "no origin holds it" learnt before a change is stale after it. `None`: never.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// A live subscription: a bounded stream of events.

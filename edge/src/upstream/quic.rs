@@ -259,6 +259,10 @@ impl Drop for QuicUpstream {
 }
 
 impl Upstream for QuicUpstream {
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.resolver.changes()
+    }
+
     fn subscribe<'a>(
         &'a self,
         stream: &'a str,
