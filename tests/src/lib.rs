@@ -930,6 +930,46 @@ impl Node {
     }
 }
 
+/// A controller (in-memory store) on a free gRPC address with `flags`; that address.
+pub fn start_controller(flags: &[&str]) -> (Node, SocketAddr) {
+    let grpc = free_addr();
+    let listen = grpc.to_string();
+    let args: Vec<&str> = ["--grpc-listen", listen.as_str()]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .collect();
+    let node = Node::launch(Launch {
+        name: Some("controller".into()),
+        ..Launch::new("controller", &args)
+    });
+    (node, grpc)
+}
+
+/// ffmpeg plays `seconds` of `url` (to nowhere) and exits successfully.
+pub fn assert_plays(url: &str, seconds: u32) {
+    let secs = seconds.to_string();
+    let out = run_with_timeout(
+        Command::new("ffmpeg").args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            url,
+            "-t",
+            &secs,
+            "-f",
+            "null",
+            "-",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "ffmpeg could not play {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// ffmpeg decodes `url` (with `args`, e.g. `-map 0:v`) to nowhere and prints no error.
 pub fn assert_decodes_cleanly(what: &str, url: &str, args: &[&str]) {
     let out = run_with_timeout(

@@ -6,8 +6,8 @@
 
 use ferrocast_tests::cluster::ControlPlane;
 use ferrocast_tests::{
-    ferrocast_bin, ffmpeg_publish_live, free_addr, http_get, run_with_timeout, Launch, Node,
-    TempDir,
+    assert_plays, ferrocast_bin, ffmpeg_publish_live, http_get, run_with_timeout, start_controller,
+    Node, TempDir,
 };
 use std::net::SocketAddr;
 use std::path::Path;
@@ -38,22 +38,7 @@ fn ctl_ok(grpc: SocketAddr, token: Option<&str>, args: &[&str]) -> serde_json::V
 
 /// A controller with the in-memory store, closed publishing and both operator tokens.
 fn controller() -> (Node, SocketAddr) {
-    let grpc = free_addr();
-    let node = Node::launch(Launch {
-        name: Some("controller".into()),
-        ..Launch::new(
-            "controller",
-            &[
-                "--grpc-listen",
-                &grpc.to_string(),
-                "--operator-token",
-                ADMIN,
-                "--operator-read-token",
-                READER,
-            ],
-        )
-    });
-    (node, grpc)
+    start_controller(&["--operator-token", ADMIN, "--operator-read-token", READER])
 }
 
 /// Runs a publisher that must be refused: ffmpeg exits with an error within 15 s.
@@ -293,26 +278,7 @@ fn playback_tokens_are_checked_at_every_edge_and_revocations_reach_them_fast() {
     });
     // ffmpeg plays through the token URL: relative URIs keep the token in the path.
     let url = format!("http://{}/t/{good}/live/cam/index.m3u8", e1.http);
-    let out = run_with_timeout(
-        Command::new("ffmpeg").args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-i",
-            &url,
-            "-t",
-            "3",
-            "-f",
-            "null",
-            "-",
-        ]),
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "ffmpeg could not play {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_plays(&url, 3);
     let playlist = http_get(
         e1.http,
         &format!("/t/{good}/live/cam/index.m3u8"),
@@ -610,26 +576,7 @@ fn ed25519_playback_tokens_signed_outside_the_cluster_play_and_key_revocation_re
         assert_eq!(status(edge, &format!("/live/cam/{obj}")), 403, "{obj}");
     }
     let url = format!("http://{}/t/{good}/live/cam/index.m3u8", e2.http);
-    let out = run_with_timeout(
-        Command::new("ffmpeg").args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-i",
-            &url,
-            "-t",
-            "3",
-            "-f",
-            "null",
-            "-",
-        ]),
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "ffmpeg could not play {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_plays(&url, 3);
 
     // The controller has no private key: it cannot issue with this key.
     let out = ctl(

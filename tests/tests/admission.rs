@@ -4,14 +4,13 @@
 //! `ferrocast` processes asking it; ffmpeg publishing and playing. Over HTTPS too: the
 //! same server behind tokio-rustls with a certificate of a test CA, counting handshakes.
 
-use ferrocast_tests::{ffmpeg_publish_live, http_get, run_with_timeout, Launch, Node, Proc};
+use ferrocast_tests::{assert_plays, ffmpeg_publish_live, http_get, Launch, Node, Proc};
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use sha2::Sha256;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -438,26 +437,7 @@ fn viewers_are_admitted_at_the_edge_once_per_ttl_and_the_webhook_going_down_fail
         assert_eq!(status(&node, &path), 200, "{path}");
     }
     let play = format!("http://{}/t/ann/live/cam/index.m3u8", node.http);
-    let out = run_with_timeout(
-        Command::new("ffmpeg").args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-i",
-            &play,
-            "-t",
-            "3",
-            "-f",
-            "null",
-            "-",
-        ]),
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "ffmpeg could not play: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_plays(&play, 3);
     assert_eq!(
         hook.calls("play", "token=ann"),
         1,

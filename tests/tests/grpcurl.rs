@@ -6,7 +6,7 @@
 
 use ferrocast_tests::tls::grpcurl;
 use ferrocast_tests::{
-    ferrocast_bin, free_addr, make_certs, run_with_timeout, Launch, Node, TempDir,
+    ferrocast_bin, make_certs, run_with_timeout, start_controller, Node, TempDir,
 };
 use std::net::SocketAddr;
 use std::path::Path;
@@ -78,21 +78,8 @@ fn drain(node_id: &str) -> String {
 
 #[test]
 fn grpcurl_needs_a_token_for_reads_and_the_admin_token_for_changes() {
-    let grpc = free_addr();
-    let controller = Node::launch(Launch {
-        name: Some("controller".into()),
-        ..Launch::new(
-            "controller",
-            &[
-                "--grpc-listen",
-                &grpc.to_string(),
-                "--operator-token",
-                ADMIN,
-                "--operator-read-token",
-                READER,
-            ],
-        )
-    });
+    let (controller, grpc) =
+        start_controller(&["--operator-token", ADMIN, "--operator-read-token", READER]);
     let plain = ["-plaintext"];
     let read_h = format!("authorization: Bearer {READER}");
     let admin_h = format!("authorization: Bearer {ADMIN}");
@@ -215,23 +202,14 @@ fn grpcurl_and_ctl_over_mutual_tls_with_operator_certificates() {
     let other = TempDir::new("grpc-other-pki");
     make_certs(&other.0);
     let p = |name: &str| pki.join(name).display().to_string();
-    let grpc = free_addr();
-    let controller = Node::launch(Launch {
-        name: Some("controller".into()),
-        ..Launch::new(
-            "controller",
-            &[
-                "--grpc-listen",
-                &grpc.to_string(),
-                "--tls-dir",
-                &pki.0.display().to_string(),
-                "--operator-ca",
-                &p("operator-ca.pem"),
-                "--operator-token",
-                ADMIN,
-            ],
-        )
-    });
+    let (controller, grpc) = start_controller(&[
+        "--tls-dir",
+        &pki.0.display().to_string(),
+        "--operator-ca",
+        &p("operator-ca.pem"),
+        "--operator-token",
+        ADMIN,
+    ]);
     let ca = p("ca.pem");
     let tls = ["-cacert", ca.as_str()];
     let (alice, alice_key) = (

@@ -7,8 +7,8 @@
 use ferrocast_tests::tls::{first_cert, TlsClient};
 use ferrocast_tests::{
     ferrocast_bin, ffmpeg_publish_live, ffmpeg_publish_live_with, framemd5_raw, free_addr,
-    free_port, free_udp_addr, make_certs, parse_framemd5, run_with_timeout, Launch, Node, Proc,
-    TempDir,
+    free_port, free_udp_addr, make_certs, parse_framemd5, run_with_timeout, start_controller,
+    Launch, Node, Proc, TempDir,
 };
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -62,21 +62,7 @@ fn nodes_join_a_tls_controller_with_cluster_certificates_and_strangers_are_refus
     let pki = TempDir::new("mtls-pki");
     make_certs(&pki.0);
     let tls_dir = pki.0.display().to_string();
-    let grpc = free_addr();
-    let controller = Node::launch(Launch {
-        name: Some("controller".into()),
-        ..Launch::new(
-            "controller",
-            &[
-                "--grpc-listen",
-                &grpc.to_string(),
-                "--tls-dir",
-                &tls_dir,
-                "--publish-auth",
-                "open",
-            ],
-        )
-    });
+    let (controller, grpc) = start_controller(&["--tls-dir", &tls_dir, "--publish-auth", "open"]);
     assert!(controller
         .log()
         .contains("grpc_tls=\"mutual TLS for nodes\""));
@@ -394,19 +380,7 @@ fn certificates_replaced_on_disk_reach_new_handshakes_without_a_restart() {
         .env("NO_COLOR", "1");
     let _standalone = Proc::spawn("standalone", &mut cmd, &web.0);
     let standalone_log = || std::fs::read_to_string(web.join("standalone.log")).unwrap_or_default();
-    let grpc = free_addr();
-    let controller = Node::launch(Launch {
-        name: Some("controller".into()),
-        ..Launch::new(
-            "controller",
-            &[
-                "--grpc-listen",
-                &grpc.to_string(),
-                "--tls-dir",
-                &pki.0.display().to_string(),
-            ],
-        )
-    });
+    let (controller, grpc) = start_controller(&["--tls-dir", &pki.0.display().to_string()]);
     let old = first_cert(&web_cert);
     let old_ctl = first_cert(&pki.join("node.pem"));
 
