@@ -279,16 +279,11 @@ impl ServerCertVerifier for ClusterServerVerifier {
     }
 }
 
-/// Generates a development cluster: a fresh CA and one node certificate signed by it,
-/// valid for client and server use, with SANs `localhost`, `127.0.0.1`, `::1` and
-/// `names`. Written to `dir` (created if needed; the key file readable by the owner
-/// only) when given.
-pub fn generate_dev(dir: Option<&Path>, names: &[String]) -> Result<ClusterTls, TlsError> {
+/// A fresh self-signed development CA named `name`: its certificate and key.
+fn dev_ca(name: &str) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Ferrocast development cluster CA");
+    ca_params.distinguished_name.push(DnType::CommonName, name);
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -296,6 +291,15 @@ pub fn generate_dev(dir: Option<&Path>, names: &[String]) -> Result<ClusterTls, 
         KeyUsagePurpose::DigitalSignature,
     ];
     let ca = ca_params.self_signed(&ca_key)?;
+    Ok((ca, ca_key))
+}
+
+/// Generates a development cluster: a fresh CA and one node certificate signed by it,
+/// valid for client and server use, with SANs `localhost`, `127.0.0.1`, `::1` and
+/// `names`. Written to `dir` (created if needed; the key file readable by the owner
+/// only) when given.
+pub fn generate_dev(dir: Option<&Path>, names: &[String]) -> Result<ClusterTls, TlsError> {
+    let (ca, ca_key) = dev_ca("Ferrocast development cluster CA")?;
 
     let mut sans = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
     sans.extend(names.iter().filter(|n| !n.is_empty()).cloned());
@@ -344,18 +348,7 @@ pub fn generate_operator_dev(dir: &Path, identities: &[String]) -> Result<(), Tl
         let path = path.to_owned();
         move |source| TlsError::Io { path, source }
     };
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Ferrocast development operator CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = ca_params.self_signed(&ca_key)?;
+    let (ca, ca_key) = dev_ca("Ferrocast development operator CA")?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let ca_path = dir.join(OPERATOR_CA_FILE);
     std::fs::write(&ca_path, ca.pem()).map_err(io(&ca_path))?;
