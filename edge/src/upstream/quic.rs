@@ -860,6 +860,7 @@ impl SubState {
         events: &mpsc::Sender<UpstreamEvent>,
     ) -> SessionEnd {
         let mut ended = false;
+        let mut saw_end = false;
         loop {
             let deadline = self.held.as_ref().map(|h| h.deadline);
             tokio::select! {
@@ -885,8 +886,17 @@ impl SubState {
                     }
                 }
                 st = states.recv(), if !ended => match st {
-                    Some(Ok(Some(state))) => self.hold(state, inner.cfg.hold_timeout),
-                    Some(Ok(None)) => ended = true,
+                    Some(Ok(Some(state))) => {
+                        saw_end = state.ended;
+                        self.hold(state, inner.cfg.hold_timeout);
+                    }
+                    // The origin ends a stream with a last state marked ended, then
+                    // closes; a close without it (a relay shutting down) is a lost
+                    // session, not the end of the stream.
+                    Some(Ok(None)) if saw_end => ended = true,
+                    Some(Ok(None)) => {
+                        return SessionEnd::Lost("the origin closed the subscription".into())
+                    }
                     Some(Err(e)) => {
                         if e.is_protocol_violation() {
                             tracing::warn!(error = %e, "malformed playlist state");
