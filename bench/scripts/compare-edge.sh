@@ -36,6 +36,7 @@
 #   KEEP (0)              1: keep the temp dir (logs, JSON, configs)
 #   FERROCAST (unset)     a ferrocast binary to measure instead of building this tree
 #                         (e.g. an older build, for before/after figures)
+#   EDGE_ARGS (unset)     extra flags for the edge, e.g. "--http-io-threads 2"
 # Loopback only; every process started here is stopped by its own PID at exit.
 set -euo pipefail
 
@@ -187,7 +188,7 @@ PIDS+=("$O_PID")
 wait_http "http://127.0.0.1:$O_HTTP/readyz" 20
 start_edge() {
     RUST_LOG=warn "$FERROCAST" edge --tls-dir "$TMP/tls" --origin "127.0.0.1:$O_QUIC" \
-        --http-listen "127.0.0.1:$E_HTTP" --idle-unsubscribe 600 >>"$TMP/edge.log" 2>&1 &
+        --http-listen "127.0.0.1:$E_HTTP" --idle-unsubscribe 600 ${EDGE_ARGS:-} >>"$TMP/edge.log" 2>&1 &
     E_PID=$!
     PIDS+=("$E_PID")
     wait_http "http://127.0.0.1:$E_HTTP/readyz" 20

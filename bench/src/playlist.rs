@@ -46,6 +46,8 @@ pub struct MediaPlaylist {
     pub media_sequence: u64,
     /// CAN-BLOCK-RELOAD=YES.
     pub can_block_reload: bool,
+    /// CAN-SKIP-UNTIL is set: the server answers delta updates (`_HLS_skip=YES`).
+    pub can_skip: bool,
     /// The last EXT-X-MAP URI.
     pub map_uri: Option<String>,
     /// Complete segments, oldest first.
@@ -125,6 +127,7 @@ impl MediaPlaylist {
                 }
                 "EXT-X-SERVER-CONTROL" => {
                     p.can_block_reload = attr(value, "CAN-BLOCK-RELOAD") == Some("YES");
+                    p.can_skip = attr(value, "CAN-SKIP-UNTIL").is_some();
                 }
                 "EXT-X-MAP" => p.map_uri = attr(value, "URI").map(str::to_owned),
                 "EXT-X-PROGRAM-DATE-TIME" => {
@@ -375,6 +378,11 @@ mod tests {
         let text = hls::render_media(&snap, &RenderOptions { skip: true });
         assert!(text.contains("#EXT-X-SKIP"), "{text}");
         let p = MediaPlaylist::parse(&text).unwrap();
+        assert!(p.can_skip);
+        // The newest parts keep their wall-clock start in a delta update.
+        let last = p.last_part().unwrap();
+        assert_eq!((last.msn, last.index), (17, 2));
+        assert!(last.start_ms.is_some());
         // Skipped segments still count for the sequence numbers.
         assert_eq!(p.segments.last().unwrap().msn, 16);
         assert_eq!(p.next_part(), (17, 3));

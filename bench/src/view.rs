@@ -665,7 +665,10 @@ async fn low_latency(
             have = Some((p.msn, p.index));
         }
         let (msn, part) = pl.next_part();
-        let reload = url.with_query(&format!("_HLS_msn={msn}&_HLS_part={part}"));
+        // Delta updates when offered, as hls.js asks for them: only the newest segments
+        // and their parts, which is all a viewer at the live edge needs.
+        let skip = if pl.can_skip { "&_HLS_skip=YES" } else { "" };
+        let reload = url.with_query(&format!("_HLS_msn={msn}&_HLS_part={part}{skip}"));
         // The origin answers 503 after about three target durations.
         let hold = Duration::from_secs_f64(pl.target_duration.max(1.0) * 3.0) + REQUEST_TIMEOUT;
         let hint = pl

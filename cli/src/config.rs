@@ -65,6 +65,10 @@ pub struct NodeArgs {
     /// Edge: seconds without a viewer before a stream is unsubscribed (default 30).
     #[arg(long, env = "FERROCAST_IDLE_UNSUBSCRIBE")]
     pub idle_unsubscribe: Option<f64>,
+    /// Edge: serve viewer connections on this many threads of their own, each with its own
+    /// event loop, as nginx runs a worker per core (default 0: on the node's shared runtime).
+    #[arg(long, env = "FERROCAST_HTTP_IO_THREADS")]
+    pub http_io_threads: Option<usize>,
     /// Target segment duration in seconds; segments are cut at the next keyframe (default 2).
     #[arg(long, env = "FERROCAST_SEGMENT_TARGET")]
     pub segment_target: Option<f64>,
@@ -204,6 +208,7 @@ struct FileConfig {
     origin: Option<String>,
     cache_capacity: Option<String>,
     idle_unsubscribe: Option<f64>,
+    http_io_threads: Option<usize>,
     segment_target: Option<f64>,
     part_target: Option<f64>,
     window_segments: Option<usize>,
@@ -405,6 +410,12 @@ impl Settings {
         }
         if let Some(v) = args.idle_unsubscribe.or(file.idle_unsubscribe) {
             edge.idle_unsubscribe = seconds("idle-unsubscribe", v)?;
+        }
+        if let Some(n) = args.http_io_threads.or(file.http_io_threads) {
+            if n > 256 {
+                bail!("invalid http-io-threads: {n} (at most 256)");
+            }
+            edge.http.io_threads = (n > 0).then_some(n);
         }
         if let Some(a) = args.grpc_listen.or(file.grpc_listen) {
             controller.grpc_listen = a;
@@ -753,6 +764,21 @@ mod tests {
         )
         .expect_err("too small");
         assert!(format!("{err:#}").contains("cache-capacity"), "{err:#}");
+    }
+
+    #[test]
+    fn http_io_threads_are_off_by_default_and_bounded() {
+        let s = Settings::resolve(args(&[]), Role::Standalone).expect("valid");
+        assert_eq!(s.edge.http.io_threads, None);
+        let s =
+            Settings::resolve(args(&["--http-io-threads", "2"]), Role::Standalone).expect("valid");
+        assert_eq!(s.edge.http.io_threads, Some(2));
+        let s =
+            Settings::resolve(args(&["--http-io-threads", "0"]), Role::Standalone).expect("valid");
+        assert_eq!(s.edge.http.io_threads, None);
+        let err = Settings::resolve(args(&["--http-io-threads", "1000"]), Role::Standalone)
+            .expect_err("too many");
+        assert!(format!("{err:#}").contains("http-io-threads"), "{err:#}");
     }
 
     #[test]

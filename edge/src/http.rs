@@ -4,7 +4,7 @@
 //! cache. Every status code decision is made here, in one place, and mirrors
 //! `origin/src/serve.rs` (same headers, same 400/404/503 rules).
 
-use crate::metrics::{EdgeMetrics, RequestLabels};
+use crate::metrics::EdgeMetrics;
 use crate::state::{
     locate_part, locate_segment, Closed, EdgeSnapshot, PartPlace, SegmentPlace, StreamState,
     Streams,
@@ -51,14 +51,7 @@ impl HttpState {
 pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
     if let Some(stream) = req.uri().path().strip_prefix("/play/") {
         let resp = play(&state, stream, &req).await;
-        state
-            .metrics
-            .http_requests
-            .get_or_create(&RequestLabels {
-                kind: "play",
-                status: resp.status().as_u16(),
-            })
-            .inc();
+        state.metrics.request("play", resp.status().as_u16());
         return resp;
     }
     let peer = req
@@ -128,12 +121,7 @@ pub async fn respond_for(
     client: Option<std::net::IpAddr>,
 ) -> Response {
     let (kind, resp) = route(state, method, uri, client).await;
-    let status = resp.status().as_u16();
-    state
-        .metrics
-        .http_requests
-        .get_or_create(&RequestLabels { kind, status })
-        .inc();
+    state.metrics.request(kind, resp.status().as_u16());
     if method != Method::HEAD {
         state.metrics.http_response_bytes.inc_by(resp.body().len());
     }
@@ -261,6 +249,17 @@ async fn wait_for<T>(
     stream: &StreamState,
     mut decide: impl FnMut(&EdgeSnapshot) -> Step<T>,
 ) -> Waited<T> {
+    // Most requests are decided on the current snapshot: no receiver, no clock, no timer.
+    let snap = stream.snapshot();
+    if let Some(why) = snap.closed {
+        return Waited::Closed(why);
+    }
+    if let Step::Done(v) = decide(&snap) {
+        return Waited::Done(v);
+    }
+    drop(snap);
+    // Then subscribe and decide again on what is current now, so that no change between
+    // the two looks is missed.
     let mut rx = stream.subscribe();
     let mut snap = rx.borrow_and_update().clone();
     let deadline = tokio::time::Instant::now() + snap.block_timeout();
@@ -332,8 +331,8 @@ async fn media_playlist(stream: &Arc<StreamState>, query: &str) -> Response {
     // Rendered from the snapshot current now: never older than the one that was ready.
     let snap = stream.snapshot();
     let skip = !matches!(q.skip, SkipRequest::No);
-    match snap.rendered(skip) {
-        Some(body) => respond::playlist(body),
+    match snap.prepared(skip) {
+        Some(prepared) => prepared.response(),
         None => error(StatusCode::NOT_FOUND, "stream has no media yet"),
     }
 }
@@ -393,16 +392,7 @@ async fn segment(state: &HttpState, stream: &StreamState, msn: u64) -> Response 
     match place {
         Waited::Done(SegmentPlace::Parts(n)) => {
             // Its parts back to back, zero-copy, when all are still in memory.
-            let cache = state.streams.cache();
-            let mut parts = Vec::with_capacity(n);
-            for i in 0..n {
-                let Ok(i) = u32::try_from(i) else { break };
-                match cache.peek(stream.name(), Object::Part(msn, i)).await {
-                    Some(b) => parts.push(b),
-                    None => break,
-                }
-            }
-            if parts.len() == n {
+            if let Some(parts) = Box::pin(cached_parts(state, stream, msn, n)).await {
                 state.metrics.cache("hit");
                 return media_chunks(parts);
             }
@@ -412,6 +402,22 @@ async fn segment(state: &HttpState, stream: &StreamState, msn: u64) -> Response 
         Waited::Done(_) | Waited::TimedOut(_) => error(StatusCode::NOT_FOUND, NONE),
         Waited::Closed(why) => closed_response(why),
     }
+}
+
+/// Every part of segment `msn` if all `n` are in memory.
+async fn cached_parts(
+    state: &HttpState,
+    stream: &StreamState,
+    msn: u64,
+    n: usize,
+) -> Option<Vec<Bytes>> {
+    let cache = state.streams.cache();
+    let mut parts = Vec::with_capacity(n);
+    for i in 0..n {
+        let i = u32::try_from(i).ok()?;
+        parts.push(cache.peek(stream.name(), Object::Part(msn, i)).await?);
+    }
+    Some(parts)
 }
 
 async fn part(state: &HttpState, stream: &StreamState, msn: u64, i: u32) -> Response {
@@ -442,10 +448,13 @@ async fn part(state: &HttpState, stream: &StreamState, msn: u64, i: u32) -> Resp
 /// From the cache, or fetched upstream once for every viewer asking at this moment.
 async fn fetch(state: &HttpState, stream: &StreamState, object: Object, none: &str) -> Response {
     let streams = &state.streams;
-    match streams
-        .cache()
-        .get_or_fetch(stream.name(), object, streams.upstream())
-        .await
+    // Boxed, as every moka future here: see `Streams::get_or_subscribe`.
+    match Box::pin(
+        streams
+            .cache()
+            .get_or_fetch(stream.name(), object, streams.upstream()),
+    )
+    .await
     {
         Ok((b, _)) => media(b),
         Err(e) => upstream_error(&e, none),

@@ -7,6 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use std::sync::OnceLock;
 
 /// Labels of an HTTP request counter: what was asked for and how it ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,7 +59,16 @@ pub struct EdgeMetrics {
     pub viewers: Family<StreamLabels, Gauge>,
     /// Origin made an object → the edge holds it (wall clocks of both nodes), seconds.
     pub propagation_delay: Histogram,
+    /// `http_requests` counters of the common label sets, resolved once: a family
+    /// lookup takes a lock and hashes the labels, on every request of every viewer.
+    hot_requests: [OnceLock<Counter>; HOT_KINDS.len() * HOT_STATUSES.len()],
+    /// `cache_lookups` counters by result, resolved once.
+    hot_cache: [OnceLock<Counter>; HOT_CACHE.len()],
 }
+
+const HOT_KINDS: [&str; 4] = ["playlist", "part", "segment", "init"];
+const HOT_STATUSES: [u16; 4] = [200, 400, 404, 503];
+const HOT_CACHE: [&str; 3] = ["hit", "miss", "coalesced"];
 
 impl Default for EdgeMetrics {
     fn default() -> Self {
@@ -76,6 +86,8 @@ impl Default for EdgeMetrics {
             propagation_delay: Histogram::new([
                 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0,
             ]),
+            hot_requests: std::array::from_fn(|_| OnceLock::new()),
+            hot_cache: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 }
@@ -86,11 +98,28 @@ impl EdgeMetrics {
         Self::default()
     }
 
+    /// Counts one viewer request by kind and status.
+    pub fn request(&self, kind: &'static str, status: u16) {
+        let k = HOT_KINDS.iter().position(|k| *k == kind);
+        let s = HOT_STATUSES.iter().position(|s| *s == status);
+        let labels = RequestLabels { kind, status };
+        match (k, s) {
+            (Some(k), Some(s)) => self.hot_requests[k * HOT_STATUSES.len() + s]
+                .get_or_init(|| self.http_requests.get_or_create(&labels).clone())
+                .inc(),
+            _ => self.http_requests.get_or_create(&labels).inc(),
+        };
+    }
+
     /// Counts one outcome of a cache lookup.
     pub(crate) fn cache(&self, result: &'static str) {
-        self.cache_lookups
-            .get_or_create(&ResultLabels { result })
-            .inc();
+        let labels = ResultLabels { result };
+        match HOT_CACHE.iter().position(|r| *r == result) {
+            Some(i) => self.hot_cache[i]
+                .get_or_init(|| self.cache_lookups.get_or_create(&labels).clone())
+                .inc(),
+            None => self.cache_lookups.get_or_create(&labels).inc(),
+        };
     }
 
     /// Counts one upstream fetch.

@@ -12,12 +12,15 @@
 use crate::cache::ObjectCache;
 use crate::metrics::{EdgeMetrics, StreamLabels};
 use crate::upstream::{EdgePlaylist, Subscription, Upstream, UpstreamError, UpstreamEvent};
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use ferrocast_media::hls::{self, MediaPlaylist, RenderOptions, SegmentInfo};
+use ferrocast_runtime::respond::Prepared;
 use moka::future::Cache;
 use moka::ops::compute::Op;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -55,8 +58,8 @@ pub struct EdgeSnapshot {
     pub playlist: Option<Arc<EdgePlaylist>>,
     /// Set once the state ended; waiters wake up and answer.
     pub closed: Option<Closed>,
-    rendered: OnceLock<Bytes>,
-    rendered_skip: OnceLock<Bytes>,
+    rendered: OnceLock<Prepared>,
+    rendered_skip: OnceLock<Prepared>,
 }
 
 impl EdgeSnapshot {
@@ -70,18 +73,25 @@ impl EdgeSnapshot {
     /// The media playlist text (delta update with `skip`), rendered by the same pure
     /// function as the origin's, so both serve identical bytes for the same state.
     pub fn rendered(&self, skip: bool) -> Option<Bytes> {
+        self.prepared(skip).map(|p| p.body().clone())
+    }
+
+    /// The media playlist as a whole response (headers and body), built on the first
+    /// request for this version: every later viewer of the version gets a copy of the
+    /// header map and a share of the body.
+    pub fn prepared(&self, skip: bool) -> Option<&Prepared> {
         let p = self.playlist.as_ref()?;
         let cell = if skip {
             &self.rendered_skip
         } else {
             &self.rendered
         };
-        Some(
-            cell.get_or_init(|| {
-                Bytes::from(hls::render_media(&p.playlist, &RenderOptions { skip }))
-            })
-            .clone(),
-        )
+        Some(cell.get_or_init(|| {
+            Prepared::playlist(Bytes::from(hls::render_media(
+                &p.playlist,
+                &RenderOptions { skip },
+            )))
+        }))
     }
 
     /// How long a blocking request may be held: about three target durations
@@ -186,8 +196,9 @@ pub fn locate_segment(p: &MediaPlaylist, msn: u64) -> SegmentPlace {
 #[derive(Debug, Default)]
 pub struct ViewerMeter {
     blocking: AtomicI64,
-    /// (second, plain reloads in that second), a ring indexed by second.
-    reloads: Mutex<[(u64, u32); ViewerMeter::BUCKETS]>,
+    /// (second << 32 | plain reloads in that second), a ring indexed by second: atomics,
+    /// not a lock, because every plain reload of every viewer passes here.
+    reloads: [AtomicU64; ViewerMeter::BUCKETS],
 }
 
 impl ViewerMeter {
@@ -196,12 +207,25 @@ impl ViewerMeter {
 
     /// Counts a plain (non-blocking) playlist reload at second `now_s`.
     pub fn reload(&self, now_s: u64) {
-        let mut r = self.reloads.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = &mut r[(now_s % Self::BUCKETS as u64) as usize];
-        if slot.0 != now_s {
-            *slot = (now_s, 0);
+        let slot = &self.reloads[(now_s % Self::BUCKETS as u64) as usize];
+        let second = now_s & u64::from(u32::MAX);
+        let mut cur = slot.load(Ordering::Relaxed);
+        loop {
+            // Same second: count it (the count stays far below 2^32 per second).
+            if cur >> 32 == second {
+                slot.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            match slot.compare_exchange_weak(
+                cur,
+                second << 32 | 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
         }
-        slot.1 = slot.1.saturating_add(1);
     }
 
     /// Counts a blocking playlist request while the guard lives.
@@ -213,11 +237,16 @@ impl ViewerMeter {
     /// The estimate at second `now_s`, counting reloads over `window_s` seconds.
     pub fn estimate(&self, now_s: u64, window_s: u64) -> i64 {
         let window = window_s.clamp(1, Self::BUCKETS as u64);
-        let r = self.reloads.lock().unwrap_or_else(|e| e.into_inner());
-        let plain: u64 = r
+        let now_s = now_s & u64::from(u32::MAX);
+        let plain: u64 = self
+            .reloads
             .iter()
-            .filter(|(s, _)| *s <= now_s && now_s - *s < window)
-            .map(|(_, n)| u64::from(*n))
+            .map(|slot| {
+                let v = slot.load(Ordering::Relaxed);
+                (v >> 32, v & u64::from(u32::MAX))
+            })
+            .filter(|(s, n)| *n > 0 && *s <= now_s && now_s - *s < window)
+            .map(|(_, n)| n)
             .sum();
         self.blocking.load(Ordering::Relaxed).max(0) + i64::try_from(plain).unwrap_or(i64::MAX)
     }
@@ -296,14 +325,19 @@ impl StreamState {
     /// Marks a viewer request in flight until the guard drops; the stream is not idle
     /// while any is.
     pub fn enter(self: &Arc<Self>) -> RequestGuard {
+        // No touch here: while the request is in flight the stream is not idle, and
+        // the guard touches when it drops.
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.touch();
         RequestGuard(self.clone())
     }
 
     fn touch(&self) {
         let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_seen_ms.fetch_max(ms, Ordering::Relaxed);
+        // Read before writing: requests within the same millisecond leave the shared
+        // cache line alone.
+        if ms > self.last_seen_ms.load(Ordering::Relaxed) {
+            self.last_seen_ms.fetch_max(ms, Ordering::Relaxed);
+        }
     }
 
     fn idle_for(&self) -> Option<Duration> {
@@ -373,6 +407,10 @@ pub struct Streams {
     /// assigned a moment after a viewer asked is subscribed at once, not a TTL later).
     negative: Cache<Arc<str>, u64>,
     changes: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The states in `map`, published for lock-free reads: every viewer request looks
+    /// its stream up here first, and goes to `map` (moka: read log, housekeeping,
+    /// coalesced subscribe) only for a stream not held yet or closing.
+    live: ArcSwap<HashMap<Arc<str>, Arc<StreamState>>>,
     upstream: Arc<dyn Upstream>,
     cache: ObjectCache,
     metrics: Arc<EdgeMetrics>,
@@ -380,6 +418,9 @@ pub struct Streams {
     tasks: TaskTracker,
     cancel: CancellationToken,
     epoch: Instant,
+    /// The runtime the registry was made on: stream tasks run there, not on the HTTP
+    /// server's I/O threads where the requests that start them are served.
+    home: Option<tokio::runtime::Handle>,
 }
 
 impl Streams {
@@ -390,8 +431,17 @@ impl Streams {
         cache: ObjectCache,
         metrics: Arc<EdgeMetrics>,
     ) -> Arc<Self> {
+        let home = tokio::runtime::Handle::try_current().ok();
+        let upstream: Arc<dyn Upstream> = match &home {
+            Some(home) => Arc::new(OnHome {
+                inner: upstream,
+                home: home.clone(),
+            }),
+            None => upstream,
+        };
         Arc::new(Self {
             map: Cache::builder().build(),
+            live: ArcSwap::default(),
             negative: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(cfg.negative_ttl)
@@ -404,6 +454,7 @@ impl Streams {
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
             epoch: Instant::now(),
+            home,
         })
     }
 
@@ -433,11 +484,22 @@ impl Streams {
         self: &Arc<Self>,
         name: &str,
     ) -> Result<Arc<StreamState>, UpstreamError> {
-        if let Some(st) = self.map.get(name).await {
+        if let Some(st) = self.live.load().get(name) {
             if !st.is_closed() {
-                return Ok(st);
+                return Ok(st.clone());
             }
         }
+        // Boxed: moka's futures are kilobytes, and a held viewer request (a blocking
+        // reload, a preload hint) would carry their size for as long as it waits.
+        Box::pin(self.subscribe_slow(name)).await
+    }
+
+    /// The stream's state through moka: coalesced subscription, negative cache,
+    /// replacement of a closed state.
+    async fn subscribe_slow(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Arc<StreamState>, UpstreamError> {
         let key: Arc<str> = Arc::from(name);
         // Two rounds: a state that closed (idle, lost, gone) between lookup and use is
         // removed and replaced once.
@@ -489,9 +551,17 @@ impl Streams {
                 self.metrics.subscribe("ok");
                 let st = StreamState::new(key.clone(), self.epoch, self.cancel.child_token());
                 self.metrics.streams.inc();
+                self.live.rcu(|live| {
+                    let mut live = HashMap::clone(live);
+                    live.insert(key.clone(), st.clone());
+                    live
+                });
                 let span = tracing::info_span!("edge_stream", stream = %key);
-                self.tasks
-                    .spawn(run_stream(self.clone(), st.clone(), sub).instrument(span));
+                let task = run_stream(self.clone(), st.clone(), sub).instrument(span);
+                match &self.home {
+                    Some(home) => self.tasks.spawn_on(task, home),
+                    None => self.tasks.spawn(task),
+                };
                 Ok(st)
             }
             Err(UpstreamError::NotFound) => {
@@ -508,6 +578,20 @@ impl Streams {
     }
 
     async fn remove_if_same(&self, st: &Arc<StreamState>) {
+        if self
+            .live
+            .load()
+            .get(&st.name)
+            .is_some_and(|s| Arc::ptr_eq(s, st))
+        {
+            self.live.rcu(|live| {
+                let mut live = HashMap::clone(live);
+                if live.get(&st.name).is_some_and(|s| Arc::ptr_eq(s, st)) {
+                    live.remove(&st.name);
+                }
+                live
+            });
+        }
         self.map
             .entry(st.name.clone())
             .and_compute_with(|e| {
@@ -537,6 +621,49 @@ impl Streams {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+/// Runs the upstream's work on the edge's own runtime. Viewer requests are served on
+/// the HTTP server's I/O threads; what the upstream starts for them (QUIC connections
+/// and their drivers, subscription tasks) must outlive those threads and stop in the
+/// edge's own shutdown order.
+#[derive(Debug)]
+struct OnHome {
+    inner: Arc<dyn Upstream>,
+    home: tokio::runtime::Handle,
+}
+
+fn join_error(e: tokio::task::JoinError) -> UpstreamError {
+    UpstreamError::Unavailable(format!("upstream task ended: {e}"))
+}
+
+impl Upstream for OnHome {
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.changes()
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> crate::upstream::BoxFuture<'a, Result<Subscription, UpstreamError>> {
+        let (inner, stream) = (self.inner.clone(), stream.to_owned());
+        let task = self
+            .home
+            .spawn(async move { inner.subscribe(&stream).await });
+        Box::pin(async move { task.await.unwrap_or_else(|e| Err(join_error(e))) })
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        stream: &'a str,
+        object: ferrocast_media::hls::names::Object,
+    ) -> crate::upstream::BoxFuture<'a, Result<Bytes, UpstreamError>> {
+        let (inner, stream) = (self.inner.clone(), stream.to_owned());
+        let task = self
+            .home
+            .spawn(async move { inner.fetch(&stream, object).await });
+        Box::pin(async move { task.await.unwrap_or_else(|e| Err(join_error(e))) })
     }
 }
 
@@ -655,5 +782,51 @@ mod tests {
         assert_eq!(m.estimate(120, 4), 1);
         // The window is capped by the ring size.
         assert_eq!(m.estimate(104, 1000), 1 + 3);
+    }
+
+    #[test]
+    fn a_version_is_rendered_once_for_every_viewer() {
+        let snap = EdgeSnapshot {
+            version: 1,
+            playlist: Some(Arc::new(playlist(10, 2, 4, 2))),
+            ..EdgeSnapshot::default()
+        };
+        let a = snap.prepared(false).expect("rendered").response();
+        let b = snap.prepared(false).expect("rendered").response();
+        assert_eq!(a.headers(), b.headers());
+        let (pa, pb) = (snap.rendered(false).unwrap(), snap.rendered(false).unwrap());
+        assert_eq!(pa.as_ptr(), pb.as_ptr(), "one rendering shared");
+        assert_eq!(
+            pa,
+            Bytes::from(hls::render_media(
+                &snap.playlist.as_ref().unwrap().playlist,
+                &RenderOptions { skip: false }
+            ))
+        );
+        let skip = snap.rendered(true).unwrap();
+        assert_ne!(skip.as_ptr(), pa.as_ptr());
+        assert!(EdgeSnapshot::default().prepared(false).is_none());
+    }
+
+    #[test]
+    fn reloads_counted_from_both_threads_add_up() {
+        let m = Arc::new(ViewerMeter::default());
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        m.reload(7);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert_eq!(m.estimate(7, 1), 20_000);
+        // Eight seconds later the slot is reused from zero.
+        m.reload(15);
+        assert_eq!(m.estimate(15, 1), 1);
     }
 }

@@ -312,6 +312,25 @@ enum CallError {
     Busy,
 }
 
+/// Spawns the client's connection tasks on the runtime the client was made on: calls
+/// come from viewer requests, which may be served on the HTTP server's own I/O threads,
+/// and a pooled connection must not live on (and die with) one of those.
+#[derive(Debug, Clone)]
+struct Home(Option<tokio::runtime::Handle>);
+
+impl<F> hyper::rt::Executor<F> for Home
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        match &self.0 {
+            Some(home) => drop(home.spawn(fut)),
+            None => TokioExecutor::new().execute(fut),
+        }
+    }
+}
+
 impl Admission {
     /// A client for `cfg` (validated before), its metrics registered into `registry`.
     pub fn new(cfg: AdmissionConfig, registry: &Metrics) -> Self {
@@ -325,7 +344,7 @@ impl Admission {
             None
         });
         let connector = connect::WebhookConnector::new(connector, tls);
-        let client = Client::builder(TokioExecutor::new())
+        let client = Client::builder(Home(tokio::runtime::Handle::try_current().ok()))
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build(connector);

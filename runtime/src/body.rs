@@ -9,16 +9,24 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// A body made of zero or more shared buffers, sent in order.
+///
+/// The first buffer is held apart from the rest, so the common single-buffer body (a
+/// playlist, a part) costs no allocation besides the response itself.
 #[derive(Debug, Default, Clone)]
 pub struct ChunksBody {
-    chunks: VecDeque<Bytes>,
+    first: Option<Bytes>,
+    rest: VecDeque<Bytes>,
     remaining: u64,
 }
 
 impl ChunksBody {
     /// One buffer.
     pub fn full(bytes: Bytes) -> Self {
-        Self::from_chunks([bytes])
+        Self {
+            remaining: bytes.len() as u64,
+            first: Some(bytes).filter(|b| !b.is_empty()),
+            rest: VecDeque::new(),
+        }
     }
 
     /// An empty body.
@@ -28,9 +36,15 @@ impl ChunksBody {
 
     /// Buffers sent back to back, without copying.
     pub fn from_chunks(chunks: impl IntoIterator<Item = Bytes>) -> Self {
-        let chunks: VecDeque<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
-        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
-        Self { chunks, remaining }
+        let mut chunks = chunks.into_iter().filter(|c| !c.is_empty());
+        let first = chunks.next();
+        let rest: VecDeque<Bytes> = chunks.collect();
+        let remaining = first.iter().chain(&rest).map(|c| c.len() as u64).sum();
+        Self {
+            first,
+            rest,
+            remaining,
+        }
     }
 
     /// Total length in bytes.
@@ -64,7 +78,11 @@ impl Body for ChunksBody {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match self.chunks.pop_front() {
+        let next = match self.first.take() {
+            Some(c) => Some(c),
+            None => self.rest.pop_front(),
+        };
+        match next {
             Some(chunk) => {
                 self.remaining -= chunk.len() as u64;
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
@@ -74,7 +92,7 @@ impl Body for ChunksBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty()
+        self.first.is_none() && self.rest.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -97,5 +115,20 @@ mod tests {
         assert_eq!(body.size_hint().exact(), Some(5));
         let collected = body.collect().await.expect("infallible").to_bytes();
         assert_eq!(&collected[..], b"abcde");
+    }
+
+    #[tokio::test]
+    async fn one_buffer_and_empty_bodies() {
+        let b = Bytes::from_static(b"xyz");
+        let body = ChunksBody::full(b.clone());
+        assert_eq!((body.len(), body.is_end_stream()), (3, false));
+        let collected = body.collect().await.expect("infallible").to_bytes();
+        assert_eq!(collected, b);
+        let empty = ChunksBody::full(Bytes::new());
+        assert!(empty.is_empty() && empty.is_end_stream());
+        let empty = ChunksBody::from_chunks([Bytes::new(), Bytes::new()]);
+        assert!(empty.is_empty() && empty.is_end_stream());
+        let collected = empty.collect().await.expect("infallible").to_bytes();
+        assert!(collected.is_empty());
     }
 }

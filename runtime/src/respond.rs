@@ -7,7 +7,7 @@ use crate::body::ChunksBody;
 use crate::http::Response;
 use crate::metrics::Metrics;
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 
 /// HLS playlists.
 pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -23,37 +23,85 @@ const WATCH_HTML: &[u8] = include_bytes!("../assets/watch.html");
 const HLS_JS: &[u8] = include_bytes!("../assets/hls.min.js");
 const HLS_JS_LICENSE: &[u8] = include_bytes!("../assets/hls.js.LICENSE");
 
-fn base(status: StatusCode) -> http::response::Builder {
-    http::Response::builder()
-        .status(status)
-        .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
-        .header(
+/// The headers every response carries, built without parsing or copying: names are
+/// the standard constants and values are static, so only the map itself allocates.
+fn head(
+    status: StatusCode,
+    content_type: &'static str,
+    cache: &'static str,
+    len: u64,
+) -> (StatusCode, HeaderMap) {
+    let mut h = HeaderMap::with_capacity(8);
+    for (name, value) in [
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        (
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             "Content-Length, Age, Date",
-        )
+        ),
+        (header::CONTENT_TYPE, content_type),
+        (header::CACHE_CONTROL, cache),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    (status, h)
 }
 
 fn build(
-    b: http::response::Builder,
+    status: StatusCode,
     body: ChunksBody,
     content_type: &'static str,
     cache: &'static str,
 ) -> Response {
-    b.header(header::CONTENT_TYPE, HeaderValue::from_static(content_type))
-        .header(header::CACHE_CONTROL, HeaderValue::from_static(cache))
-        .header(header::CONTENT_LENGTH, body.len())
-        .body(body)
-        .unwrap_or_else(|_| http::Response::new(ChunksBody::empty()))
+    let (status, headers) = head(status, content_type, cache, body.len());
+    with_head(status, headers, body)
+}
+
+fn with_head(status: StatusCode, headers: HeaderMap, body: ChunksBody) -> Response {
+    let mut r = http::Response::new(body);
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    r
+}
+
+/// A 200 response built once and answered many times (a playlist version that every
+/// viewer of a stream asks for): each answer clones the header map and shares the body.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Prepared {
+    /// A playlist.
+    pub fn playlist(body: Bytes) -> Self {
+        let (_, headers) = head(
+            StatusCode::OK,
+            PLAYLIST_TYPE,
+            CACHE_PLAYLIST,
+            body.len() as u64,
+        );
+        Self { headers, body }
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// A response with these headers and body.
+    pub fn response(&self) -> Response {
+        with_head(
+            StatusCode::OK,
+            self.headers.clone(),
+            ChunksBody::full(self.body.clone()),
+        )
+    }
 }
 
 /// 200 with a body of the given type and caching.
 pub fn ok(body: Bytes, content_type: &'static str, cache: &'static str) -> Response {
-    build(
-        base(StatusCode::OK),
-        ChunksBody::full(body),
-        content_type,
-        cache,
-    )
+    build(StatusCode::OK, ChunksBody::full(body), content_type, cache)
 }
 
 /// A playlist.
@@ -69,7 +117,7 @@ pub fn media(b: Bytes) -> Response {
 /// A media object sent as several buffers back to back (a segment as its parts).
 pub fn media_chunks(parts: Vec<Bytes>) -> Response {
     build(
-        base(StatusCode::OK),
+        StatusCode::OK,
         ChunksBody::from_chunks(parts),
         MP4_TYPE,
         CACHE_IMMUTABLE,
@@ -84,7 +132,7 @@ pub fn json(body: String) -> Response {
 /// A short plain-text answer.
 pub fn text(status: StatusCode, body: &'static str) -> Response {
     build(
-        base(status),
+        status,
         ChunksBody::from(body),
         "text/plain; charset=utf-8",
         "no-store",
@@ -94,7 +142,7 @@ pub fn text(status: StatusCode, body: &'static str) -> Response {
 /// An error with a one-line reason (never cached for long).
 pub fn error(status: StatusCode, message: &str) -> Response {
     build(
-        base(status),
+        status,
         ChunksBody::from(format!("{message}\n")),
         "text/plain; charset=utf-8",
         "no-cache",
@@ -103,7 +151,7 @@ pub fn error(status: StatusCode, message: &str) -> Response {
 
 fn static_asset(bytes: &'static [u8], content_type: &'static str) -> Response {
     build(
-        base(StatusCode::OK),
+        StatusCode::OK,
         ChunksBody::full(Bytes::from_static(bytes)),
         content_type,
         "public, max-age=300",
@@ -111,16 +159,21 @@ fn static_asset(bytes: &'static [u8], content_type: &'static str) -> Response {
 }
 
 fn cors_preflight() -> Response {
-    let b = base(StatusCode::NO_CONTENT)
-        .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS")
-        .header(header::ACCESS_CONTROL_ALLOW_HEADERS, "*")
-        .header(header::ACCESS_CONTROL_MAX_AGE, "86400");
-    build(
-        b,
+    let mut r = build(
+        StatusCode::NO_CONTENT,
         ChunksBody::empty(),
         "text/plain; charset=utf-8",
         "no-store",
-    )
+    );
+    for (name, value) in [
+        (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS"),
+        (header::ACCESS_CONTROL_ALLOW_HEADERS, "*"),
+        (header::ACCESS_CONTROL_MAX_AGE, "86400"),
+    ] {
+        r.headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    r
 }
 
 /// Answers what every node answers alike: CORS preflight, methods other than GET/HEAD,
@@ -194,7 +247,29 @@ mod tests {
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
         assert!(common(&Method::GET, "/live/x/index.m3u8", true, &reg, any).is_none());
         let r = media_chunks(vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")]);
+        assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         assert_eq!(r.headers()[header::CONTENT_LENGTH], "3");
         assert_eq!(r.headers()[header::CACHE_CONTROL], CACHE_IMMUTABLE);
+    }
+
+    #[test]
+    fn a_prepared_playlist_is_the_same_response_every_time() {
+        let body = Bytes::from_static(b"#EXTM3U\n");
+        let plain = playlist(body.clone());
+        let prepared = Prepared::playlist(body.clone());
+        for _ in 0..2 {
+            let r = prepared.response();
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(r.headers(), plain.headers());
+            assert_eq!(r.headers()[header::CONTENT_LENGTH], "8");
+            assert_eq!(r.headers()[header::CONTENT_TYPE], PLAYLIST_TYPE);
+            assert_eq!(r.headers()[header::CACHE_CONTROL], CACHE_PLAYLIST);
+            assert_eq!(r.body().len(), 8);
+        }
+        assert_eq!(
+            prepared.body().as_ptr(),
+            body.as_ptr(),
+            "shared, not copied"
+        );
     }
 }

@@ -16,14 +16,17 @@
 //   --max-latency S       also fail when the median latency exceeds S seconds (default: no limit)
 //   --no-require-ll       don't require low-latency mode with parts (plain HLS smoke tests only)
 //   --screenshot FILE     save a PNG of the page at the end
+//   --trace FILE          write every request's timeline (start, head, end ms; status; path),
+//                         the page's console to FILE.console, playlists to FILE.playlists
 //   --chromium PATH       browser binary (default $CHROMIUM or /usr/bin/chromium)
 //   --verbose             progress on stderr
 
 import { parseArgs } from 'node:util';
+import { writeFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
 const USAGE = 'usage: node play.mjs --url URL [--seconds N] [--start-timeout N] [--max-stall-ms N] ' +
-  '[--max-latency S] [--no-require-ll] [--screenshot FILE] [--chromium PATH] [--verbose]';
+  '[--max-latency S] [--no-require-ll] [--screenshot FILE] [--trace FILE] [--chromium PATH] [--verbose]';
 
 function parseCli() {
   let values;
@@ -37,6 +40,7 @@ function parseCli() {
         'max-latency': { type: 'string' },
         'no-require-ll': { type: 'boolean', default: false },
         screenshot: { type: 'string' },
+        trace: { type: 'string' },
         chromium: { type: 'string', default: process.env.CHROMIUM || '/usr/bin/chromium' },
         verbose: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
@@ -65,6 +69,7 @@ function parseCli() {
     maxLatency: values['max-latency'] === undefined ? null : num('max-latency', 0),
     requireLl: !values['no-require-ll'],
     screenshot: values.screenshot ?? null,
+    trace: values.trace ?? null,
     chromium: values.chromium,
     verbose: values.verbose,
   };
@@ -112,13 +117,46 @@ const result = {
   errors: [],
   consoleErrors: [],
   httpErrors: [],
+  // The slowest requests (ms from the page's start to the end of the response), so that a
+  // stall can be told apart: a request the server held, or one the browser never sent.
+  slowRequests: [],
 };
+
+// Every request's timeline: [path, started ms, first byte ms, finished ms, status].
+const T0 = Date.now();
+const timeline = new Map();
+const consoleLog = [];
+const playlistLog = [];
+function noteRequest(req, field, status) {
+  let e = timeline.get(req);
+  if (!e) {
+    let path = req.url();
+    try { const u = new URL(path); path = u.pathname + u.search; } catch { /* keep */ }
+    e = { path, start: null, head: null, end: null, status: null };
+    timeline.set(req, e);
+  }
+  e[field] = Date.now() - T0;
+  if (status !== undefined) e.status = status;
+}
+function timelineReport() {
+  const all = [...timeline.values()].sort((a, b) => a.start - b.start);
+  const dur = (e) => (e.end ?? (Date.now() - T0)) - e.start;
+  result.slowRequests = [...all].sort((a, b) => dur(b) - dur(a)).slice(0, 8)
+    .map((e) => `${e.path} at ${e.start} ms: ${dur(e)} ms${e.end === null ? ' (unfinished)' : ''} -> ${e.status}`);
+  if (opts.trace) {
+    const lines = all.map((e) => `${e.start}\t${e.head ?? '-'}\t${e.end ?? '-'}\t${e.status ?? '-'}\t${e.path}`);
+    writeFileSync(opts.trace, lines.join('\n') + '\n');
+    writeFileSync(`${opts.trace}.console`, consoleLog.join('\n') + '\n');
+    writeFileSync(`${opts.trace}.playlists`, playlistLog.join('\n') + '\n');
+  }
+}
 
 let printed = false;
 function finish(code) {
   if (!printed) {
     printed = true;
     result.ok = code === 0;
+    try { timelineReport(); } catch (err) { console.error(`play.mjs: timeline: ${err.message}`); }
     process.stdout.write(JSON.stringify(result) + '\n');
     if (code !== 0) console.error(`play.mjs: FAIL: ${result.reasons.join('; ') || 'unknown'}`);
   }
@@ -191,15 +229,24 @@ async function run() {
     const page = await withTimeout(context.newPage(), STEP_TIMEOUT_MS, 'new page');
     page.setDefaultTimeout(STEP_TIMEOUT_MS);
     page.on('console', (msg) => {
+      if (opts.trace && consoleLog.length < 20000) consoleLog.push(`${Date.now() - T0}\t${msg.type()}\t${msg.text()}`);
       if (msg.type() === 'error' && result.consoleErrors.length < 50) result.consoleErrors.push(msg.text());
     });
     page.on('pageerror', (err) => {
       if (result.consoleErrors.length < 50) result.consoleErrors.push(`pageerror: ${err.message}`);
     });
+    page.on('request', (req) => noteRequest(req, 'start'));
+    page.on('requestfinished', (req) => noteRequest(req, 'end'));
     page.on('response', (res) => {
+      noteRequest(res.request(), 'head', res.status());
+      if (opts.trace && res.url().includes('.m3u8') && playlistLog.length < 2000) {
+        const at = Date.now() - T0;
+        res.text().then((t) => playlistLog.push(`=== ${at} ms ${res.url()}\n${t}`)).catch(() => {});
+      }
       if (res.status() >= 400 && result.httpErrors.length < 50) result.httpErrors.push(`${res.status()} ${res.url()}`);
     });
     page.on('requestfailed', (req) => {
+      noteRequest(req, 'end', `failed ${req.failure()?.errorText}`);
       if (result.httpErrors.length < 50) result.httpErrors.push(`failed ${req.url()}: ${req.failure()?.errorText}`);
     });
 
