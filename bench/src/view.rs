@@ -96,6 +96,10 @@ pub struct ViewArgs {
     /// when the server keeps the publisher's timestamps; nginx-rtmp's HLS adds 700).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub first_ts_ms: i64,
+    /// Threads the viewers run on, each with its own event loop (viewers spread
+    /// round-robin), as wrk runs a loop per thread; 0: one per core.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 /// How one viewer dates what it receives.
@@ -368,34 +372,36 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<ViewReport> {
     let cancel = CancellationToken::new();
     let started = Instant::now();
     let end = started + Duration::from_secs_f64(args.duration);
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..args.viewers {
-        let delay = Duration::from_secs_f64(args.ramp * i as f64 / args.viewers as f64);
-        let (url, shared, cancel, mode) = (url.clone(), shared.clone(), cancel.clone(), args.mode);
-        let http2 = args.http2;
-        let mut dating = dating.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => return 0,
-                _ = tokio::time::sleep_until(started + delay) => {}
-            }
-            shared.lock().active += 1;
-            let mut arrivals = Arrivals {
-                last: None,
-                threshold: Duration::from_secs(1),
-                stalls: 0,
-            };
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = viewer(&url, mode, http2, &shared, &mut arrivals, &mut dating) => {}
-            }
-            // A viewer starved at the end of the run stalled too.
-            arrivals.check(Instant::now());
-            shared.lock().active -= 1;
-            arrivals.stalls
-        });
+    let threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     }
-
+    .min(args.viewers);
+    let mut loops = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let viewers: Vec<Viewer> = (t..args.viewers)
+            .step_by(threads)
+            .map(|i| Viewer {
+                url: url.clone(),
+                mode: args.mode,
+                http2: args.http2,
+                delay: Duration::from_secs_f64(args.ramp * i as f64 / args.viewers as f64),
+                dating: dating.clone(),
+            })
+            .collect();
+        let (shared, cancel) = (shared.clone(), cancel.clone());
+        let (done, stalls) = tokio::sync::oneshot::channel();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("viewers-{t}"))
+            .spawn(move || {
+                let n = rt.block_on(run_viewers(viewers, started, shared, cancel));
+                let _ = done.send(n);
+            })?;
+        loops.push(stalls);
+    }
     let mut tick =
         tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
     let mut last = (0u64, 0u64);
@@ -407,6 +413,63 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<ViewReport> {
     }
     cancel.cancel();
     let mut stalls = 0;
+    // Each loop stops its viewers within a bound of its own.
+    for done in loops {
+        stalls += tokio::time::timeout(Duration::from_secs(10), done)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0);
+    }
+    shared.lock().stalls = stalls;
+    let report = summarise(&args, &shared, started.elapsed());
+    print_report(&report, args.json)?;
+    Ok(report)
+}
+
+/// One viewer to start.
+struct Viewer {
+    url: Url,
+    mode: Mode,
+    http2: bool,
+    /// After the start of the run.
+    delay: Duration,
+    dating: Dating,
+}
+
+/// Runs `viewers` on the current thread's event loop until `cancel`; the stalls seen.
+async fn run_viewers(
+    viewers: Vec<Viewer>,
+    started: Instant,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) -> u64 {
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut v in viewers {
+        let (shared, cancel) = (shared.clone(), cancel.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => return 0,
+                _ = tokio::time::sleep_until(started + v.delay) => {}
+            }
+            shared.lock().active += 1;
+            let mut arrivals = Arrivals {
+                last: None,
+                threshold: Duration::from_secs(1),
+                stalls: 0,
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = viewer(&v.url, v.mode, v.http2, &shared, &mut arrivals, &mut v.dating) => {}
+            }
+            // A viewer starved at the end of the run stalled too.
+            arrivals.check(Instant::now());
+            shared.lock().active -= 1;
+            arrivals.stalls
+        });
+    }
+    cancel.cancelled().await;
+    let mut stalls = 0;
     // Viewers stop at their next await; bounded anyway.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(r) = tasks.join_next().await {
@@ -415,10 +478,7 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<ViewReport> {
     })
     .await;
     tasks.abort_all();
-    shared.lock().stalls = stalls;
-    let report = summarise(&args, &shared, started.elapsed());
-    print_report(&report, args.json)?;
-    Ok(report)
+    stalls
 }
 
 fn progress(shared: &Shared, started: Instant, last: (u64, u64)) -> (u64, u64) {

@@ -33,6 +33,7 @@ async fn ll_viewers_and_publishers_against_standalone() {
         clock: Clock::Pdt,
         published_at_ms: None,
         first_ts_ms: 0,
+        threads: 0,
     };
     let publishers = PublishArgs {
         url: format!("rtmp://{}/live", node.rtmp),
@@ -101,6 +102,7 @@ async fn ll_viewers_over_http2_against_standalone() {
         clock: Clock::Pdt,
         published_at_ms: None,
         first_ts_ms: 0,
+        threads: 2,
     };
     let v = tokio::time::timeout(Duration::from_secs(30), view(viewers))
         .await
@@ -159,6 +161,7 @@ async fn media_clock_agrees_with_program_date_time() {
         clock,
         published_at_ms: Some(anchor),
         first_ts_ms: 0,
+        threads: 1,
     };
     let (ll_pdt, ll_pts, cl_pdt, cl_pts) = tokio::time::timeout(Duration::from_secs(30), async {
         tokio::join!(
