@@ -148,9 +148,11 @@ async fn route(
             .filter(|s| valid_stream_key(s));
         if let Some(stream) = stream {
             let token = crate::admission::path_token(uri.path());
-            if let Err(denied) = admission
-                .admit(stream, client, token, uri.query().unwrap_or(""))
-                .await
+            // Boxed: the webhook call's future is ~2.8 KB, and every request future
+            // (held ones included: a blocking reload and a preload hint per LL viewer)
+            // would otherwise carry it for its whole life, ~4 KB instead of ~0.6 KB.
+            if let Err(denied) =
+                Box::pin(admission.admit(stream, client, token, uri.query().unwrap_or(""))).await
             {
                 return ("denied", *denied);
             }
