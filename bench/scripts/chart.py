@@ -29,45 +29,38 @@ import statistics
 import sys
 
 
-def load(path):
-    runs = {}
+def samples(path, pattern):
+    """(match, value) for every `NAME VALUE` line whose NAME fully matches `pattern`
+    and whose VALUE is a number (NaN skipped)."""
     with open(path) as f:
         for line in f:
             parts = line.split()
             if len(parts) != 2:
                 continue
-            m = re.fullmatch(r"view(\d+)\.(\w+)", parts[0])
+            m = re.fullmatch(pattern, parts[0])
             if not m:
                 continue
             try:
                 v = float(parts[1])
             except ValueError:
                 continue
-            if v != v:  # NaN
-                continue
-            runs.setdefault(int(m.group(1)), {}).setdefault(m.group(2), []).append(v)
+            if v == v:  # not NaN
+                yield m, v
+
+
+def load(path):
+    runs = {}
+    for m, v in samples(path, r"view(\d+)\.(\w+)"):
+        runs.setdefault(int(m.group(1)), {}).setdefault(m.group(2), []).append(v)
     return {n: {k: statistics.median(v) for k, v in d.items()} for n, d in runs.items()}
 
 
 def load_peers(path):
     """{target: {viewers: {metric: [runs]}}} from compare-nginx.sh's vw.* lines."""
     runs = {}
-    with open(path) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) != 2:
-                continue
-            m = re.fullmatch(r"vw\.([\w-]+)\.(\d+)\.(\w+)", parts[0])
-            if not m:
-                continue
-            try:
-                v = float(parts[1])
-            except ValueError:
-                continue
-            if v != v:  # NaN
-                continue
-            t, n, k = m.group(1), int(m.group(2)), m.group(3)
-            runs.setdefault(t, {}).setdefault(n, {}).setdefault(k, []).append(v)
+    for m, v in samples(path, r"vw\.([\w-]+)\.(\d+)\.(\w+)"):
+        t, n, k = m.group(1), int(m.group(2)), m.group(3)
+        runs.setdefault(t, {}).setdefault(n, {}).setdefault(k, []).append(v)
     return runs
 
 

@@ -121,6 +121,7 @@ impl EdgeConfig {
                 idle_unsubscribe: self.idle_unsubscribe,
                 negative_ttl: self.negative_ttl,
                 max_streams: self.max_streams,
+                requests_off_runtime: self.http.io_threads.is_some(),
             },
             upstream,
             cache,

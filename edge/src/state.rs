@@ -396,6 +396,10 @@ pub struct StreamsConfig {
     pub negative_ttl: Duration,
     /// Most streams held at once; further streams are refused (503).
     pub max_streams: usize,
+    /// Viewer requests are served on runtimes of their own (the HTTP server's I/O
+    /// threads): the upstream's work and the stream tasks they start are then sent to
+    /// the runtime the registry is made on. Off, everything runs where it is called.
+    pub requests_off_runtime: bool,
 }
 
 /// Every stream the edge holds.
@@ -418,8 +422,9 @@ pub struct Streams {
     tasks: TaskTracker,
     cancel: CancellationToken,
     epoch: Instant,
-    /// The runtime the registry was made on: stream tasks run there, not on the HTTP
-    /// server's I/O threads where the requests that start them are served.
+    /// With [`StreamsConfig::requests_off_runtime`], the runtime the registry was made
+    /// on: stream tasks run there, not on the HTTP server's I/O threads where the
+    /// requests that start them are served.
     home: Option<tokio::runtime::Handle>,
 }
 
@@ -431,7 +436,10 @@ impl Streams {
         cache: ObjectCache,
         metrics: Arc<EdgeMetrics>,
     ) -> Arc<Self> {
-        let home = tokio::runtime::Handle::try_current().ok();
+        let home = cfg
+            .requests_off_runtime
+            .then(tokio::runtime::Handle::try_current)
+            .and_then(Result::ok);
         let upstream: Arc<dyn Upstream> = match &home {
             Some(home) => Arc::new(OnHome {
                 inner: upstream,

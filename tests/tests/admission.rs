@@ -275,19 +275,24 @@ fn status(node: &Node, path: &str) -> u16 {
 }
 
 fn origin(hook: &Webhook, name: &str, extra: &[&str]) -> Node {
-    let url = hook.url();
+    hooked("origin", name, name, &hook.url(), extra)
+}
+
+/// A `role` node named `name` (its log and directory) with id `node_id`, asking the
+/// webhook at `url` with the shared secret.
+fn hooked(role: &str, name: &str, node_id: &str, url: &str, extra: &[&str]) -> Node {
     let mut args = vec![
         "--node-id",
-        name,
+        node_id,
         "--admission-url",
-        &url,
+        url,
         "--admission-secret",
         SECRET,
     ];
     args.extend_from_slice(extra);
     Node::launch(Launch {
         name: Some(name.to_owned()),
-        ..Launch::new("origin", &args)
+        ..Launch::new(role, &args)
     })
 }
 
@@ -362,26 +367,20 @@ fn publishers_are_admitted_or_refused_by_the_webhook_and_its_silence_follows_the
 fn viewers_are_admitted_at_the_edge_once_per_ttl_and_the_webhook_going_down_fails_open() {
     let mut hook = Webhook::start();
     let url = hook.url();
-    let node = Node::launch(Launch {
-        name: Some("standalone".into()),
-        ..Launch::new(
-            "standalone",
-            &[
-                "--node-id",
-                "s1",
-                "--admission-url",
-                &url,
-                "--admission-secret",
-                SECRET,
-                "--admission-fail",
-                "open",
-                "--admission-timeout",
-                "1",
-                "--admission-cache-ttl",
-                "60",
-            ],
-        )
-    });
+    let node = hooked(
+        "standalone",
+        "standalone",
+        "s1",
+        &url,
+        &[
+            "--admission-fail",
+            "open",
+            "--admission-timeout",
+            "1",
+            "--admission-cache-ttl",
+            "60",
+        ],
+    );
     let _pub = publish(&node, "cam", "ffmpeg");
     node.wait_live("cam", Duration::from_secs(30));
 
@@ -542,26 +541,20 @@ fn an_https_webhook_admits_publishers_and_viewers_over_reused_tls_connections() 
     let hook = Webhook::start_tls(&scratch.join("hook-pki"));
     let url = hook.url();
     let ca = ca.to_str().expect("utf-8");
-    let node = Node::launch(Launch {
-        name: Some("standalone-https".into()),
-        ..Launch::new(
-            "standalone",
-            &[
-                "--node-id",
-                "s1",
-                "--admission-url",
-                &url,
-                "--admission-ca",
-                ca,
-                "--admission-secret",
-                SECRET,
-                "--admission-cache-ttl",
-                "60",
-                "--admission-client-ip-header",
-                "x-forwarded-for",
-            ],
-        )
-    });
+    let node = hooked(
+        "standalone",
+        "standalone-https",
+        "s1",
+        &url,
+        &[
+            "--admission-ca",
+            ca,
+            "--admission-cache-ttl",
+            "60",
+            "--admission-client-ip-header",
+            "x-forwarded-for",
+        ],
+    );
     // A publisher admitted over HTTPS (the origin's client).
     let _pub = publish(&node, "cam", "ffmpeg");
     node.wait_live("cam", Duration::from_secs(30));

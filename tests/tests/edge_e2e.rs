@@ -797,3 +797,53 @@ fn player_page_plays_through_a_separate_edge() {
         "no viewer request reached the origin's HTTP"
     );
 }
+
+/// With `--http-io-threads`, viewer connections are served on the edge's own I/O
+/// threads: ffmpeg plays through them, a blocking reload is held there and answered
+/// when the next part exists, and the node still drains and stops on SIGTERM.
+#[test]
+fn viewers_are_served_on_the_io_threads_when_asked() {
+    let mut node = Node::start("standalone", &["--demo", "--http-io-threads", "2"]);
+    node.wait_live("demo", Duration::from_secs(20));
+    // A whole segment first (ffmpeg's HLS reader skips parts).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !node.get("/live/demo/index.m3u8").text().contains("#EXTINF") {
+        assert!(Instant::now() < deadline, "no whole segment within 20 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_plays(&node.playlist_url("demo"), 4);
+    // Part 0 of the segment after the one being built: the request is held, then
+    // answered.
+    let text = node.get("/live/demo/index.m3u8").text();
+    let last = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-"))
+        .and_then(|r| r.strip_suffix(".m4s\""))
+        .and_then(|r| r.split_once('.'))
+        .map(|(m, p)| {
+            (
+                m.parse::<u64>().expect("msn"),
+                p.parse::<u32>().expect("part"),
+            )
+        })
+        .expect("a preload hint");
+    let path = format!("/live/demo/index.m3u8?_HLS_msn={}&_HLS_part=0", last.0 + 1);
+    let r = node.get(&path);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains(&format!("part-{}.0.m4s", last.0 + 1)),
+        "the held reload names the part it waited for: {}",
+        r.text()
+    );
+    assert!(node.metric("ferrocast_edge_http_requests_total") > 0.0);
+    node.proc.signal("TERM");
+    let status = node
+        .proc
+        .wait_timeout(Duration::from_secs(20))
+        .expect("stopped within 20 s of SIGTERM");
+    assert!(
+        status.success(),
+        "drained and stopped on SIGTERM: {status:?}"
+    );
+}
