@@ -6,7 +6,12 @@
 #   3. concurrent LL-HLS viewers on one edge (`ferrocast bench view --mode ll`): behind-live
 #      and part-request p99, errors, stalls, edge RSS per viewer, CPU of edge and bench tool,
 #   4. part propagation origin -> edge: p50/p99 from the edge's
-#      ferrocast_edge_propagation_delay_seconds histogram over a window.
+#      ferrocast_edge_propagation_delay_seconds histogram over a window,
+#   5. the request-rate ceiling of this machine at each viewer count (phase `ceiling`,
+#      not in the default PHASES): wrk -c<viewers> (and h2load -c<viewers> -m2 over h2c
+#      when h2load is installed) against nginx serving the playlist as a static file
+#      and against the edge's playlist without blocking, next to the request rate that
+#      many LL-HLS viewers need (a blocking reload and a part per part).
 # Origin and edge run as separate processes (QUIC relay with a development cluster CA),
 # fed by one ~3 Mbps publisher (`ferrocast bench publish --file`).
 #
@@ -22,7 +27,7 @@
 #   PROP_SECS (30)        propagation window
 #   NGINX_WORKERS (2)     nginx worker processes (ferrocast runs 2 tokio worker threads
 #                         on this 2-core machine; tokio's default is one per core)
-#   PHASES ("prop playlist segment viewers")  which phases to run
+#   PHASES ("prop playlist segment viewers")  which phases to run ("ceiling" too)
 #   PERF (0)              1: sample the edge with `perf record -e cpu-clock` during the
 #                         edge's wrk runs and the largest viewer run, print the top symbols
 #   CLIP_KBPS (2900)      video bitrate of the published clip (~3 Mbps with audio); lower
@@ -152,7 +157,7 @@ wrk_run() { # url server_pid [perf-tag]
     fi
     c0=$(cpu_ticks "$2")
     t0=$(now_s)
-    out=$(wrk -t2 -c100 -d"${WRK_SECS}s" --timeout 5s --latency "$1" 2>&1)
+    out=$(wrk -t2 -c"${WRK_CONNS:-100}" -d"${WRK_SECS}s" --timeout 5s --latency "$1" 2>&1)
     c1=$(cpu_ticks "$2")
     t1=$(now_s)
     [[ -n $perf_pid ]] && wait "$perf_pid" 2>/dev/null || true
@@ -211,6 +216,7 @@ sleep 3
 
 # --- nginx: plain static files ---------------------------------------------------------
 N_HTTP=$(free_port)
+N_H2C=$(free_port)
 ND=$TMP/nginx
 mkdir -p "$ND/www/live/edge-0" "$ND/tmp"
 # master + NGINX_WORKERS workers (master_process off would run a single worker, i.e.
@@ -221,7 +227,8 @@ master_process on;
 worker_processes $NGINX_WORKERS;
 pid $ND/nginx.pid;
 error_log $ND/error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile $FD_LIMIT;
+events { worker_connections $(((FD_LIMIT - 100) / NGINX_WORKERS)); }
 http {
     access_log off;
     sendfile on;
@@ -235,6 +242,7 @@ http {
     types { application/vnd.apple.mpegurl m3u8; video/iso.segment m4s; }
     server {
         listen 127.0.0.1:$N_HTTP;
+        listen 127.0.0.1:$N_H2C http2;
         root $ND/www;
         # The same response headers the edge sends (CORS, Cache-Control).
         location ~ \.m3u8\$ { add_header Cache-Control "max-age=1"; add_header Access-Control-Allow-Origin "*"; }
@@ -387,6 +395,51 @@ if has_phase segment; then
         done
     done
 fi
+# --- 5. the machine's request-rate ceiling at the viewer counts ----------------------------
+# h2load over h2c -> "req/s p99_ms": -m2, a viewer's blocking reload and part in flight at once.
+# A request count, not a duration (-D): with thousands of connections h2load's timed mode
+# was seen to keep a few hundred of them going for many minutes; bounded anyway.
+h2load_run() { # url conns
+    local out n=$((WRK_SECS * 50000 / $2 * $2))
+    ((n < $2 * 10)) && n=$(($2 * 10))
+    out=$(timeout $((WRK_SECS * 6 + 30)) h2load -t2 -c"$2" -m2 -n"$n" "$1" 2>&1) || true
+    echo "$out" >>"$TMP/h2load.log"
+    awk '/^finished in/ { rps = $4 } /^status codes:/ { ok = $3 }
+        END { printf "%s %s\n", rps ? rps : "nan", ok ? ok : 0 }' <<<"$out"
+}
+if has_phase ceiling; then
+    # Parts per second of the stream, from the newest complete segment of the playlist.
+    pps=$(curl -fs "$PL_URL" | awk '/^#EXT-X-PART:/ { n++ } /^#EXTINF:/ { d = $0; sub(/^#EXTINF:/, "", d); sub(/,.*/, "", d); last_n = n; last_d = d; n = 0 }
+        END { if (last_d > 0) printf "%.3f", last_n / last_d; else print "nan" }')
+    log "phase 5: request-rate ceiling at each viewer count ($pps parts/s: an LL viewer makes $(calc "2 * $pps") req/s)"
+    for v in $VIEWERS; do
+        ((v + 200 > FD_LIMIT)) && { log "  $v connections: over the descriptor limit $FD_LIMIT, skipped"; continue; }
+        put "ceil.$v.need $(calc "2 * $pps * $v")"
+        for who in nginx edge; do
+            log "  load $(load) before $who, $v connections"
+            if [[ $who == edge ]]; then
+                read -r rps p99 n2 se cpu <<<"$(WRK_CONNS=$v wrk_run "$PL_URL?_HLS_skip=YES" "$E_PID")"
+            else
+                read -r rps p99 n2 se cpu <<<"$(WRK_CONNS=$v wrk_nginx "$NGINX/live/edge-0/index.m3u8")"
+            fi
+            put "ceil.$v.$who.h1 $rps"
+            put "ceil.$v.$who.h1bad $((n2 + se))"
+            log "    $who HTTP/1.1 (wrk -c$v): $rps req/s, p99 $p99 ms, non-2xx+socket errors $((n2 + se))"
+            if command -v h2load >/dev/null; then
+                sleep 2
+                if [[ $who == edge ]]; then
+                    read -r rps ok <<<"$(h2load_run "$PL_URL?_HLS_skip=YES" "$v")"
+                else
+                    read -r rps ok <<<"$(h2load_run "http://127.0.0.1:$N_H2C/live/edge-0/index.m3u8" "$v")"
+                fi
+                put "ceil.$v.$who.h2 $rps"
+                log "    $who h2c (h2load -c$v -m2): $rps req/s, $ok 2xx"
+            fi
+            sleep 3
+        done
+    done
+fi
+
 kill "$N_PID" 2>/dev/null && wait "$N_PID" 2>/dev/null || true
 forget "$N_PID"
 
@@ -562,6 +615,16 @@ if has_phase segment; then
 fi
 if has_phase prop; then
     echo "propagation origin -> edge (ms): p50 $(med prop.p50) (runs $(runs prop.p50)), p99 $(med prop.p99) (runs $(runs prop.p99)); p99 bucket upper bounds $(runs prop.b99); objects per run $(runs prop.n)"
+fi
+if has_phase ceiling; then
+    echo "request-rate ceiling: req/s of the playlist without blocking, at one connection per viewer (one run each);"
+    echo "  'needed' = what that many LL-HLS viewers ask for (a blocking reload and a part per part)"
+    printf '%-8s %10s %12s %12s %12s %12s\n' viewers needed "nginx h1" "edge h1" "nginx h2c" "edge h2c"
+    for v in $VIEWERS; do
+        [[ -n $(get_all "ceil.$v.need") ]] || continue
+        printf '%-8s %10.0f %12s %12s %12s %12s\n' "$v" "$(med ceil.$v.need)" "$(med ceil.$v.nginx.h1)" \
+            "$(med ceil.$v.edge.h1)" "$(get_all ceil.$v.nginx.h2 | head -n 1)" "$(get_all ceil.$v.edge.h2 | head -n 1)"
+    done
 fi
 if has_phase viewers; then
     printf '%-8s %8s %7s %7s %9s %9s %9s %9s %9s %9s %9s %9s %8s %8s %8s\n' viewers media errors stalls "bl p50ms" "bl p99ms" "ss p99" "ss worst" "part p99" "hint p99" "B/viewer" "B/v net" "edge %" "bench %" "orig %"

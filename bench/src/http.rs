@@ -16,6 +16,8 @@ use tokio::net::TcpStream;
 
 /// Largest response head we accept.
 const MAX_HEAD: usize = 16 * 1024;
+/// Room read into when nothing bigger is expected: a response head with a playlist.
+const READ_SIZE: usize = 8 * 1024;
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,6 +139,8 @@ pub struct Response {
 pub struct Conn {
     host: String,
     port: u16,
+    /// `host:port` as the Host header writes it.
+    authority: String,
     stream: Option<TcpStream>,
     buf: BytesMut,
     max_body: usize,
@@ -145,9 +149,15 @@ pub struct Conn {
 impl Conn {
     /// A connection to `url`'s host; bodies larger than `max_body` are errors.
     pub fn new(url: &Url, max_body: usize) -> Self {
+        let authority = if url.host.contains(':') {
+            format!("[{}]:{}", url.host, url.port)
+        } else {
+            format!("{}:{}", url.host, url.port)
+        };
         Conn {
             host: url.host.clone(),
             port: url.port,
+            authority,
             stream: None,
             buf: BytesMut::new(),
             max_body,
@@ -183,15 +193,10 @@ impl Conn {
                 self.stream = Some(s);
                 self.buf.clear();
             }
-            let host = if self.host.contains(':') {
-                format!("[{}]", self.host)
-            } else {
-                self.host.clone()
-            };
             let request = format!(
-                "GET {path} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: ferrocast-bench\r\n\
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: ferrocast-bench\r\n\
                  Accept: */*\r\n\r\n",
-                self.port
+                self.authority
             );
             let sent = match self.stream.as_mut() {
                 Some(s) => s.write_all(request.as_bytes()).await,
@@ -211,10 +216,13 @@ impl Conn {
         Err(HttpError::Closed)
     }
 
-    /// Reads more bytes into the buffer; Ok(0) at end of stream.
-    async fn fill(&mut self) -> Result<usize, HttpError> {
+    /// Reads more bytes into the buffer, with room for at least `want` more (a small
+    /// read size by default: a body handed out shares the buffer's allocation, so
+    /// whatever room is reserved past it is allocated anew for every response); Ok(0)
+    /// at end of stream.
+    async fn fill(&mut self, want: usize) -> Result<usize, HttpError> {
         let stream = self.stream.as_mut().ok_or(HttpError::Closed)?;
-        self.buf.reserve(64 * 1024);
+        self.buf.reserve(want.max(READ_SIZE));
         stream.read_buf(&mut self.buf).await.map_err(io)
     }
 
@@ -227,7 +235,7 @@ impl Conn {
             if self.buf.len() > MAX_HEAD {
                 return Err(HttpError::TooLarge);
             }
-            if self.fill().await? == 0 {
+            if self.fill(0).await? == 0 {
                 return Err(if self.buf.is_empty() {
                     HttpError::Closed
                 } else {
@@ -281,7 +289,7 @@ impl Conn {
                 return Err(HttpError::TooLarge);
             }
             while self.buf.len() < n {
-                if self.fill().await? == 0 {
+                if self.fill(n - self.buf.len()).await? == 0 {
                     return Err(HttpError::Protocol("eof in body"));
                 }
             }
@@ -289,7 +297,7 @@ impl Conn {
         } else {
             // Delimited by the end of the connection.
             close = true;
-            while self.fill().await? != 0 {
+            while self.fill(0).await? != 0 {
                 if self.buf.len() > self.max_body {
                     return Err(HttpError::TooLarge);
                 }
@@ -312,7 +320,7 @@ impl Conn {
                 if self.buf.len() > 1024 {
                     return Err(HttpError::Protocol("chunk size line"));
                 }
-                if self.fill().await? == 0 {
+                if self.fill(0).await? == 0 {
                     return Err(HttpError::Protocol("eof in chunk size"));
                 }
             };
@@ -332,7 +340,7 @@ impl Conn {
                         if self.buf.len() > MAX_HEAD {
                             return Err(HttpError::TooLarge);
                         }
-                        if self.fill().await? == 0 {
+                        if self.fill(0).await? == 0 {
                             return Err(HttpError::Protocol("eof in trailers"));
                         }
                     };
@@ -346,7 +354,7 @@ impl Conn {
                 return Err(HttpError::TooLarge);
             }
             while self.buf.len() < size + 2 {
-                if self.fill().await? == 0 {
+                if self.fill(0).await? == 0 {
                     return Err(HttpError::Protocol("eof in chunk"));
                 }
             }

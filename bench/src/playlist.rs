@@ -1,7 +1,46 @@
 //! What a viewer reads out of a media playlist, and where it goes next: segments,
 //! parts with their wall-clock start (PROGRAM-DATE-TIME plus the offset within the
 //! parent segment), the preload hint and the `_HLS_msn`/`_HLS_part` of the next
-//! blocking reload. Pure: text in, a model out.
+//! blocking reload. Pure: text in, a model out. The URIs in the model are slices of
+//! the received playlist ([`Text`]), not copies: a viewer parses a playlist for every
+//! part, and an allocation per listed URI was most of the load tool's own CPU.
+
+use bytes::Bytes;
+use std::fmt;
+use std::ops::Deref;
+
+/// A URI as written in a playlist: a slice of the playlist's bytes, valid UTF-8 (it is
+/// cut at ASCII delimiters out of text that was checked whole). Clones share the bytes.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Text(Bytes);
+
+impl Text {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Checked when the playlist was parsed; checking a short URI again is cheap and
+        // keeps this free of `unsafe`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 /// A partial segment as listed.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,7 +50,7 @@ pub struct Part {
     /// Index within the parent segment.
     pub index: u32,
     /// URI as written (relative to the playlist).
-    pub uri: String,
+    pub uri: Text,
     /// Duration, seconds.
     pub duration: f64,
     /// INDEPENDENT=YES.
@@ -26,7 +65,7 @@ pub struct Segment {
     /// Media sequence number.
     pub msn: u64,
     /// URI as written.
-    pub uri: String,
+    pub uri: Text,
     /// EXTINF duration, seconds.
     pub duration: f64,
     /// Wall-clock time of its first sample (unix ms), when known.
@@ -49,13 +88,13 @@ pub struct MediaPlaylist {
     /// CAN-SKIP-UNTIL is set: the server answers delta updates (`_HLS_skip=YES`).
     pub can_skip: bool,
     /// The last EXT-X-MAP URI.
-    pub map_uri: Option<String>,
+    pub map_uri: Option<Text>,
     /// Complete segments, oldest first.
     pub segments: Vec<Segment>,
     /// Parts of the segment being built (`next_msn`).
     pub pending_parts: Vec<Part>,
     /// EXT-X-PRELOAD-HINT TYPE=PART URI.
-    pub preload_hint: Option<String>,
+    pub preload_hint: Option<Text>,
     /// EXT-X-ENDLIST.
     pub ended: bool,
 }
@@ -73,9 +112,27 @@ pub enum PlaylistError {
 }
 
 impl MediaPlaylist {
+    /// Parses a media playlist as received (UTF-8, RFC 8216 section 4.1); the URIs in
+    /// the result share `body`.
+    pub fn parse_bytes(body: &Bytes) -> Result<Self, PlaylistError> {
+        let text = std::str::from_utf8(body).map_err(|_| PlaylistError::Malformed("UTF-8"))?;
+        Self::parse_in(body, text)
+    }
+
     /// Parses a media playlist.
     pub fn parse(text: &str) -> Result<Self, PlaylistError> {
-        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let body = Bytes::copy_from_slice(text.as_bytes());
+        let text = std::str::from_utf8(&body).map_err(|_| PlaylistError::Malformed("UTF-8"))?;
+        Self::parse_in(&body, text)
+    }
+
+    /// Parses `text`, which is `body` as UTF-8.
+    fn parse_in(body: &Bytes, text: &str) -> Result<Self, PlaylistError> {
+        let cut = |s: &str| Text(body.slice_ref(s.as_bytes()));
+        let mut lines = text
+            .split('\n')
+            .map(str::trim_ascii)
+            .filter(|l| !l.is_empty());
         if lines.next() != Some("#EXTM3U") {
             return Err(PlaylistError::NotAPlaylist);
         }
@@ -92,19 +149,27 @@ impl MediaPlaylist {
                 let m = *msn.get_or_insert(p.media_sequence);
                 let duration = extinf.take().ok_or(PlaylistError::Malformed("EXTINF"))?;
                 let start_ms = pdt.take().or(next_start);
+                // The next segment has as many parts, give or take one (or none).
+                let next_parts = match parts.len() {
+                    0 => Vec::new(),
+                    n => Vec::with_capacity(n + 1),
+                };
                 p.segments.push(Segment {
                     msn: m,
-                    uri: line.to_owned(),
+                    uri: cut(line),
                     duration,
                     start_ms,
-                    parts: std::mem::take(&mut parts),
+                    parts: std::mem::replace(&mut parts, next_parts),
                 });
                 next_start = start_ms.map(|s| s + (duration * 1000.0).round() as i64);
                 part_offset_ms = 0;
                 msn = Some(m + 1);
                 continue;
             };
-            let (name, value) = tag.split_once(':').unwrap_or((tag, ""));
+            let (name, value) = match tag.bytes().position(|b| b == b':') {
+                Some(i) => (&tag[..i], &tag[i + 1..]),
+                None => (tag, ""),
+            };
             match name {
                 "EXT-X-TARGETDURATION" => {
                     p.target_duration = value
@@ -129,7 +194,7 @@ impl MediaPlaylist {
                     p.can_block_reload = attr(value, "CAN-BLOCK-RELOAD") == Some("YES");
                     p.can_skip = attr(value, "CAN-SKIP-UNTIL").is_some();
                 }
-                "EXT-X-MAP" => p.map_uri = attr(value, "URI").map(str::to_owned),
+                "EXT-X-MAP" => p.map_uri = attr(value, "URI").map(cut),
                 "EXT-X-PROGRAM-DATE-TIME" => {
                     pdt = Some(
                         parse_date_time(value)
@@ -150,7 +215,7 @@ impl MediaPlaylist {
                     parts.push(Part {
                         msn: msn.unwrap_or(p.media_sequence),
                         index: u32::try_from(parts.len()).unwrap_or(u32::MAX),
-                        uri: uri.to_owned(),
+                        uri: cut(uri),
                         duration,
                         independent: attr(value, "INDEPENDENT") == Some("YES"),
                         start_ms: base.map(|b| b + part_offset_ms),
@@ -158,7 +223,7 @@ impl MediaPlaylist {
                     part_offset_ms += (duration * 1000.0).round() as i64;
                 }
                 "EXT-X-PRELOAD-HINT" if attr(value, "TYPE") == Some("PART") => {
-                    p.preload_hint = attr(value, "URI").map(str::to_owned);
+                    p.preload_hint = attr(value, "URI").map(cut);
                 }
                 "EXT-X-ENDLIST" => p.ended = true,
                 _ => {}
@@ -215,16 +280,22 @@ impl MediaPlaylist {
 
 /// The value of attribute `name` in an attribute list, quotes removed.
 pub fn attr<'a>(list: &'a str, name: &str) -> Option<&'a str> {
+    // Byte scans: every delimiter is ASCII, so every index is a char boundary.
+    let at = |s: &str, c: u8| s.bytes().position(|b| b == c);
     let mut rest = list;
     while !rest.is_empty() {
-        let (key, after) = rest.split_once('=')?;
+        let eq = at(rest, b'=')?;
+        let (key, after) = (&rest[..eq], &rest[eq + 1..]);
         let (value, tail) = if let Some(q) = after.strip_prefix('"') {
-            let end = q.find('"')?;
+            let end = at(q, b'"')?;
             (&q[..end], q[end + 1..].strip_prefix(',').unwrap_or(""))
         } else {
-            after.split_once(',').unwrap_or((after, ""))
+            match at(after, b',') {
+                Some(i) => (&after[..i], &after[i + 1..]),
+                None => (after, ""),
+            }
         };
-        if key.trim() == name {
+        if key.trim_ascii() == name {
             return Some(value);
         }
         rest = tail;
@@ -422,6 +493,24 @@ mod tests {
         );
         assert_eq!(parse_date_time("1970-13-01T00:00:00Z"), None);
         assert_eq!(parse_date_time("garbage"), None);
+    }
+
+    #[test]
+    fn bytes_must_be_utf8() {
+        let text = hls::render_media(&live(), &RenderOptions::default());
+        let body = Bytes::from(text.clone());
+        let p = MediaPlaylist::parse_bytes(&body).unwrap();
+        assert_eq!(p, MediaPlaylist::parse(&text).unwrap());
+        // The URIs are slices of the body, not copies.
+        let uri = &p.segments[0].uri;
+        let at = uri.as_ptr() as usize - body.as_ptr() as usize;
+        assert_eq!(&text[at..at + uri.len()], uri.as_str());
+        let mut bad = text.into_bytes();
+        bad.extend_from_slice(b"#EXT-X-PART:URI=\"\xff\"\n");
+        assert_eq!(
+            MediaPlaylist::parse_bytes(&Bytes::from(bad)),
+            Err(PlaylistError::Malformed("UTF-8"))
+        );
     }
 
     #[test]

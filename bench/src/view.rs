@@ -615,7 +615,7 @@ async fn fetch(
 async fn first_playlist(conn: &mut Client, url: &Url, shared: &Shared) -> MediaPlaylist {
     loop {
         if let Some(body) = fetch(conn, url, Kind::Playlist, REQUEST_TIMEOUT, shared).await {
-            if let Ok(p) = MediaPlaylist::parse(&String::from_utf8_lossy(&body)) {
+            if let Ok(p) = MediaPlaylist::parse_bytes(&body) {
                 if !p.segments.is_empty() || !p.pending_parts.is_empty() {
                     return p;
                 }
@@ -757,7 +757,7 @@ async fn low_latency(
             arrivals.media(shared);
             have = Some((msn, part));
         }
-        let next = body.and_then(|b| MediaPlaylist::parse(&String::from_utf8_lossy(&b)).ok());
+        let next = body.and_then(|b| MediaPlaylist::parse_bytes(&b).ok());
         match next {
             Some(next) => {
                 if let Some((received, body)) = hinted {
@@ -815,7 +815,7 @@ async fn classic(
         next_reload += period;
         tokio::time::sleep_until(next_reload).await;
         if let Some(b) = fetch(&mut playlists, url, Kind::Playlist, REQUEST_TIMEOUT, shared).await {
-            if let Ok(p) = MediaPlaylist::parse(&String::from_utf8_lossy(&b)) {
+            if let Ok(p) = MediaPlaylist::parse_bytes(&b) {
                 pl = p;
             }
         }

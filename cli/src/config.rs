@@ -66,7 +66,8 @@ pub struct NodeArgs {
     #[arg(long, env = "FERROCAST_IDLE_UNSUBSCRIBE")]
     pub idle_unsubscribe: Option<f64>,
     /// Edge: serve viewer connections on this many threads of their own, each with its own
-    /// event loop, as nginx runs a worker per core (default 0: on the node's shared runtime).
+    /// event loop, as nginx runs a worker per core (default: one per core; 0: on the
+    /// node's shared runtime).
     #[arg(long, env = "FERROCAST_HTTP_IO_THREADS")]
     pub http_io_threads: Option<usize>,
     /// Target segment duration in seconds; segments are cut at the next keyframe (default 2).
@@ -411,12 +412,16 @@ impl Settings {
         if let Some(v) = args.idle_unsubscribe.or(file.idle_unsubscribe) {
             edge.idle_unsubscribe = seconds("idle-unsubscribe", v)?;
         }
-        if let Some(n) = args.http_io_threads.or(file.http_io_threads) {
-            if n > 256 {
-                bail!("invalid http-io-threads: {n} (at most 256)");
-            }
-            edge.http.io_threads = (n > 0).then_some(n);
+        // One per core by default: on this kind of machine they carry 1.2-1.3 times the
+        // requests of the shared runtime (docs/benchmarks.md, "Issue 3 goals now").
+        let io_threads = args
+            .http_io_threads
+            .or(file.http_io_threads)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if io_threads > 256 {
+            bail!("invalid http-io-threads: {io_threads} (at most 256)");
         }
+        edge.http.io_threads = (io_threads > 0).then_some(io_threads);
         if let Some(a) = args.grpc_listen.or(file.grpc_listen) {
             controller.grpc_listen = a;
         }
@@ -767,9 +772,10 @@ mod tests {
     }
 
     #[test]
-    fn http_io_threads_are_off_by_default_and_bounded() {
+    fn http_io_threads_are_one_per_core_by_default_and_bounded() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let s = Settings::resolve(args(&[]), Role::Standalone).expect("valid");
-        assert_eq!(s.edge.http.io_threads, None);
+        assert_eq!(s.edge.http.io_threads, Some(cores));
         let s =
             Settings::resolve(args(&["--http-io-threads", "2"]), Role::Standalone).expect("valid");
         assert_eq!(s.edge.http.io_threads, Some(2));
