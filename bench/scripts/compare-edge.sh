@@ -9,9 +9,10 @@
 #      ferrocast_edge_propagation_delay_seconds histogram over a window,
 #   5. the request-rate ceiling of this machine at each viewer count (phase `ceiling`,
 #      not in the default PHASES): wrk -c<viewers> (and h2load -c<viewers> -m2 over h2c
-#      when h2load is installed) against nginx serving the playlist as a static file
-#      and against the edge's playlist without blocking, next to the request rate that
-#      many LL-HLS viewers need (a blocking reload and a part per part).
+#      when h2load is installed: apt-get install nghttp2-client) against nginx serving
+#      the playlist as a static file and against the edge's playlist without blocking,
+#      next to the request rate that many LL-HLS viewers need (a blocking reload and a
+#      part per part).
 # Origin and edge run as separate processes (QUIC relay with a development cluster CA),
 # fed by one ~3 Mbps publisher (`ferrocast bench publish --file`).
 #
