@@ -115,6 +115,15 @@ impl Url {
         }
     }
 
+    /// `host:port` as a Host header or an absolute URI writes it (IPv6 in brackets).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
     /// The same resource with `query` instead of any query it had.
     pub fn with_query(&self, query: &str) -> Url {
         let base = self.path.split('?').next().unwrap_or("/");
@@ -149,15 +158,10 @@ pub struct Conn {
 impl Conn {
     /// A connection to `url`'s host; bodies larger than `max_body` are errors.
     pub fn new(url: &Url, max_body: usize) -> Self {
-        let authority = if url.host.contains(':') {
-            format!("[{}]:{}", url.host, url.port)
-        } else {
-            format!("{}:{}", url.host, url.port)
-        };
         Conn {
             host: url.host.clone(),
             port: url.port,
-            authority,
+            authority: url.authority(),
             stream: None,
             buf: BytesMut::new(),
             max_body,
@@ -378,6 +382,8 @@ pub struct H2Conn {
 struct H2Inner {
     host: String,
     port: u16,
+    /// `host:port` as the request URIs write it.
+    authority: String,
     max_body: usize,
     sender: tokio::sync::Mutex<Option<SendRequest<Empty<Bytes>>>>,
 }
@@ -389,6 +395,7 @@ impl H2Conn {
             inner: Arc::new(H2Inner {
                 host: url.host.clone(),
                 port: url.port,
+                authority: url.authority(),
                 max_body,
                 sender: tokio::sync::Mutex::new(None),
             }),
@@ -427,12 +434,7 @@ impl H2Conn {
     }
 
     async fn get_inner(&self, path: &str) -> Result<Response, HttpError> {
-        let host = if self.inner.host.contains(':') {
-            format!("[{}]", self.inner.host)
-        } else {
-            self.inner.host.clone()
-        };
-        let uri = format!("http://{host}:{}{path}", self.inner.port);
+        let uri = format!("http://{}{path}", self.inner.authority);
         let request = http::Request::get(uri)
             .header(http::header::USER_AGENT, "ferrocast-bench")
             .body(Empty::new())
@@ -486,6 +488,8 @@ mod tests {
         );
         let v6 = Url::parse("http://[::1]:8080/x").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 8080));
+        assert_eq!(v6.authority(), "[::1]:8080");
+        assert_eq!(u.authority(), "127.0.0.1:8081");
         assert_eq!(Url::parse("http://[::1]/x").unwrap().port, 80);
         let d = Url::parse("http://example").unwrap();
         assert_eq!((d.port, d.path.as_str()), (80, "/"));

@@ -116,18 +116,6 @@ impl MediaPlaylist {
     /// the result share `body`.
     pub fn parse_bytes(body: &Bytes) -> Result<Self, PlaylistError> {
         let text = std::str::from_utf8(body).map_err(|_| PlaylistError::Malformed("UTF-8"))?;
-        Self::parse_in(body, text)
-    }
-
-    /// Parses a media playlist.
-    pub fn parse(text: &str) -> Result<Self, PlaylistError> {
-        let body = Bytes::copy_from_slice(text.as_bytes());
-        let text = std::str::from_utf8(&body).map_err(|_| PlaylistError::Malformed("UTF-8"))?;
-        Self::parse_in(&body, text)
-    }
-
-    /// Parses `text`, which is `body` as UTF-8.
-    fn parse_in(body: &Bytes, text: &str) -> Result<Self, PlaylistError> {
         let cut = |s: &str| Text(body.slice_ref(s.as_bytes()));
         let mut lines = text
             .split('\n')
@@ -231,6 +219,11 @@ impl MediaPlaylist {
         }
         p.pending_parts = parts;
         Ok(p)
+    }
+
+    /// Parses a media playlist held as text (a copy: the URIs need bytes to share).
+    pub fn parse(text: &str) -> Result<Self, PlaylistError> {
+        Self::parse_bytes(&Bytes::copy_from_slice(text.as_bytes()))
     }
 
     /// Media sequence number of the segment after the last complete one.

@@ -413,7 +413,7 @@ impl Settings {
             edge.idle_unsubscribe = seconds("idle-unsubscribe", v)?;
         }
         // One per core by default: on this kind of machine they carry 1.2-1.3 times the
-        // requests of the shared runtime (docs/benchmarks.md, "Issue 3 goals now").
+        // requests of the shared runtime (docs/benchmarks.md, "The 10,000-viewer goal").
         let io_threads = args
             .http_io_threads
             .or(file.http_io_threads)
