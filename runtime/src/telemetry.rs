@@ -89,6 +89,11 @@ impl Drop for Telemetry {
     }
 }
 
+/// Whether text logs carry ANSI colour codes: only on a terminal, unless `NO_COLOR` is set.
+fn colour_wanted(stderr_is_terminal: bool, no_color: bool) -> bool {
+    stderr_is_terminal && !no_color
+}
+
 /// Installs the global subscriber (logs, plus OTLP trace export when configured by the
 /// environment). Calling it twice is harmless (the second call loses and exports
 /// nothing), which keeps tests that start several nodes in one process simple.
@@ -96,7 +101,16 @@ pub fn init(format: LogFormat) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (text, json) = match format {
         LogFormat::Text => (
-            Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)),
+            // Colour codes only for a person at a terminal: redirected to a file or a log
+            // collector they are noise (and `NO_COLOR`, https://no-color.org, turns them off).
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(colour_wanted(
+                        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                        std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+                    ))
+                    .with_writer(std::io::stderr),
+            ),
             None,
         ),
         LogFormat::Json => (
@@ -240,5 +254,15 @@ mod tests {
         assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
         let err = "xml".parse::<LogFormat>().expect_err("unknown");
         assert!(err.contains("xml"), "{err}");
+    }
+
+    #[test]
+    fn text_logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colour_wanted(true, false));
+        assert!(
+            !colour_wanted(false, false),
+            "a file or a pipe gets plain text"
+        );
+        assert!(!colour_wanted(true, true), "NO_COLOR wins over a terminal");
     }
 }

@@ -352,8 +352,13 @@ fn second_publisher_is_refused_first_unaffected() {
         assert!(Instant::now() < deadline, "first stream stopped advancing");
         std::thread::sleep(Duration::from_millis(200));
     }
+    let log = node.log();
     assert!(
-        node.log().contains("already being published"),
+        log.contains("already being published"),
         "refusal logged with its reason"
+    );
+    assert!(
+        !log.contains('\x1b'),
+        "text logs written to a file carry no colour codes"
     );
 }
