@@ -158,7 +158,10 @@ renewed in place. */}}
       csi.cert-manager.io/issuer-group: {{ $issuer.group | quote }}
       csi.cert-manager.io/common-name: "${POD_NAME}"
       csi.cert-manager.io/uri-sans: {{ printf "ferrocast://%s/${POD_NAME}" .component | quote }}
-      csi.cert-manager.io/dns-names: {{ include "ferrocast.certDnsNames" (dict "ctx" .ctx "component" .component "pod" "${POD_NAME}") | quote }}
+      {{- /* localhost and the loopback addresses, as `ferrocast certs` adds them: a
+      kubectl port-forward to the controller checks out. */}}
+      csi.cert-manager.io/dns-names: {{ printf "localhost,%s" (include "ferrocast.certDnsNames" (dict "ctx" .ctx "component" .component "pod" "${POD_NAME}")) | quote }}
+      csi.cert-manager.io/ip-sans: "127.0.0.1,::1"
       csi.cert-manager.io/duration: {{ $cm.duration | quote }}
       csi.cert-manager.io/renew-before: {{ $cm.renewBefore | quote }}
       csi.cert-manager.io/key-usages: "digital signature,server auth,client auth"
