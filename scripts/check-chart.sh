@@ -52,7 +52,7 @@ command -v promtool >/dev/null || { echo "promtool missing (Debian package prome
 
 fail=0
 out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+trap '[ -z "${fake_pid:-}" ] || kill "$fake_pid" 2>/dev/null; rm -rf "$out"' EXIT
 
 echo "--- alert rules"
 promtool check rules deploy/prometheus/alerts.yaml
@@ -310,6 +310,102 @@ for f in "$CHART"/ci/*.yaml; do
   [ -s "$out/$name.yaml" ] || continue
   closed "$name" "$out/$name.yaml" || fail=1
 done
+
+# The generated cluster CA and operator token are kept across upgrades: `lookup` must find
+# the Secrets of an earlier install and reuse them. helm looks them up in a stand-in API
+# server (python, loopback, a free port) that knows only Secrets: first none (install),
+# then the Secrets that render made (upgrade).
+echo "--- kept across upgrades"
+cat >"$out/fake-api.py" <<'PY'
+import json, sys, http.server, threading
+secrets = json.load(open(sys.argv[1]))
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        sys.stderr.write("REQ %s\n" % self.path)
+    def send(self, code, obj):
+        b = json.dumps(obj).encode()
+        self.send_response(code); self.send_header("Content-Type", "application/json"); self.send_header("Content-Length", str(len(b))); self.end_headers(); self.wfile.write(b)
+    def do_GET(self):
+        p = self.path.split("?")[0]
+        if p == "/version":
+            return self.send(200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "platform": "linux/amd64"})
+        if p == "/api":
+            return self.send(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
+        if p == "/apis":
+            return self.send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+        if p == "/api/v1":
+            return self.send(200, {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret", "verbs": ["get", "list"]}]})
+        parts = p.strip("/").split("/")
+        if len(parts) == 6 and parts[:2] == ["api", "v1"] and parts[4] == "secrets":
+            name = parts[5]
+            if name in secrets:
+                return self.send(200, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": parts[3]}, "data": secrets[name]})
+        return self.send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+PY
+fake_pid=""
+fake_api() {
+  # Serves the Secrets in $1 (JSON: name -> data); sets KUBECONFIG for helm.
+  [ -z "$fake_pid" ] || kill "$fake_pid" 2>/dev/null || true
+  rm -f "$out/fake-api.port"
+  python3 "$out/fake-api.py" "$1" >"$out/fake-api.port" 2>"$out/fake-api.log" &
+  fake_pid=$!
+  for _ in $(seq 50); do [ -s "$out/fake-api.port" ] && break; sleep 0.1; done
+  [ -s "$out/fake-api.port" ] || { echo "FAIL: the stand-in API server did not start"; return 1; }
+  cat >"$out/kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: fake, cluster: {server: "http://127.0.0.1:$(cat "$out/fake-api.port")"}}]
+users: [{name: fake, user: {token: fake}}]
+contexts: [{name: fake, context: {cluster: fake, user: fake, namespace: streaming}}]
+current-context: fake
+KC
+}
+secrets_of() {
+  # The data of every Secret in a render, as JSON name -> data.
+  python3 -c 'import json, sys, yaml
+print(json.dumps({d["metadata"]["name"]: d["data"] for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "Secret"}))' "$1"
+}
+server_render() {
+  KUBECONFIG="$out/kubeconfig" helm template ferrocast "$CHART" --namespace streaming --dry-run=server \
+    --show-only templates/cluster-ca.yaml --show-only templates/operator-token.yaml "$@"
+}
+echo '{}' >"$out/none.json"
+if fake_api "$out/none.json" && server_render >"$out/install.yaml" && server_render >"$out/install2.yaml"; then
+  secrets_of "$out/install.yaml" >"$out/installed.json"
+  secrets_of "$out/install2.yaml" >"$out/installed2.json"
+  if fake_api "$out/installed.json" && server_render >"$out/upgrade.yaml"; then
+    secrets_of "$out/upgrade.yaml" >"$out/upgraded.json"
+    python3 - "$out/installed.json" "$out/installed2.json" "$out/upgraded.json" <<'PY' || fail=1
+import json, sys
+first, other, upgraded = (json.load(open(p)) for p in sys.argv[1:])
+want = {"ferrocast-cluster-ca": ["ca.pem", "ca-key.pem"], "ferrocast-operator-token": ["token"]}
+bad = []
+for name, keys in want.items():
+    for k in keys:
+        if not first.get(name, {}).get(k):
+            bad.append(f"install: {name} has no {k}")
+        elif first[name][k] == other.get(name, {}).get(k):
+            bad.append(f"two installs made the same {name}/{k}: not generated")
+        elif upgraded.get(name, {}).get(k) != first[name][k]:
+            bad.append(f"upgrade replaced {name}/{k}")
+for b in bad:
+    print("FAIL:", b)
+if not bad:
+    print("the generated cluster CA and operator token are made once and kept by an upgrade")
+sys.exit(1 if bad else 0)
+PY
+  else
+    echo "FAIL: helm template against the stand-in API server (upgrade)"; fail=1
+  fi
+else
+  echo "FAIL: helm template against the stand-in API server (install)"; cat "$out/fake-api.log"; fail=1
+fi
+kill "$fake_pid" 2>/dev/null || true
+fake_pid=""
 
 # Values the schema (or the templates) must refuse.
 refuse() {
