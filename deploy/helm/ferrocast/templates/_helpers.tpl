@@ -66,35 +66,151 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* The Secret holding the cluster TLS files. */}}
-{{- define "ferrocast.tlsSecret" -}}
-{{- if .ctx.Values.certManager.enabled }}
-{{- printf "%s-%s-tls" (include "ferrocast.fullname" .ctx) .component }}
+{{/* The Secret with the cluster CA (certificate and key) the init containers sign each
+pod's certificate with: a Secret the user names, or the one the chart generates. Call with $. */}}
+{{- define "ferrocast.caSecret" -}}
+{{- default (printf "%s-cluster-ca" (include "ferrocast.fullname" .)) .Values.tls.ca.existingSecret }}
+{{- end }}
+
+{{/* The DNS names in a pod's certificate, comma-separated; call with (dict "ctx" $
+"component" "origin" "pod" "$(POD_NAME)"). Nodes check the chain and the role in the SAN
+URI, not names (pods move); the names are for operators (the controller Service) and for
+tools that dial an origin by its headless name. */}}
+{{- define "ferrocast.certDnsNames" -}}
+{{- $full := include "ferrocast.fullname" .ctx }}
+{{- $ns := .ctx.Release.Namespace }}
+{{- $names := list }}
+{{- if eq .component "controller" }}
+{{- $svc := printf "%s-controller" $full }}
+{{- $names = list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns .ctx.Values.tls.clusterDomain) }}
+{{- else if eq .component "origin" }}
+{{- $headless := printf "%s-origin-headless.%s.svc" $full $ns }}
+{{- $names = list (printf "%s.%s" .pod $headless) $headless }}
 {{- else }}
-{{- required "tls.existingSecret is required unless certManager.enabled (kubectl create secret generic NAME --from-file=DIR, DIR made by `ferrocast certs DIR`)" .ctx.Values.tls.existingSecret }}
+{{- $names = list (printf "%s-%s.%s.svc" $full .component $ns) }}
+{{- end }}
+{{- join "," $names }}
+{{- end }}
+
+{{/* The init container that issues this pod's own certificate into the cluster-tls
+emptyDir before the node starts: SAN URI ferrocast://ROLE/POD_NAME, valid tls.certDays.
+It is the only container that mounts the CA key. Nothing with cert-manager (the
+csi-driver issues it). Call with (dict "ctx" $ "component" "edge"). */}}
+{{- define "ferrocast.certsInitContainer" -}}
+{{- if not .ctx.Values.certManager.enabled }}
+- name: certs
+  image: {{ include "ferrocast.image" .ctx }}
+  imagePullPolicy: {{ .ctx.Values.image.pullPolicy }}
+  args:
+    - certs
+    - /etc/ferrocast/ca
+    - --node={{ .component }}:$(POD_NAME)
+    - --out={{ .ctx.Values.tls.mountPath }}
+    {{- range splitList "," (include "ferrocast.certDnsNames" (dict "ctx" .ctx "component" .component "pod" "$(POD_NAME)")) }}
+    - --dns={{ . }}
+    {{- end }}
+    - --days={{ .ctx.Values.tls.certDays }}
+  env:
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+  resources:
+    requests: {cpu: 10m, memory: 16Mi}
+    limits: {memory: 64Mi}
+  securityContext:
+    {{- include "ferrocast.containerSecurityContext" . | nindent 4 }}
+  volumeMounts:
+    - name: cluster-ca
+      mountPath: /etc/ferrocast/ca
+      readOnly: true
+    - name: cluster-tls
+      mountPath: {{ .ctx.Values.tls.mountPath }}
 {{- end }}
 {{- end }}
 
-{{/* The cluster TLS volume, mapped onto the names --tls-dir expects. */}}
-{{- define "ferrocast.tlsVolume" -}}
+{{/* The main container's mount of its certificate directory (--tls-dir). */}}
+{{- define "ferrocast.tlsMount" -}}
 - name: cluster-tls
+  mountPath: {{ .Values.tls.mountPath }}
+  readOnly: true
+{{- end }}
+
+{{/* A pod's certificate volumes; call with (dict "ctx" $ "component" "edge"). Default: an
+in-memory emptyDir the init container fills, and the CA Secret (mounted by the init
+container only). With cert-manager: a csi.cert-manager.io volume with the same SAN URI,
+renewed in place. */}}
+{{- define "ferrocast.tlsVolumes" -}}
+{{- $v := .ctx.Values }}
+{{- if $v.certManager.enabled }}
+{{- $cm := $v.certManager }}
+{{- $issuer := $cm.issuerRef }}
+{{- if not $issuer.name }}
+{{- $issuer = dict "name" (printf "%s-cluster-ca" (include "ferrocast.fullname" .ctx)) "kind" "Issuer" "group" "cert-manager.io" }}
+{{- end }}
+- name: cluster-tls
+  csi:
+    driver: csi.cert-manager.io
+    readOnly: true
+    volumeAttributes:
+      csi.cert-manager.io/issuer-name: {{ $issuer.name | quote }}
+      csi.cert-manager.io/issuer-kind: {{ $issuer.kind | quote }}
+      csi.cert-manager.io/issuer-group: {{ $issuer.group | quote }}
+      csi.cert-manager.io/common-name: "${POD_NAME}"
+      csi.cert-manager.io/uri-sans: {{ printf "ferrocast://%s/${POD_NAME}" .component | quote }}
+      {{- /* localhost and the loopback addresses, as `ferrocast certs` adds them: a
+      kubectl port-forward to the controller checks out. */}}
+      csi.cert-manager.io/dns-names: {{ printf "localhost,%s" (include "ferrocast.certDnsNames" (dict "ctx" .ctx "component" .component "pod" "${POD_NAME}")) | quote }}
+      csi.cert-manager.io/ip-sans: "127.0.0.1,::1"
+      csi.cert-manager.io/duration: {{ $cm.duration | quote }}
+      csi.cert-manager.io/renew-before: {{ $cm.renewBefore | quote }}
+      csi.cert-manager.io/key-usages: "digital signature,server auth,client auth"
+      csi.cert-manager.io/key-encoding: PKCS8
+      csi.cert-manager.io/ca-file: ca.pem
+      csi.cert-manager.io/certificate-file: node.pem
+      csi.cert-manager.io/privatekey-file: node-key.pem
+      csi.cert-manager.io/fs-group: "65532"
+{{- else }}
+- name: cluster-tls
+  emptyDir:
+    # The private key stays in memory, never on the node's disk.
+    medium: Memory
+    sizeLimit: 1Mi
+- name: cluster-ca
   secret:
-    secretName: {{ include "ferrocast.tlsSecret" . }}
+    secretName: {{ include "ferrocast.caSecret" .ctx }}
     defaultMode: 0440
-    {{- if .ctx.Values.certManager.enabled }}
     items:
-      - key: ca.crt
+      {{- if $v.tls.ca.existingSecret }}
+      - key: {{ $v.tls.ca.certKey }}
         path: ca.pem
-      - key: tls.crt
-        path: node.pem
-      - key: tls.key
-        path: node-key.pem
-    {{- end }}
+      - key: {{ $v.tls.ca.keyKey }}
+        path: ca-key.pem
+      {{- else }}
+      - key: ca.pem
+        path: ca.pem
+      - key: ca-key.pem
+        path: ca-key.pem
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret with the operator bearer token, or nothing when operators use
+certificates only. Never open: with neither a token Secret nor an operator CA (which
+needs gRPC TLS), the chart's generated token. Call with $. */}}
+{{- define "ferrocast.operatorTokenSecret" -}}
+{{- $c := .Values.controller }}
+{{- if $c.operatorTokenSecret.name }}
+{{- $c.operatorTokenSecret.name }}
+{{- else if not (and $c.grpcTls.enabled $c.grpcTls.operatorCaSecret.name) }}
+{{- printf "%s-operator-token" (include "ferrocast.fullname" .) }}
+{{- end }}
 {{- end }}
 
 {{/* Settings every Ferrocast container shares; call with (dict "ctx" $ "component" "edge"). */}}
 {{- define "ferrocast.commonEnv" -}}
-- name: FERROCAST_NODE_ID
+# The node's id (--node-id=$(POD_NAME)), the name its certificate carries.
+- name: POD_NAME
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
