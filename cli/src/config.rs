@@ -122,8 +122,10 @@ pub struct NodeArgs {
     /// leader is found). Without one an origin decides alone and an edge uses --origin.
     #[arg(long, env = "FERROCAST_CONTROLLER", value_delimiter = ',')]
     pub controller: Vec<String>,
-    /// Origin and edge: the host or IP other nodes and viewers reach this node at
-    /// (default: the listen address, or 127.0.0.1 when that is unspecified).
+    /// The host or IP other nodes and viewers reach this node at (default: the listen
+    /// address, or 127.0.0.1 when that is unspecified). On a controller: the host that
+    /// followers redirect writes to, with the gRPC port (needed when listening on 0.0.0.0
+    /// with more than one replica).
     #[arg(long, env = "FERROCAST_ADVERTISE_HOST")]
     pub advertise_host: Option<String>,
     /// Edge: the base URL viewers reach this edge at, which `/play` redirects to (e.g.
@@ -451,6 +453,13 @@ impl Settings {
             bail!("invalid controller: only origins and edges join a controller");
         }
         let advertise_host = args.advertise_host.or(file.advertise_host);
+        if role == Role::Controller {
+            // What followers tell nodes and operators to retry a write at: the bound
+            // address is useless when it is 0.0.0.0 (every replica would send callers to
+            // themselves), so a replica behind a wildcard listener needs its own address.
+            controller.advertise =
+                controller_advertise(advertise_host.as_deref(), controller.grpc_listen)?;
+        }
         let public_url = match args.public_url.or(file.public_url) {
             None => None,
             Some(_) if !matches!(role, Role::Edge | Role::Standalone) => {
@@ -694,6 +703,28 @@ fn resolve_addr(s: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{s:?} resolves to no address"))
 }
 
+/// The `host:port` a controller replica advertises as leader: `--advertise-host` with
+/// the gRPC port, else the gRPC listen address when it is a real one, else `None` (the
+/// bound address; a warning, since followers would redirect to a wildcard address).
+fn controller_advertise(host: Option<&str>, grpc: SocketAddr) -> anyhow::Result<Option<String>> {
+    match host {
+        Some("") => bail!("invalid advertise-host: is empty"),
+        Some(h) if h.contains(':') && !h.starts_with('[') => {
+            Ok(Some(format!("[{h}]:{}", grpc.port())))
+        }
+        Some(h) => Ok(Some(format!("{h}:{}", grpc.port()))),
+        None => {
+            if grpc.ip().is_unspecified() {
+                tracing::warn!(
+                    grpc_listen = %grpc,
+                    "no --advertise-host: with several controller replicas, followers cannot redirect callers to this leader"
+                );
+            }
+            Ok(None)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -838,6 +869,27 @@ mod tests {
         assert_eq!(s.controller.etcd, ["10.0.0.1:2379", "10.0.0.2:2379"]);
         assert_eq!(s.controller.operator_token.as_deref(), Some("t0k"));
         assert_eq!(s.controller.http_listen.port(), 8090);
+        assert_eq!(
+            s.controller.advertise, None,
+            "a real listen address is advertised"
+        );
+        let s = Settings::resolve(
+            args(&[
+                "--grpc-listen",
+                "0.0.0.0:6000",
+                "--advertise-host",
+                "10.0.0.9",
+            ]),
+            Role::Controller,
+        )
+        .expect("valid");
+        assert_eq!(s.controller.advertise.as_deref(), Some("10.0.0.9:6000"));
+        let s = Settings::resolve(args(&["--advertise-host", "fd00::9"]), Role::Controller)
+            .expect("valid");
+        assert_eq!(s.controller.advertise.as_deref(), Some("[fd00::9]:50051"));
+        let err = Settings::resolve(args(&["--advertise-host", ""]), Role::Controller)
+            .expect_err("empty");
+        assert!(format!("{err:#}").contains("advertise-host"), "{err:#}");
         let err = Settings::resolve(args(&["--operator-token", "a b"]), Role::Controller)
             .expect_err("whitespace");
         assert!(format!("{err:#}").contains("operator-token"), "{err:#}");

@@ -109,12 +109,20 @@ csi-driver issues it). Call with (dict "ctx" $ "component" "edge"). */}}
     {{- range splitList "," (include "ferrocast.certDnsNames" (dict "ctx" .ctx "component" .component "pod" "$(POD_NAME)")) }}
     - --dns={{ . }}
     {{- end }}
+    {{- if eq .component "controller" }}
+    # Followers redirect callers to the leader's pod IP (--advertise-host).
+    - --dns=$(POD_IP)
+    {{- end }}
     - --days={{ .ctx.Values.tls.certDays }}
   env:
     - name: POD_NAME
       valueFrom:
         fieldRef:
           fieldPath: metadata.name
+    - name: POD_IP
+      valueFrom:
+        fieldRef:
+          fieldPath: status.podIP
   resources:
     requests: {cpu: 10m, memory: 16Mi}
     limits: {memory: 64Mi}
@@ -214,6 +222,11 @@ needs gRPC TLS), the chart's generated token. Call with $. */}}
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+# The address a controller leader is advertised at (--advertise-host=$(POD_IP)).
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
 - name: FERROCAST_LOG_FORMAT
   value: {{ .ctx.Values.logFormat | quote }}
 - name: RUST_LOG
