@@ -187,9 +187,11 @@ impl Endpoints {
     }
 
     /// Calls `f` on the leader until it answers, within `deadline`: a follower's
-    /// redirect or an unreachable replica moves to the next candidate after a short
-    /// pause. Other errors are returned as they are.
-    pub(crate) async fn call<T, F, Fut>(&self, deadline: Duration, f: F) -> Result<T, Status>
+    /// redirect, a replica that cannot serve now (`UNAVAILABLE`) or an unreachable one
+    /// moves to the next candidate after a short pause. Any other answer is final and
+    /// returned at once; what the call ends with is judged by
+    /// [`AgentError::from_status`].
+    pub(crate) async fn call<T, F, Fut>(&self, deadline: Duration, f: F) -> Result<T, AgentError>
     where
         F: Fn(NodeServiceClient<Channel>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
@@ -202,14 +204,18 @@ impl Endpoints {
             let status = match timeout_at(until, f(c)).await {
                 Ok(Ok(r)) => return Ok(r.into_inner()),
                 Ok(Err(s)) => s,
-                Err(_) => return Err(Status::deadline_exceeded("no controller answered in time")),
+                // Nothing came back in time: no controller was reached, an outage.
+                Err(_) => {
+                    return Err(AgentError::Unavailable(
+                        "no controller answered in time".into(),
+                    ))
+                }
             };
-            let retry = matches!(
-                status.code(),
-                Code::Unavailable | Code::Unknown | Code::Cancelled
-            );
+            // Only an unreachable replica, or one that says it cannot serve the call now,
+            // is worth another try; an UNKNOWN or CANCELLED the server sent is an answer.
+            let retry = status.code() == Code::Unavailable || crate::unreachable(&status);
             if !retry {
-                return Err(status);
+                return Err(AgentError::from_status(status));
             }
             self.failed(idx, &status);
             // Right after a redirect, go at once; when every replica failed, wait a little
@@ -221,7 +227,7 @@ impl Endpoints {
                 Duration::ZERO
             };
             if Instant::now() + wait >= until {
-                return Err(status);
+                return Err(AgentError::from_status(status));
             }
             tokio::time::sleep(wait).await;
         }

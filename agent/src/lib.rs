@@ -94,17 +94,52 @@ pub enum AgentError {
     /// The controller answered with an error.
     #[error("controller refused: {0}")]
     Refused(String),
+    /// A replica answered that it cannot serve the call now (no leader elected yet, its
+    /// store unreachable): an answer, not an outage, though worth asking again later.
+    #[error("controller not serving: {0}")]
+    NotServing(String),
 }
 
 impl AgentError {
+    /// The one place a failed call is judged: was the controller not reached (an
+    /// outage, [`AgentError::Unavailable`]: a node may carry on with what it already
+    /// holds), or did it answer ([`AgentError::Refused`]: final)?
+    ///
+    /// The code alone cannot tell: tonic reports a refused connection as
+    /// `UNAVAILABLE`, a reset one as `UNKNOWN` or `INTERNAL`, and a server may send
+    /// any of those itself. What tells is where the status was made (see
+    /// [`unreachable`]). A status a replica sent is an answer whatever its code —
+    /// `UNKNOWN`, `CANCELLED`, and `UNAVAILABLE` for "no leader yet" or "store down"
+    /// ([`AgentError::NotServing`]) — with one exception: a follower's redirect
+    /// (`UNAVAILABLE` naming the leader) is no answer to the call, only the way to the
+    /// replica that answers; the call ends on one only when the leader it names was
+    /// not reached in time.
     fn from_status(s: tonic::Status) -> Self {
+        if unreachable(&s) {
+            return AgentError::Unavailable(s.message().to_owned());
+        }
         match s.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-                AgentError::Unavailable(s.message().to_owned())
+            Code::Unavailable if s.metadata().contains_key(LEADER_METADATA) => {
+                AgentError::Unavailable(format!("the leader was not reached: {}", s.message()))
             }
-            _ => AgentError::Refused(format!("{:?}: {}", s.code(), s.message())),
+            Code::Unavailable => AgentError::NotServing(s.message().to_owned()),
+            code => AgentError::Refused(format!("{code:?}: {}", s.message())),
         }
     }
+
+    /// Whether the controller could not be reached (rather than answered).
+    pub fn is_outage(&self) -> bool {
+        matches!(self, AgentError::Unavailable(_))
+    }
+}
+
+/// Whether `s` was made on this side because no controller could be reached: tonic
+/// keeps the transport error (connection refused or reset, TLS, a connect or keep-alive
+/// timeout) as the source of the status it makes up, while a status decoded from a
+/// server's headers or trailers has no source. (The agent's own deadline never becomes
+/// a status: [`Endpoints::call`] returns [`AgentError::Unavailable`] for it directly.)
+fn unreachable(s: &tonic::Status) -> bool {
+    std::error::Error::source(s).is_some()
 }
 
 /// What the agent needs from its node.
@@ -165,6 +200,14 @@ struct Inner {
     last_ack: AtomicU64,
     /// The heartbeat interval the controller asked for, ms.
     heartbeat_ms: AtomicU64,
+    /// Why the controller refused the last registration, or said it cannot take one now
+    /// (cleared when one succeeds, or when none could be reached): a node a reachable
+    /// controller turns away is not in an outage.
+    register_refused: std::sync::Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn unix_ms() -> u64 {
@@ -189,6 +232,7 @@ impl Agent {
                 draining: AtomicBool::new(false),
                 last_ack: AtomicU64::new(0),
                 heartbeat_ms: AtomicU64::new(DEFAULT_HEARTBEAT.as_millis() as u64),
+                register_refused: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -228,6 +272,10 @@ impl Agent {
             let reg = tokio::select! {
                 r = self.register() => r,
                 _ = shutdown.cancelled() => return,
+            };
+            *lock(&inner.register_refused) = match &reg {
+                Err(e) if !e.is_outage() => Some(e.to_string()),
+                _ => None,
             };
             let reg = match reg {
                 Ok(r) => r,
@@ -283,7 +331,6 @@ impl Agent {
                 async move { c.register(req).await }
             })
             .await
-            .map_err(AgentError::from_status)
     }
 
     /// One heartbeat stream to the replica that took the registration; `Ok` on shutdown.
@@ -362,14 +409,19 @@ impl Agent {
         }
     }
 
-    /// Waits (up to the call deadline) until the node is registered.
+    /// Waits (up to the call deadline) until the node is registered. Not registered
+    /// in time is an outage unless the controller refused the registration (an answer).
     async fn wait_registered(&self) -> Result<(), AgentError> {
         let mut rx = self.inner.registered.subscribe();
-        timeout(self.inner.cfg.call_timeout, rx.wait_for(|i| *i != 0))
-            .await
-            .map_err(|_| AgentError::Unavailable("not registered with the controller".into()))?
-            .map_err(|_| AgentError::Unavailable("the agent stopped".into()))?;
-        Ok(())
+        let registered = timeout(self.inner.cfg.call_timeout, rx.wait_for(|i| *i != 0)).await;
+        match registered {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(AgentError::Unavailable("the agent stopped".into())),
+            Err(_) => Err(match lock(&self.inner.register_refused).clone() {
+                Some(why) => AgentError::Refused(format!("not registered: {why}")),
+                None => AgentError::Unavailable("not registered with the controller".into()),
+            }),
+        }
     }
 
     /// Asks the controller for `stream` before accepting its publisher.
@@ -400,8 +452,7 @@ impl Agent {
                 let req = req.clone();
                 async move { c.claim_stream(req).await }
             })
-            .await
-            .map_err(AgentError::from_status)?;
+            .await?;
         let outcome = reply.outcome();
         let a = reply.assignment.unwrap_or_default();
         Ok(match outcome {
@@ -447,7 +498,6 @@ impl Agent {
             })
             .await
             .map(drop)
-            .map_err(AgentError::from_status)
     }
 
     /// Where a viewer of `stream` at `client_ip` (and/or in `region`) should watch: the
@@ -470,7 +520,6 @@ impl Agent {
                 async move { c.place(req).await }
             })
             .await
-            .map_err(AgentError::from_status)
     }
 
     /// Starts following the controller's assignments; the table fills once a replica
@@ -731,14 +780,212 @@ mod tests {
     }
 
     #[test]
-    fn statuses_map_to_errors() {
-        assert!(matches!(
-            AgentError::from_status(tonic::Status::unavailable("x")),
-            AgentError::Unavailable(_)
-        ));
-        assert!(matches!(
-            AgentError::from_status(tonic::Status::not_found("x")),
-            AgentError::Refused(_)
-        ));
+    fn a_status_a_server_sent_is_an_answer_whatever_its_code() {
+        let e = AgentError::from_status(tonic::Status::unavailable("no leader elected yet"));
+        assert!(matches!(e, AgentError::NotServing(_)), "{e:?}");
+        assert!(!e.is_outage());
+        for code in [
+            Code::Unknown,
+            Code::Cancelled,
+            Code::DeadlineExceeded,
+            Code::InvalidArgument,
+            Code::OutOfRange,
+            Code::Internal,
+            Code::NotFound,
+            Code::PermissionDenied,
+        ] {
+            // What tonic decodes from a server's trailers: no source.
+            let e = AgentError::from_status(tonic::Status::new(code, "x"));
+            assert!(matches!(e, AgentError::Refused(_)), "{code:?}: {e:?}");
+            assert!(!e.is_outage());
+        }
+        // A follower's redirect is no answer: its leader was not reached in time.
+        let mut redirect = tonic::Status::unavailable("not the leader");
+        redirect
+            .metadata_mut()
+            .insert(LEADER_METADATA, "10.0.0.2:50051".parse().unwrap());
+        assert!(AgentError::from_status(redirect).is_outage());
+        // What tonic makes up on this side keeps the transport error as its source.
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(AgentError::from_status(tonic::Status::from_error(Box::new(io))).is_outage());
+    }
+
+    /// A controller that answers every call with `code`.
+    #[derive(Debug)]
+    struct Answers(Arc<std::sync::Mutex<Code>>);
+
+    type Never<T> = tokio_stream::Empty<Result<T, tonic::Status>>;
+
+    impl Answers {
+        fn status(&self) -> tonic::Status {
+            tonic::Status::new(*lock(&self.0), "scripted")
+        }
+    }
+
+    #[tonic::async_trait]
+    impl pb::node_service_server::NodeService for Answers {
+        async fn register(
+            &self,
+            _: tonic::Request<pb::RegisterRequest>,
+        ) -> Result<tonic::Response<pb::RegisterReply>, tonic::Status> {
+            Err(self.status())
+        }
+        type HeartbeatStream = Never<pb::HeartbeatReply>;
+        async fn heartbeat(
+            &self,
+            _: tonic::Request<tonic::Streaming<pb::HeartbeatRequest>>,
+        ) -> Result<tonic::Response<Self::HeartbeatStream>, tonic::Status> {
+            Err(self.status())
+        }
+        async fn claim_stream(
+            &self,
+            _: tonic::Request<pb::ClaimStreamRequest>,
+        ) -> Result<tonic::Response<pb::ClaimStreamReply>, tonic::Status> {
+            Err(self.status())
+        }
+        async fn release_stream(
+            &self,
+            _: tonic::Request<pb::ReleaseStreamRequest>,
+        ) -> Result<tonic::Response<pb::ReleaseStreamReply>, tonic::Status> {
+            Err(self.status())
+        }
+        type WatchAssignmentsStream = Never<pb::AssignmentEvent>;
+        async fn watch_assignments(
+            &self,
+            _: tonic::Request<pb::WatchAssignmentsRequest>,
+        ) -> Result<tonic::Response<Self::WatchAssignmentsStream>, tonic::Status> {
+            Err(self.status())
+        }
+        async fn place(
+            &self,
+            _: tonic::Request<pb::ResolveRequest>,
+        ) -> Result<tonic::Response<pb::ResolveReply>, tonic::Status> {
+            Err(self.status())
+        }
+        type WatchAccessStream = Never<pb::AccessSnapshot>;
+        async fn watch_access(
+            &self,
+            _: tonic::Request<pb::WatchAccessRequest>,
+        ) -> Result<tonic::Response<Self::WatchAccessStream>, tonic::Status> {
+            Err(self.status())
+        }
+    }
+
+    fn agent_for(addr: std::net::SocketAddr) -> Agent {
+        let mut cfg = AgentConfig::new(
+            vec![format!("http://{addr}")],
+            "o1".into(),
+            pb::NodeRole::Origin,
+        );
+        cfg.call_timeout = Duration::from_millis(800);
+        cfg.connect_timeout = Duration::from_millis(300);
+        Agent::new(cfg).expect("agent")
+    }
+
+    async fn release(agent: &Agent) -> AgentError {
+        let r = timeout(
+            Duration::from_secs(5),
+            agent.release("cam", 1, pb::Continuity::default()),
+        )
+        .await
+        .expect("the call keeps its deadline");
+        r.expect_err("no controller grants here")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_a_silent_and_a_hanging_up_controller_are_outages() {
+        // Stopped: the port refuses connections.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let e = release(&agent_for(addr)).await;
+        assert!(e.is_outage(), "connection refused: {e:?}");
+
+        // Silent: connections are taken and never answered (a frozen process).
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let e = release(&agent_for(addr)).await;
+        assert!(e.is_outage(), "no answer: {e:?}");
+        hold.abort();
+
+        // Hanging up: every connection is closed at once (a process dying mid-call).
+        let rude = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = rude.local_addr().unwrap();
+        let hang_up = tokio::spawn(async move {
+            while let Ok((s, _)) = rude.accept().await {
+                drop(s);
+            }
+        });
+        let e = release(&agent_for(addr)).await;
+        assert!(e.is_outage(), "reset: {e:?}");
+        hang_up.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_error_a_reachable_controller_answers_is_final() {
+        let code_now = Arc::new(std::sync::Mutex::new(Code::Internal));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tonic::transport::Server::builder()
+            .add_service(pb::node_service_server::NodeServiceServer::new(Answers(
+                code_now.clone(),
+            )))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                stop.clone().cancelled_owned(),
+            );
+        tokio::spawn(server);
+        let agent = agent_for(addr);
+        for code in [
+            Code::Internal,
+            Code::InvalidArgument,
+            Code::OutOfRange,
+            Code::Unknown,
+            Code::Cancelled,
+            Code::DeadlineExceeded,
+            // "No leader yet", "store down": retried until the deadline, then final.
+            Code::Unavailable,
+        ] {
+            *lock(&code_now) = code;
+            let e = release(&agent).await;
+            assert!(
+                matches!(&e, AgentError::Refused(m) | AgentError::NotServing(m) if m.contains("scripted")),
+                "{code:?}: {e:?}"
+            );
+            assert!(!e.is_outage(), "{code:?}: {e:?}");
+        }
+
+        // A refused registration: a claim is refused too, not taken for an outage.
+        *lock(&code_now) = Code::PermissionDenied;
+        let hooks: Arc<dyn NodeHooks> = Arc::new(NoLoad);
+        let running = stop.clone();
+        let a = agent.clone();
+        tokio::spawn(async move { a.run(hooks, running).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let e = timeout(Duration::from_secs(5), agent.claim("cam"))
+            .await
+            .expect("in time")
+            .expect_err("not registered");
+        assert!(
+            matches!(&e, AgentError::Refused(m) if m.contains("not registered: controller refused")),
+            "{e:?}"
+        );
+        stop.cancel();
+    }
+
+    #[derive(Debug)]
+    struct NoLoad;
+
+    impl NodeHooks for NoLoad {
+        fn load(&self) -> pb::LoadReport {
+            pb::LoadReport::default()
+        }
     }
 }

@@ -27,7 +27,9 @@ pub async fn run(streams: Arc<Streams>, shutdown: CancellationToken) {
         attempts += 1;
         match streams.publish("demo").await {
             Ok(p) => break p,
-            Err(error @ ClaimError::Unavailable(..)) if attempts < 30 => {
+            Err(error @ (ClaimError::Unavailable(..) | ClaimError::Unreachable(..)))
+                if attempts < 30 =>
+            {
                 tracing::debug!(%error, "demo stream not granted yet; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

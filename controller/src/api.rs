@@ -658,6 +658,13 @@ impl NodeApi {
     async fn claim(&self, r: pb::ClaimStreamRequest) -> ApiResult<pb::ClaimStreamReply> {
         required("node_id", &r.node_id)?;
         required("stream", &r.stream)?;
+        // Bounded before anything reads them (origins cap both at the RTMP layer already).
+        if !ferrocast_media::hls::names::valid_stream_key(&r.stream) {
+            return Err(ApiError::Invalid("stream: not a stream key".into()));
+        }
+        if r.credential.len() > ferrocast_media::rtmp::MAX_QUERY_LEN {
+            return Err(ApiError::Invalid("credential: too long".into()));
+        }
         let sh = &self.0;
         let fence = sh.fence().await?;
         if let Err(why) = sh

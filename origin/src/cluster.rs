@@ -2,7 +2,8 @@
 //! duplicate is refused, a takeover continues the previous holder's numbering), the
 //! streams this origin holds are reported with every heartbeat (epoch and continuity),
 //! ended streams are released, and a stream the controller gave to another origin is
-//! fenced here at once.
+//! fenced here at once. Only a controller that cannot be reached is an outage: any
+//! error it answers a claim with refuses the publisher.
 
 use crate::package::Continuity;
 use crate::stream::{Authority, BoxFuture, ClaimError, Credential, Grant, Streams};
@@ -74,9 +75,11 @@ async fn release_loop(
                     tracing::info!(%stream, epoch, "stream released to the controller");
                     break;
                 }
-                Err(ferrocast_agent::AgentError::Unavailable(why))
-                    if started.elapsed() < RELEASE_RETRY_FOR =>
-                {
+                // Unreachable, or a replica that cannot take it now (no leader yet).
+                Err(
+                    ferrocast_agent::AgentError::Unavailable(why)
+                    | ferrocast_agent::AgentError::NotServing(why),
+                ) if started.elapsed() < RELEASE_RETRY_FOR => {
                     tracing::debug!(%stream, reason = %why, "release not acknowledged; retrying");
                 }
                 Err(error) => {
@@ -91,6 +94,18 @@ async fn release_loop(
             }
             pause = (pause * 2).min(Duration::from_secs(5));
         }
+    }
+}
+
+/// A claim call that failed: only a controller that could not be reached is an outage
+/// ([`ClaimError::Unreachable`], under which a held stream may go on for the credential
+/// that won it); any error the controller answered with refuses the publisher.
+fn claim_failed(stream: &str, e: ferrocast_agent::AgentError) -> ClaimError {
+    if e.is_outage() {
+        ClaimError::Unreachable(stream.to_owned(), e.to_string())
+    } else {
+        tracing::warn!(stream, error = %e, "the controller answered the claim with an error");
+        ClaimError::Refused(stream.to_owned(), e.to_string())
     }
 }
 
@@ -113,7 +128,7 @@ impl Authority for Cluster {
                 .agent
                 .claim_with(stream, &credential.query, credential.client_ip)
                 .await
-                .map_err(|e| ClaimError::Unavailable(stream.to_owned(), e.to_string()))?;
+                .map_err(|e| claim_failed(stream, e))?;
             match claim {
                 Claim::Granted {
                     epoch,

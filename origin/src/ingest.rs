@@ -7,7 +7,7 @@
 use crate::metrics::{OriginMetrics, ReasonLabels};
 use crate::stream::{valid_key, ClaimError, Credential, Publisher, Streams};
 use bytes::Bytes;
-use ferrocast_media::rtmp::{Limits, ServerEvent, ServerSession};
+use ferrocast_media::rtmp::{Limits, RtmpError, ServerEvent, ServerSession, MAX_QUERY_LEN};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -262,6 +262,7 @@ impl ConnError {
             Self::IdleTimeout => "idle_timeout",
             Self::WriteTimeout => "write_timeout",
             Self::Io(_) => "io",
+            Self::Protocol(RtmpError::TooLong { .. }) => "too_long",
             Self::Protocol(_) => "protocol",
             Self::Media(_) => "media",
             Self::Refused(_) => "publish_refused",
@@ -489,6 +490,12 @@ impl<'a, S: IngestIo> Connection<'a, S> {
             Some("this connection is already publishing".to_owned())
         } else if !valid_key(key) {
             Some(ClaimError::InvalidKey(key.chars().take(80).collect()).to_string())
+        } else if query.len() > MAX_QUERY_LEN {
+            // The session caps each query already; this holds whichever one is used.
+            Some(format!(
+                "publish query of {} bytes is longer than the limit of {MAX_QUERY_LEN}",
+                query.len()
+            ))
         } else {
             let credential = Credential {
                 query: query.to_owned(),
@@ -509,6 +516,12 @@ impl<'a, S: IngestIo> Connection<'a, S> {
                         }
                         ClaimError::Denied(_, why) => {
                             tracing::warn!(peer = %self.peer, stream = key, reason = %why, "publisher refused: admission");
+                        }
+                        ClaimError::Refused(_, why) => {
+                            tracing::warn!(peer = %self.peer, stream = key, reason = %why, "publisher refused: the controller answered with an error");
+                        }
+                        ClaimError::Unreachable(_, why) => {
+                            tracing::warn!(peer = %self.peer, stream = key, reason = %why, "publisher refused: controller unreachable");
                         }
                         _ => {}
                     }

@@ -29,10 +29,10 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
-/// Labels of a relay fetch counter.
+/// Labels of a relay fetch counter (and of claims during a controller outage).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
-    /// ok, not_found, no_stream or error.
+    /// ok, not_found, no_stream or error (continued or refused for outage claims).
     pub result: &'static str,
 }
 
@@ -49,6 +49,9 @@ pub struct OriginMetrics {
     pub ingest_bytes: Counter,
     /// Streams held.
     pub streams: Gauge,
+    /// Publishers claimed while the controller could not be reached, by result
+    /// (`continued`: the credential that won the stream; `refused`: anyone else).
+    pub outage_claims: Family<ResultLabels, Counter>,
     /// HTTP requests by kind and status.
     pub http_requests: Family<RequestLabels, Counter>,
     /// HTTP response body bytes sent.
@@ -107,6 +110,11 @@ impl OriginMetrics {
                 "origin_streams",
                 "Streams held by this origin",
                 self.streams.clone(),
+            );
+            r.register(
+                "origin_outage_claims",
+                "Publishers claimed while the controller could not be reached, by result",
+                self.outage_claims.clone(),
             );
             r.register(
                 "http_requests",

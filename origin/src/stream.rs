@@ -3,12 +3,18 @@
 //! drops, the stream waits out the grace period for the publisher to come back before it
 //! ends (EXT-X-ENDLIST) and, later, ages out. Stream numbering survives a restart of the
 //! same key: the last continuity state of each ended key is remembered (bounded).
+//!
+//! A held stream remembers a hash of the credential that won it ([`CredentialHash`]):
+//! while the controller cannot be reached, only a publisher presenting that same
+//! credential continues the stream; anyone else is refused until the controller answers.
 
-use crate::metrics::OriginMetrics;
+use crate::metrics::{OriginMetrics, ResultLabels};
 use crate::package::{Continuity, PackageError, Packager, PackagerConfig, Snapshot};
 use bytes::Bytes;
 use ferrocast_media::flv;
+use ferrocast_runtime::access::constant_time_eq;
 use ferrocast_runtime::admission::{Action, Admission, Verdict};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
@@ -41,6 +47,52 @@ pub struct Credential {
     pub query: String,
     /// The publisher's address.
     pub client_ip: Option<std::net::IpAddr>,
+}
+
+impl Credential {
+    /// The hash of this credential that a stream won with it keeps.
+    pub fn hash(&self) -> CredentialHash {
+        CredentialHash::of_query(&self.query)
+    }
+}
+
+/// SHA-256 of the credential parts of a publish query: every `key=` and `token=` pair,
+/// in the order sent (anything else in the query is no credential). A held stream keeps
+/// this, never the secret, to know the publisher that won it when the controller cannot
+/// be asked. No credential at all hashes too (an open stream goes on for anyone without
+/// one, as the controller would allow).
+#[derive(Clone, Copy)]
+pub struct CredentialHash([u8; 32]);
+
+impl CredentialHash {
+    /// The hash of `query`'s credential parts.
+    pub fn of_query(query: &str) -> Self {
+        let mut h = Sha256::new();
+        for (i, kv) in query
+            .split('&')
+            .filter(|kv| kv.starts_with("key=") || kv.starts_with("token="))
+            .enumerate()
+        {
+            if i > 0 {
+                h.update(b"&");
+            }
+            h.update(kv.as_bytes());
+        }
+        CredentialHash(h.finalize().into())
+    }
+
+    /// Whether both are the hash of the same credential (in constant time, so the time
+    /// taken says nothing about how much of a guess was right).
+    pub fn matches(&self, other: &CredentialHash) -> bool {
+        constant_time_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for CredentialHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not even the hash goes to logs.
+        f.write_str("CredentialHash(..)")
+    }
 }
 
 /// A claim the cluster granted.
@@ -105,9 +157,29 @@ pub enum ClaimError {
     /// The admission webhook said no (or could not answer, failing closed).
     #[error("publish of stream {0:?} refused: {1}")]
     Denied(String, String),
-    /// The cluster cannot grant the stream now (controller unreachable, draining, full).
+    /// The controller says this origin cannot take the stream now (draining, full, not
+    /// registered).
     #[error("the cluster cannot take stream {0:?} now: {1}; try again")]
     Unavailable(String, String),
+    /// The controller could not be reached (an outage): a stream held here goes on only
+    /// for the credential that won it; anything else waits until the controller answers.
+    #[error("the controller cannot be reached to grant stream {0:?}: {1}; try again")]
+    Unreachable(String, String),
+    /// The controller answered the claim with an error: final, never an outage.
+    #[error("the controller refused stream {0:?}: {1}")]
+    Refused(String, String),
+}
+
+/// On what grounds a stream is claimed here.
+#[derive(Debug, Clone, Copy)]
+enum Basis<'a> {
+    /// No cluster: this origin decides alone.
+    Local,
+    /// The controller granted it.
+    Granted(Grant),
+    /// The controller cannot be reached (why): only a stream held here may go on, and
+    /// only for the credential that won it.
+    Outage(&'a str),
 }
 
 pub use ferrocast_media::hls::names::valid_stream_key as valid_key;
@@ -131,6 +203,8 @@ struct PublishState {
     live: Option<u64>,
     /// Bumped on each claim and each release, so stale timers do nothing.
     generation: u64,
+    /// The credential the stream was last granted (or locally claimed) with.
+    winner: Option<CredentialHash>,
 }
 
 /// One stream.
@@ -302,14 +376,20 @@ impl Streams {
                 return Err(ClaimError::Denied(name.to_owned(), why.to_string()));
             }
         }
+        let hash = credential.hash();
         let Some(authority) = self.authority.get() else {
-            return self.claim(name);
+            return self.claim_granted(name, Basis::Local, hash);
         };
         match authority.claim(name, credential).await {
-            Ok(grant) => self.claim_granted(name, Some(grant)),
-            Err(ClaimError::Unavailable(_, why)) if self.get(name).is_some_and(|s| s.held()) => {
-                tracing::warn!(stream = name, reason = %why, "controller unreachable; continuing the stream this origin holds");
-                self.claim_granted(name, None)
+            Ok(grant) => self.claim_granted(name, Basis::Granted(grant), hash),
+            Err(ClaimError::Unreachable(_, why)) => {
+                let r = self.claim_granted(name, Basis::Outage(&why), hash);
+                let result = if r.is_ok() { "continued" } else { "refused" };
+                self.metrics
+                    .outage_claims
+                    .get_or_create(&ResultLabels { result })
+                    .inc();
+                r
             }
             Err(e) => Err(e),
         }
@@ -319,7 +399,7 @@ impl Streams {
     /// grace period (or ended but not yet aged out) goes on with a discontinuity; a live
     /// one refuses.
     pub fn claim(self: &Arc<Self>, name: &str) -> Result<Publisher, ClaimError> {
-        self.claim_granted(name, None)
+        self.claim_granted(name, Basis::Local, Credential::default().hash())
     }
 
     fn new_stream(&self, name: &str, continuity: Option<Continuity>, epoch: u64) -> Arc<Stream> {
@@ -336,20 +416,44 @@ impl Streams {
         })
     }
 
-    /// Claims `name` here under `grant` (the cluster's, if any). A stream held under an
-    /// older epoch (it went elsewhere and came back) starts over with the newer numbering.
+    /// Claims `name` here on `basis` for a publisher who presented `credential`. A
+    /// stream held under an older epoch (it went elsewhere and came back) starts over
+    /// with the newer numbering. In an outage only a held stream goes on, and only for
+    /// the credential that won it (checked under the map's lock, so the stream cannot
+    /// change in between).
     fn claim_granted(
         self: &Arc<Self>,
         name: &str,
-        grant: Option<Grant>,
+        basis: Basis<'_>,
+        credential: CredentialHash,
     ) -> Result<Publisher, ClaimError> {
         if !valid_key(name) {
             return Err(ClaimError::InvalidKey(name.chars().take(80).collect()));
         }
+        let grant = match basis {
+            Basis::Granted(g) => Some(g),
+            Basis::Local | Basis::Outage(_) => None,
+        };
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let stream = {
             let mut map = lock(&self.streams);
             let existing = map.get(name).cloned();
+            if let Basis::Outage(why) = basis {
+                let Some(s) = existing.as_ref().filter(|s| s.held()) else {
+                    return Err(ClaimError::Unreachable(name.to_owned(), why.to_owned()));
+                };
+                let won = lock(&s.publish)
+                    .winner
+                    .is_some_and(|w| w.matches(&credential));
+                if !won {
+                    tracing::warn!(stream = name, reason = %why, "controller unreachable; publisher refused: not the credential that won the stream");
+                    return Err(ClaimError::Unreachable(
+                        name.to_owned(),
+                        format!("{why}; until it answers, only the credential that holds the stream continues it"),
+                    ));
+                }
+                tracing::warn!(stream = name, reason = %why, "controller unreachable; the credential that won the stream continues it");
+            }
             let stale = match (&existing, grant) {
                 (Some(s), Some(g)) => s.epoch() != g.epoch || s.fenced.load(Ordering::Relaxed),
                 _ => false,
@@ -389,6 +493,7 @@ impl Streams {
             }
             st.live = Some(session);
             st.generation += 1;
+            st.winner = Some(credential);
         }
         stream.with_packager(|p| p.begin_session());
         tracing::info!(stream = name, session, "publisher claimed stream");
@@ -767,6 +872,130 @@ mod tests {
         );
         assert_eq!(without_key_secrets("token=k.1.sig"), "token=k.1.sig");
         assert_eq!(without_key_secrets(""), "");
+    }
+
+    /// A controller link that answers each claim as the test says.
+    #[derive(Debug, Default)]
+    struct Scripted {
+        next: Mutex<Option<Result<Grant, ClaimError>>>,
+    }
+
+    impl Scripted {
+        fn answer(&self, r: Result<Grant, ClaimError>) {
+            *lock(&self.next) = Some(r);
+        }
+    }
+
+    impl Authority for Scripted {
+        fn claim<'a>(
+            &'a self,
+            _stream: &'a str,
+            _credential: &'a Credential,
+        ) -> BoxFuture<'a, Result<Grant, ClaimError>> {
+            let r = lock(&self.next).clone().expect("an answer was scripted");
+            Box::pin(async move { r })
+        }
+
+        fn released(&self, _stream: &str, _epoch: u64, _continuity: Continuity) {}
+    }
+
+    fn cred(query: &str) -> Credential {
+        Credential {
+            query: query.to_owned(),
+            client_ip: None,
+        }
+    }
+
+    fn clustered() -> (Arc<Streams>, Arc<Scripted>) {
+        let streams = Streams::new(StreamConfig::default(), Arc::new(OriginMetrics::new()));
+        let authority = Arc::new(Scripted::default());
+        streams.set_authority(authority.clone());
+        (streams, authority)
+    }
+
+    const GRANT: Grant = Grant {
+        epoch: 7,
+        continuity: None,
+    };
+
+    #[tokio::test]
+    async fn in_an_outage_a_held_stream_goes_on_only_for_the_credential_that_won_it() {
+        let (streams, ctl) = clustered();
+        ctl.answer(Ok(GRANT));
+        let first = streams
+            .publish_with("cam", &cred("key=k1.SECRET&x=1"))
+            .await
+            .expect("granted");
+        drop(first); // the encoder dropped; the stream is held through the grace period
+
+        let down = || ClaimError::Unreachable("cam".into(), "connection refused".into());
+        ctl.answer(Err(down()));
+        for who in ["", "key=k2.OTHER", "token=forged", "key=k1.SECRE", "x=1"] {
+            let refused = streams.publish_with("cam", &cred(who)).await.unwrap_err();
+            assert!(
+                matches!(&refused, ClaimError::Unreachable(_, why) if why.contains("only the credential that holds the stream")),
+                "{who:?}: {refused:?}"
+            );
+        }
+        // Other parameters are no credential: the same key with another `x` continues.
+        let again = streams
+            .publish_with("cam", &cred("x=2&key=k1.SECRET"))
+            .await
+            .expect("the winning credential continues in an outage");
+        assert_eq!(again.stream().epoch(), 7);
+        assert_eq!(
+            streams
+                .metrics
+                .outage_claims
+                .get_or_create(&ResultLabels { result: "refused" })
+                .get(),
+            5
+        );
+    }
+
+    #[tokio::test]
+    async fn an_outage_never_gives_a_stream_that_is_not_held_here() {
+        let (streams, ctl) = clustered();
+        ctl.answer(Err(ClaimError::Unreachable("new".into(), "timeout".into())));
+        assert!(matches!(
+            streams.publish_with("new", &cred("")).await,
+            Err(ClaimError::Unreachable(..))
+        ));
+        assert!(streams.get("new").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_error_the_controller_answers_is_final_even_for_the_winning_credential() {
+        let (streams, ctl) = clustered();
+        ctl.answer(Ok(GRANT));
+        drop(
+            streams
+                .publish_with("cam", &cred("key=k1.S"))
+                .await
+                .expect("granted"),
+        );
+        ctl.answer(Err(ClaimError::Refused(
+            "cam".into(),
+            "controller refused: Internal: boom".into(),
+        )));
+        for who in ["", "key=k1.S"] {
+            assert!(matches!(
+                streams.publish_with("cam", &cred(who)).await,
+                Err(ClaimError::Refused(..))
+            ));
+        }
+    }
+
+    #[test]
+    fn the_credential_hash_covers_key_and_token_parts_only() {
+        let h = CredentialHash::of_query;
+        assert!(h("key=a.b").matches(&h("user=1&key=a.b&t=2")));
+        assert!(h("").matches(&h("user=1")));
+        assert!(!h("key=a.b").matches(&h("key=a.c")));
+        assert!(!h("key=a.b").matches(&h("")));
+        assert!(!h("key=a.b&token=t").matches(&h("token=t&key=a.b")));
+        assert!(!h("key=a.b").matches(&h("token=a.b")));
+        assert_eq!(format!("{:?}", h("key=a.b")), "CredentialHash(..)");
     }
 
     #[tokio::test]

@@ -20,6 +20,20 @@ pub use server::{ServerEvent, ServerSession};
 
 use crate::amf0::Amf0Error;
 
+/// Longest application or stream name (the part before any `?query`) a server session
+/// passes on: the stream key rule's length (`hls::names::valid_stream_key`, 64 bytes),
+/// so an oversized name is refused before anything else reads it.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Longest `?query` a server session passes on, on a publish name or a connect `app`:
+/// where publish credentials travel (`key=`, `token=`), which are tens to hundreds of
+/// bytes. The controller refuses a longer credential too.
+pub const MAX_QUERY_LEN: usize = 4096;
+
+/// Longest connect `tcUrl` (`rtmp://host:port/app?query`): a query and room for the
+/// rest.
+pub const MAX_TC_URL_LEN: usize = MAX_QUERY_LEN + 1024;
+
 /// Resource limits for one RTMP connection. Everything a peer can make us hold
 /// in memory is bounded by one of these.
 // Not `Copy`, so callers' `.clone()` stays lint-clean and fields can grow.
@@ -100,6 +114,17 @@ pub enum RtmpError {
     /// A message whose payload does not have the shape its type requires.
     #[error("malformed message: {0}")]
     MalformedMessage(&'static str),
+    /// A connect or publish command carried a name, query or URL longer than its cap
+    /// ([`MAX_NAME_LEN`], [`MAX_QUERY_LEN`], [`MAX_TC_URL_LEN`]); the peer was told why.
+    #[error("{what} of {len} bytes is longer than the limit of {max}")]
+    TooLong {
+        /// What was too long (`stream name`, `publish query`, `app`, `tcUrl`).
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
     /// The peer created more message streams than a session allows.
     #[error("more than {max} message streams")]
     TooManyStreams {

@@ -15,7 +15,7 @@ use super::handshake::ServerHandshake;
 use super::message::{
     self, amf_values, csid, msg_type, payload_u32, user_control, AckState, Command, Outbox,
 };
-use super::{Limits, RtmpError};
+use super::{Limits, RtmpError, MAX_NAME_LEN, MAX_QUERY_LEN, MAX_TC_URL_LEN};
 use crate::amf0::Amf0Value;
 
 /// Window Acknowledgement Size and peer bandwidth we announce on connect.
@@ -398,8 +398,18 @@ impl ServerSession {
             "publish" => {
                 let name = cmd
                     .str_arg(0)
-                    .ok_or(RtmpError::MalformedMessage("publish without a stream name"))?
-                    .to_owned();
+                    .ok_or(RtmpError::MalformedMessage("publish without a stream name"))?;
+                if let Err(e) = check_name("stream name", "publish query", name) {
+                    // Told why (never echoing the name), then the connection ends.
+                    self.send_status(
+                        msg.stream_id,
+                        "error",
+                        "NetStream.Publish.BadName",
+                        &e.to_string(),
+                    );
+                    return Err(e);
+                }
+                let name = name.to_owned();
                 let kind = cmd.str_arg(1).unwrap_or("live").to_owned();
                 self.start(
                     msg.stream_id,
@@ -463,11 +473,34 @@ impl ServerSession {
         let field = |key: &str| object.and_then(|o| o.get(key));
         let app = field("app")
             .and_then(Amf0Value::as_str)
-            .ok_or(RtmpError::MalformedMessage("connect without app"))?
-            .to_owned();
-        let tc_url = field("tcUrl")
-            .and_then(Amf0Value::as_str)
-            .map(str::to_owned);
+            .ok_or(RtmpError::MalformedMessage("connect without app"))?;
+        let tc_url = field("tcUrl").and_then(Amf0Value::as_str);
+        // The app may carry the credential (`live?key=…`); both are capped before anyone
+        // reads them, and the client is told why it is refused.
+        let tc_url_capped = match tc_url {
+            Some(u) if u.len() > MAX_TC_URL_LEN => Err(RtmpError::TooLong {
+                what: "tcUrl",
+                len: u.len(),
+                max: MAX_TC_URL_LEN,
+            }),
+            _ => Ok(()),
+        };
+        let capped = check_name("app", "app query", app).and(tc_url_capped);
+        if let Err(e) = capped {
+            let information = Amf0Value::object([
+                ("level", Amf0Value::string("error")),
+                ("code", Amf0Value::string("NetConnection.Connect.Rejected")),
+                ("description", Amf0Value::string(e.to_string())),
+            ]);
+            self.reply(
+                "_error",
+                cmd.transaction_id,
+                vec![Amf0Value::Null, information],
+            );
+            return Err(e);
+        }
+        let app = app.to_owned();
+        let tc_url = tc_url.map(str::to_owned);
         let object_encoding = field("objectEncoding")
             .and_then(Amf0Value::as_f64)
             .unwrap_or(0.0);
@@ -520,6 +553,27 @@ impl ServerSession {
             }
         }
     }
+}
+
+/// Checks a name as sent (`NAME` or `NAME?QUERY`) against [`MAX_NAME_LEN`] and
+/// [`MAX_QUERY_LEN`]; `what` and `query` name the two parts in the error.
+fn check_name(what: &'static str, query: &'static str, sent: &str) -> Result<(), RtmpError> {
+    let (name, q) = sent.split_once('?').unwrap_or((sent, ""));
+    if name.len() > MAX_NAME_LEN {
+        return Err(RtmpError::TooLong {
+            what,
+            len: name.len(),
+            max: MAX_NAME_LEN,
+        });
+    }
+    if q.len() > MAX_QUERY_LEN {
+        return Err(RtmpError::TooLong {
+            what: query,
+            len: q.len(),
+            max: MAX_QUERY_LEN,
+        });
+    }
+    Ok(())
 }
 
 fn strip_query(name: &str) -> &str {
@@ -790,6 +844,116 @@ mod tests {
             stream_id,
             payload: Bytes::from_static(b"\x17\x01"),
         }
+    }
+
+    /// The `onStatus` / `_error` information object of the last command sent.
+    fn last_info(p: &mut RawPeer) -> Amf0Value {
+        let cmds = p.commands();
+        let last = cmds.last().expect("an answer");
+        last.get(3).cloned().expect("an information object")
+    }
+
+    #[test]
+    fn the_name_cap_is_the_stream_key_rule() {
+        use crate::hls::names::valid_stream_key;
+        assert!(valid_stream_key(&"x".repeat(MAX_NAME_LEN)));
+        assert!(!valid_stream_key(&"x".repeat(MAX_NAME_LEN + 1)));
+    }
+
+    #[test]
+    fn publish_names_and_queries_over_their_caps_are_refused_with_a_reason() {
+        let long_name = "n".repeat(MAX_NAME_LEN + 1);
+        let long_query = format!("cam?key={}", "q".repeat(MAX_QUERY_LEN));
+        for (name, what) in [
+            (long_name.as_str(), "stream name"),
+            (long_query.as_str(), "publish query"),
+        ] {
+            let mut p = RawPeer::new();
+            p.connect();
+            p.create_stream();
+            p.received();
+            server_events(&mut p.server);
+            let err = p.publish(1, name).unwrap_err();
+            assert!(
+                matches!(err, RtmpError::TooLong { what: w, .. } if w == what),
+                "{err:?}"
+            );
+            let info = last_info(&mut p);
+            assert_eq!(
+                info.get("code").and_then(Amf0Value::as_str),
+                Some("NetStream.Publish.BadName")
+            );
+            let why = info.get("description").and_then(Amf0Value::as_str).unwrap();
+            assert!(
+                why.starts_with(what) && why.contains("longer than the limit"),
+                "{why}"
+            );
+            assert!(
+                !why.contains("nnnn") && !why.contains("qqqq"),
+                "never echoed: {why}"
+            );
+            assert_eq!(server_events(&mut p.server), vec![], "nothing passed on");
+            // The session is over.
+            assert!(p.publish(1, "cam").is_err());
+        }
+        // At the caps exactly, the publish goes through.
+        let mut p = RawPeer::new();
+        p.connect();
+        p.create_stream();
+        let at_cap = format!("{}?{}", "n".repeat(MAX_NAME_LEN), "q".repeat(MAX_QUERY_LEN));
+        p.publish(1, &at_cap).unwrap();
+        assert!(server_events(&mut p.server)
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Publish { name, .. } if *name == at_cap)));
+    }
+
+    #[test]
+    fn connect_apps_and_urls_over_their_caps_are_refused_with_a_reason() {
+        let connect = |p: &mut RawPeer, app: &str, tc_url: &str| {
+            p.command(
+                0,
+                &[
+                    Amf0Value::string("connect"),
+                    Amf0Value::Number(1.0),
+                    Amf0Value::object([
+                        ("app", Amf0Value::string(app)),
+                        ("tcUrl", Amf0Value::string(tc_url)),
+                    ]),
+                ],
+            )
+        };
+        let long_app = "a".repeat(MAX_NAME_LEN + 1);
+        let long_query = format!("live?key={}", "k".repeat(MAX_QUERY_LEN));
+        let long_url = format!("rtmp://h/{}", "u".repeat(MAX_TC_URL_LEN));
+        for (app, url, what) in [
+            (long_app.as_str(), "rtmp://h/x", "app"),
+            (long_query.as_str(), "rtmp://h/live", "app query"),
+            ("live", long_url.as_str(), "tcUrl"),
+        ] {
+            let mut p = RawPeer::new();
+            let err = connect(&mut p, app, url).unwrap_err();
+            assert!(
+                matches!(err, RtmpError::TooLong { what: w, .. } if w == what),
+                "{err:?}"
+            );
+            let cmds = p.commands();
+            let reply = cmds.last().expect("an answer");
+            assert_eq!(reply[0].as_str(), Some("_error"));
+            assert_eq!(
+                reply[3].get("code").and_then(Amf0Value::as_str),
+                Some("NetConnection.Connect.Rejected")
+            );
+            let why = reply[3]
+                .get("description")
+                .and_then(Amf0Value::as_str)
+                .unwrap();
+            assert!(why.starts_with(what), "{why}");
+            assert_eq!(server_events(&mut p.server), vec![]);
+        }
+        let mut p = RawPeer::new();
+        let url = format!("rtmp://h/{}", "u".repeat(MAX_TC_URL_LEN - 9));
+        connect(&mut p, &format!("live?{}", "k".repeat(MAX_QUERY_LEN)), &url).unwrap();
+        assert_eq!(server_events(&mut p.server).len(), 1);
     }
 
     #[test]
