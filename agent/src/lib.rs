@@ -15,6 +15,7 @@
 //! an unreachable controller makes the agent try the next configured one. Every call
 //! has a deadline.
 
+pub mod access;
 mod endpoints;
 
 pub use endpoints::LEADER_METADATA;

@@ -183,7 +183,11 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
                 "no --tls-dir: the QUIC relay is off, so edges cannot pull from this origin"
             );
         }
-        let origin = Origin::bind(settings.origin.clone(), registry.clone(), tls.as_ref())
+        // With a controller, the HTTP port's playback rules are the controller's (closed
+        // until they arrive); without one there are none.
+        let mut origin_cfg = settings.origin.clone();
+        origin_cfg.playback_rules = rules_source(&controllers);
+        let origin = Origin::bind(origin_cfg, registry.clone(), tls.as_ref())
             .await
             .context("starting the origin")?;
         origin_quic = origin.quic_addr();
@@ -205,6 +209,9 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
             cfg.capacity.max_streams = settings.origin.streams.max_streams as u32;
             cfg.tls = controller_tls.clone();
             let agent = Agent::new(cfg).context("invalid controller")?;
+            // Playback keys, policies and revocations, as edges get them.
+            let access = origin.access();
+            agent.watch_access(move |snap| access.apply(snap), shutdown.clone());
             Cluster::start(agent, &origin.streams(), shutdown.clone());
         }
         tracing::info!(
@@ -250,7 +257,9 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
             Arc::new(ControllerOrigins(table))
         };
         let upstream = QuicUpstream::new(resolver, tls).context("starting the QUIC client")?;
-        let edge = Edge::bind(settings.edge.clone(), registry.clone(), Arc::new(upstream))
+        let mut edge_cfg = settings.edge.clone();
+        edge_cfg.playback_rules = rules_source(&controllers);
+        let edge = Edge::bind(edge_cfg, registry.clone(), Arc::new(upstream))
             .await
             .context("starting the edge")?;
         if let Some(a) = watcher {
@@ -293,6 +302,16 @@ async fn run(settings: config::Settings, role: Role, demo: bool) -> anyhow::Resu
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Where a viewer-serving node's playback rules come from: the controller when there is
+/// one (every stream closed until its first snapshot), else nowhere (every stream open).
+fn rules_source(controllers: &[String]) -> ferrocast_agent::access::RulesSource {
+    if controllers.is_empty() {
+        ferrocast_agent::access::RulesSource::None
+    } else {
+        ferrocast_agent::access::RulesSource::Controller
+    }
 }
 
 /// The host others reach this node at: `--advertise-host`, else the listen IP, else

@@ -4,12 +4,18 @@
 //! policies and revoked tokens, all as access records in the [`Store`].
 //!
 //! Every replica keeps an [`AccessView`] of them, re-read every [`REFRESH`] (and at once
-//! after the leader's own writes), and pushes the playback part to edges through
-//! `WatchAccess` ([`Access::subscribe`]): a revocation reaches every edge within
+//! after the leader's own writes), and pushes the playback part to edges and origins
+//! through `WatchAccess` ([`Access::subscribe`]): a revocation reaches every node within
 //! `REFRESH` plus a push. Publishers are checked by the leader on `ClaimStream`
 //! ([`Access::check_publish`]), so publish keys never leave the store.
+//!
+//! Fail closed: a replica that has not read the records yet has no view at all (not an
+//! empty one, which would say "every stream open, nothing revoked"), and `WatchAccess`
+//! waits for one ([`Access::loaded`]). Each view carries the store revision it was read
+//! at, in one consistent read, so nodes can tell a lagging replica's rules from newer
+//! ones (see `ferrocast_agent::access`).
 
-use crate::store::{Fence, Store, StoreError};
+use crate::store::{Fence, Revision, Store, StoreError};
 use ferrocast_proto::controller::v1 as pb;
 use ferrocast_runtime::access::{self as tokens, Algorithm, Purpose, Token, VerifyKey};
 use serde::{Deserialize, Serialize};
@@ -124,12 +130,24 @@ struct RevokedRecord {
 }
 
 /// Every access record, as one replica last read them.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct AccessView {
+    /// The store revision of the read that first saw these records (`None`: nothing read
+    /// yet, the replica knows nothing). Kept while the records stay the same, so nodes
+    /// are not sent the same rules again after every unrelated write to the store.
+    revision: Option<Revision>,
     publish_keys: BTreeMap<String, PublishKeyRecord>,
     signing_keys: BTreeMap<String, SigningKeyRecord>,
     streams: BTreeMap<String, StreamRecord>,
     revoked: BTreeMap<String, RevokedRecord>,
+}
+
+/// The records of `kind` out of one read of them all.
+fn of_kind(all: &[(String, String, Vec<u8>)], kind: &str) -> Vec<(String, Vec<u8>)> {
+    all.iter()
+        .filter(|(k, _, _)| k == kind)
+        .map(|(_, name, v)| (name.clone(), v.clone()))
+        .collect()
 }
 
 fn decode_all<T: serde::de::DeserializeOwned>(
@@ -149,11 +167,13 @@ fn decode_all<T: serde::de::DeserializeOwned>(
 }
 
 impl AccessView {
-    /// Reads every record from `store`; expired revocations are left out.
+    /// Reads every record from `store`, in one read; expired revocations are left out.
     pub async fn load(store: &dyn Store) -> Result<AccessView, StoreError> {
         let now = tokens::unix_now();
+        let all = store.all_records().await?;
+        let records = &all.records;
         let mut signing_keys: BTreeMap<String, SigningKeyRecord> =
-            decode_all(SIGNING_KEYS, store.records(SIGNING_KEYS).await?);
+            decode_all(SIGNING_KEYS, of_kind(records, SIGNING_KEYS));
         signing_keys.retain(|id, k| match k.decode() {
             Some(key) => {
                 k.key = Some(key);
@@ -165,17 +185,37 @@ impl AccessView {
             }
         });
         let mut revoked: BTreeMap<String, RevokedRecord> =
-            decode_all(REVOKED, store.records(REVOKED).await?);
+            decode_all(REVOKED, of_kind(records, REVOKED));
         revoked.retain(|_, r| r.expiry_unix >= now);
         Ok(AccessView {
-            publish_keys: decode_all(PUBLISH_KEYS, store.records(PUBLISH_KEYS).await?),
+            revision: Some(all.revision),
+            publish_keys: decode_all(PUBLISH_KEYS, of_kind(records, PUBLISH_KEYS)),
             signing_keys,
-            streams: decode_all(STREAMS, store.records(STREAMS).await?),
+            streams: decode_all(STREAMS, of_kind(records, STREAMS)),
             revoked,
         })
     }
 
-    /// What edges need: play keys with secrets or public keys, policies, revocations.
+    /// Whether this view was read from the store (a replica's first view is not).
+    pub fn is_loaded(&self) -> bool {
+        self.revision.is_some()
+    }
+
+    /// The store revision the records were read at (`None` before the first read).
+    pub fn revision(&self) -> Option<Revision> {
+        self.revision
+    }
+
+    /// Whether `other` holds the same records (whatever revision each was read at).
+    fn same_records(&self, other: &AccessView) -> bool {
+        self.publish_keys == other.publish_keys
+            && self.signing_keys == other.signing_keys
+            && self.streams == other.streams
+            && self.revoked == other.revoked
+    }
+
+    /// What edges and origins need: play keys with secrets or public keys, policies,
+    /// revocations, and the revision they were read at.
     pub fn edge_snapshot(&self) -> pb::AccessSnapshot {
         pb::AccessSnapshot {
             play_keys: self
@@ -193,6 +233,11 @@ impl AccessView {
                     expiry_unix: r.expiry_unix,
                 })
                 .collect(),
+            // etcd's revisions start at 1; the in-memory store's at 0 (nothing written),
+            // sent as 1 so that a loaded view is never mistaken for an unversioned one.
+            revision: self
+                .revision
+                .map_or(0, |r| u64::try_from(r).unwrap_or(0).max(1)),
         }
     }
 
@@ -262,7 +307,7 @@ pub struct Access {
 }
 
 impl Access {
-    /// Empty until the first [`refresh`](Access::refresh).
+    /// Not loaded (no view at all) until the first [`refresh`](Access::refresh).
     pub fn new(mode: PublishAuth) -> Self {
         Access {
             mode,
@@ -280,11 +325,24 @@ impl Access {
         self.view.subscribe()
     }
 
-    /// Re-reads the records; publishes a new view when anything changed.
+    /// Waits up to `limit` for the first good read of the records: true when this
+    /// replica has a view to serve.
+    pub async fn loaded(&self, limit: Duration) -> bool {
+        let mut rx = self.view.subscribe();
+        let loaded = tokio::time::timeout(limit, rx.wait_for(|v| v.is_loaded()))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        loaded
+    }
+
+    /// Re-reads the records; publishes a new view when anything changed (the first
+    /// good read always is one).
     pub async fn refresh(&self, store: &dyn Store) -> Result<(), StoreError> {
         let next = AccessView::load(store).await?;
         self.view.send_if_modified(|cur| {
-            let changed = **cur != next;
+            // Newer records carry the revision that first saw them; the same records
+            // keep theirs (a later read may only have seen unrelated writes).
+            let changed = !cur.is_loaded() || !cur.same_records(&next);
             if changed {
                 *cur = Arc::new(next);
             }
@@ -909,6 +967,57 @@ mod tests {
         let snap = view.edge_snapshot();
         assert_eq!(snap.play_keys[0].secret, b"secret");
         assert_eq!(snap.play_keys[0].algorithm, "hmac-sha256");
+    }
+
+    #[tokio::test]
+    async fn a_replica_has_no_view_before_its_first_read_and_versions_each_change() {
+        let store = MemoryStore::new();
+        let fence = Fence::standalone();
+        let access = Access::new(PublishAuth::Closed);
+        // Not an empty view: no view at all, and WatchAccess would wait for one.
+        assert!(!access.subscribe().borrow().is_loaded());
+        assert!(!access.loaded(Duration::from_millis(50)).await);
+        access.refresh(&store).await.unwrap();
+        assert!(access.loaded(Duration::from_millis(50)).await);
+        let first = access.subscribe().borrow().edge_snapshot();
+        assert!(first.revision >= 1, "a loaded view is versioned");
+
+        let admin = Admin {
+            store: &store,
+            fence: &fence,
+            access: &access,
+        };
+        let key = admin.create_signing_key(hmac("play")).await.unwrap();
+        let t = admin
+            .issue_token(pb::IssueTokenRequest {
+                purpose: "play".into(),
+                stream: "cam".into(),
+                ttl_seconds: 60,
+                key_id: key.key_id.clone(),
+            })
+            .await
+            .unwrap();
+        admin.revoke_token(&t.token).await.unwrap();
+        let revoked = access.subscribe().borrow().edge_snapshot();
+        assert!(revoked.revision > first.revision);
+        assert_eq!(revoked.revoked.len(), 1);
+
+        // Writes elsewhere in the store move its revision but not the view's: nodes are
+        // not sent the same rules again.
+        let mut rx = access.subscribe();
+        rx.mark_unchanged();
+        store
+            .share_loads(b"loads".to_vec(), fence.clone())
+            .await
+            .unwrap();
+        let before = store.revision().await.unwrap();
+        access.refresh(&store).await.unwrap();
+        assert!(!rx.has_changed().unwrap());
+        assert_eq!(
+            access.subscribe().borrow().edge_snapshot().revision,
+            revoked.revision
+        );
+        assert!(before > i64::try_from(revoked.revision).unwrap());
     }
 
     fn hmac(purpose: &str) -> pb::CreateSigningKeyRequest {

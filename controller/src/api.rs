@@ -840,6 +840,13 @@ impl NodeService for NodeApi {
     ) -> Result<Response<Self::WatchAccessStream>, Status> {
         let node = request.into_inner().node_id;
         tracing::debug!(%node, "access watcher");
+        // Never an empty view (that would say "everything open, nothing revoked"): before
+        // this replica's first good read the node is told to try again, or another replica.
+        if !self.0.access.loaded(ACCESS_FIRST_LOAD_WAIT).await {
+            return Err(Status::unavailable(
+                "this controller has not read the access rules yet",
+            ));
+        }
         let mut rx = self.0.access.subscribe();
         let closing = self.0.hub.closing();
         // Whole snapshots: each is small, and a watcher that misses some sees the last.
@@ -861,6 +868,11 @@ impl NodeService for NodeApi {
         })))
     }
 }
+
+/// How long `WatchAccess` waits for a replica's first read of the access rules before it
+/// answers `UNAVAILABLE`: under a node's 3 s call deadline, so the node moves on to
+/// another replica rather than time out.
+const ACCESS_FIRST_LOAD_WAIT: Duration = Duration::from_secs(2);
 
 /// Messages a watcher may have queued before its connection's flow control holds the
 /// sender; past them, updates wait in the hub's bounded backlog.

@@ -1,9 +1,9 @@
 //! The Ferrocast edge: subscribes to streams upstream (origins over QUIC, see
 //! [`upstream`]) when a viewer first asks, holds every pushed part in a byte-weighted
 //! moka cache, and serves LL-HLS with the origin's URLs and semantics from its own
-//! state. `Edge::bind` validates and binds; `Edge::run` serves until cancelled, then
-//! drains in order: readiness off, stop accepting, in-flight requests finish,
-//! subscriptions end.
+//! state. `Edge::bind` validates and binds; `Edge::run` serves (ready once its playback
+//! rules are known, see [`access`]) until cancelled, then drains in order: readiness
+//! off, stop accepting, in-flight requests finish, subscriptions end.
 
 pub mod access;
 pub mod admission;
@@ -52,6 +52,10 @@ pub struct EdgeConfig {
     pub http: ServerLimits,
     /// The admission webhook asked about each new viewer (default: none).
     pub admission: Option<ferrocast_runtime::admission::AdmissionConfig>,
+    /// Where playback rules come from (default: the controller, so every stream is
+    /// refused and `/readyz` fails until its first access snapshot; `None` only for an
+    /// edge with no controller, whose streams are all open).
+    pub playback_rules: access::RulesSource,
 }
 
 impl Default for EdgeConfig {
@@ -66,6 +70,7 @@ impl Default for EdgeConfig {
             drain_delay: Duration::ZERO,
             http: ServerLimits::default(),
             admission: None,
+            playback_rules: access::RulesSource::Controller,
         }
     }
 }
@@ -131,13 +136,18 @@ impl EdgeConfig {
             .admission
             .clone()
             .map(|a| admission::EdgeAdmission::new(a, &registry));
+        let access = Arc::new(access::PlaybackAccess::with_metrics(
+            self.playback_rules,
+            "edge",
+            &registry,
+        ));
         Arc::new(http::HttpState {
             streams,
             metrics,
             registry,
             ready: false.into(),
             cluster: Default::default(),
-            access: Default::default(),
+            access,
             admission,
         })
     }
@@ -196,7 +206,13 @@ impl Edge {
             cfg.http.clone(),
             http_token.clone(),
         ));
-        state.ready.store(true, Ordering::Relaxed);
+        // Not ready before the playback rules are known: until then every stream is
+        // refused, and a balancer should send viewers to an edge that can decide.
+        let rules = state.access.clone();
+        tokio::select! {
+            _ = rules.wait_ready() => state.ready.store(true, Ordering::Relaxed),
+            _ = shutdown.cancelled() => {}
+        }
         shutdown.cancelled().await;
         state.ready.store(false, Ordering::Relaxed);
         tracing::info!(delay = ?cfg.drain_delay, "edge draining");

@@ -20,7 +20,14 @@ use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(20);
 
+/// The edges under test have no controller, so no playback rules: every stream open
+/// (an edge with a controller refuses every stream until its first access snapshot, see
+/// `access::tests`).
 fn edge_state(cfg: &EdgeConfig, up: &Arc<MemoryUpstream>) -> Arc<HttpState> {
+    let cfg = EdgeConfig {
+        playback_rules: crate::access::RulesSource::None,
+        ..cfg.clone()
+    };
     cfg.build_state(Arc::new(Metrics::new()), up.clone())
 }
 
@@ -360,6 +367,7 @@ async fn drain_turns_readiness_off_while_in_flight_requests_finish() {
     let cfg = EdgeConfig {
         http_listen: "127.0.0.1:0".parse().unwrap(),
         drain_delay: Duration::from_millis(500),
+        playback_rules: crate::access::RulesSource::None,
         ..Default::default()
     };
     let edge = Edge::bind(cfg, Arc::new(Metrics::new()), up.clone())

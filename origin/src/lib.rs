@@ -1,5 +1,6 @@
 //! The Ferrocast origin: accepts RTMP publishers, packages each stream into CMAF parts
-//! and segments, and serves LL-HLS over HTTP. `Origin::bind` validates and binds;
+//! and segments, and serves LL-HLS over HTTP (checking playback tokens exactly as an
+//! edge does, see [`serve`]). `Origin::bind` validates and binds;
 //! `Origin::run` serves until cancelled, then drains in order.
 
 pub mod cluster;
@@ -39,6 +40,11 @@ pub struct OriginConfig {
     pub admission: Option<ferrocast_runtime::admission::AdmissionConfig>,
     /// RTMPS ingest on its own port (default: off).
     pub rtmps: Option<RtmpsConfig>,
+    /// Where the playback rules of the HTTP port come from (default: the controller, so
+    /// every stream is refused until its first access snapshot; `None` only for an origin
+    /// with no controller, whose streams are all open). The same rules and check as an
+    /// edge's ([`ferrocast_agent::access`]).
+    pub playback_rules: ferrocast_agent::access::RulesSource,
 }
 
 /// RTMPS ingest: TLS with a public certificate on its own port, then the same ingest as
@@ -63,6 +69,7 @@ impl Default for OriginConfig {
             http: Default::default(),
             admission: None,
             rtmps: None,
+            playback_rules: ferrocast_agent::access::RulesSource::Controller,
         }
     }
 }
@@ -178,11 +185,17 @@ impl Origin {
                 tracing::warn!(%error, "cannot read the continuity state; starting without it")
             }
         }
+        let access = Arc::new(ferrocast_agent::access::PlaybackAccess::with_metrics(
+            cfg.playback_rules,
+            "origin",
+            &registry,
+        ));
         let state = Arc::new(serve::HttpState {
             streams: streams.clone(),
             metrics,
             registry,
             ready: false.into(),
+            access,
         });
         Ok(Self {
             cfg,
@@ -213,6 +226,12 @@ impl Origin {
     /// The QUIC (relay) address actually bound, when the relay runs.
     pub fn quic_addr(&self) -> Option<SocketAddr> {
         self.quic.as_ref().and_then(|q| q.local_addr().ok())
+    }
+
+    /// The playback rules its HTTP port checks viewers with (fed the controller's
+    /// `WatchAccess` snapshots, like an edge's).
+    pub fn access(&self) -> Arc<ferrocast_agent::access::PlaybackAccess> {
+        self.state.access.clone()
     }
 
     /// The stream registry (the demo publisher feeds it directly).

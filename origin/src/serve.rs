@@ -1,6 +1,11 @@
 //! Origin HTTP: playlists (with LL-HLS blocking reload and delta updates), init
 //! segments, segments and parts, the player page, `/api/streams`, and the admin
 //! endpoints. Every status code decision is made here, in one place.
+//!
+//! Viewers reach this port too (directly, or through anything that can reach the pod),
+//! so every request first passes the same playback gate as at an edge
+//! ([`ferrocast_agent::access`]): a token-protected stream is refused without a valid
+//! playback token, and every stream is refused until the controller's first snapshot.
 
 use crate::metrics::{OriginMetrics, RequestLabels};
 use crate::package::{PartLookup, Snapshot};
@@ -27,6 +32,8 @@ pub struct HttpState {
     pub registry: Arc<Metrics>,
     /// False once shutdown begins (or before start-up completes).
     pub ready: AtomicBool,
+    /// Playback tokens and policies, checked as an edge checks them.
+    pub access: Arc<ferrocast_agent::access::PlaybackAccess>,
 }
 
 /// Handles one request.
@@ -45,7 +52,11 @@ pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
 }
 
 async fn route(state: &HttpState, req: &Request) -> (&'static str, Response) {
-    let path = req.uri().path();
+    let path = match state.access.gate(req.uri()) {
+        Ok(admitted) => admitted.path,
+        Err(denied) => return ("denied", *denied),
+    };
+    let path = path.as_ref();
     let ready = state.ready.load(Ordering::Relaxed);
     if let Some(handled) = respond::common(
         req.method(),

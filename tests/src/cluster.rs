@@ -58,10 +58,28 @@ impl ControlPlane {
     }
 
     fn launch_controller(&self, i: usize) -> Node {
+        Node::launch(self.controller_spec(i))
+    }
+
+    /// Stops controller replica `i` (SIGTERM, then SIGKILL after 10 s) and starts it
+    /// again on the same gRPC address without waiting for it to be ready (with etcd
+    /// down it is not).
+    pub fn restart_controller(&mut self, i: usize) {
+        if let Some(mut old) = self.controllers[i].take() {
+            old.proc.signal("TERM");
+            if old.proc.wait_timeout(Duration::from_secs(10)).is_none() {
+                old.proc.signal("KILL");
+                old.proc.wait_timeout(Duration::from_secs(5));
+            }
+        }
+        self.controllers[i] = Some(Node::spawn(self.controller_spec(i)));
+    }
+
+    fn controller_spec(&self, i: usize) -> Launch {
         let grpc = self.grpc[i].to_string();
         let lease = self.lease_s.to_string();
         let etcd = self.etcd.endpoints();
-        Node::launch(Launch {
+        Launch {
             name: Some(format!("controller-{i}")),
             ..Launch::new(
                 "controller",
@@ -77,6 +95,22 @@ impl ControlPlane {
                     "open",
                 ],
             )
+        }
+    }
+
+    /// Starts `role` node `name` joined to the controllers without waiting for it to be
+    /// ready (an edge is not, until its first access snapshot).
+    pub fn spawn_member(&self, role: &str, name: &str, extra: &[&str]) -> Node {
+        let (tls, urls) = (self.tls.0.display().to_string(), self.controller_urls());
+        let args = ["--node-id", name, "--tls-dir", &tls, "--controller", &urls]
+            .iter()
+            .chain(extra)
+            .map(|s| (*s).to_owned())
+            .collect();
+        Node::spawn(Launch {
+            name: Some(name.to_owned()),
+            args,
+            ..Launch::new(role, &[])
         })
     }
 

@@ -653,6 +653,14 @@ impl Node {
 
     /// Starts a node as `spec` says and waits until it is ready.
     pub fn launch(spec: Launch) -> Self {
+        let mut node = Self::spawn(spec);
+        node.wait_ready(Duration::from_secs(20));
+        node
+    }
+
+    /// Starts a node as `spec` says without waiting for `/readyz` (for nodes that are
+    /// meant not to be ready yet, e.g. with the controller or etcd down).
+    pub fn spawn(spec: Launch) -> Self {
         let name = spec.name.clone().unwrap_or_else(|| spec.role.clone());
         let dir = TempDir::new(&name);
         let http = spec.http.unwrap_or_else(free_addr);
@@ -681,14 +689,12 @@ impl Node {
             cmd.env(k, v);
         }
         let proc = Proc::spawn(&name, &mut cmd, &dir.0);
-        let mut node = Self {
+        Self {
             proc,
             rtmp,
             http,
             dir,
-        };
-        node.wait_ready(Duration::from_secs(20));
-        node
+        }
     }
 
     /// The sum of metric `name` over the label sets that contain every `label="value"`

@@ -1,8 +1,9 @@
 //! Access control with real parts: a controller process with closed publishing and
 //! operator tokens, origins and edges joined to it, ffmpeg publishing with wrong and
 //! right credentials, ffmpeg playing through a token URL, `ferrocast ctl` as the operator
-//! (a tonic gRPC client; grpcurl itself is in grpcurl.rs), and revocations timed
-//! at two running edges of a cluster on real etcd.
+//! (a tonic gRPC client; grpcurl itself is in grpcurl.rs), revocations timed at two
+//! running edges of a cluster on real etcd, and the rules failing closed: edges and
+//! controllers restarted while etcd is down, origins checking tokens on their HTTP port.
 
 use ferrocast_tests::cluster::ControlPlane;
 use ferrocast_tests::{
@@ -616,4 +617,190 @@ fn ed25519_playback_tokens_signed_outside_the_cluster_play_and_key_revocation_re
             403
         );
     }
+}
+
+/// A cluster on real etcd with `cam` live through edge `e1`, a play signing key, `cam`
+/// needing a token, a good token and a revoked one (both refused/served at `e1` and at
+/// the origin's HTTP port before this returns).
+struct Protected {
+    cp: ControlPlane,
+    origin: ferrocast_tests::cluster::ClusterOrigin,
+    e1: Node,
+    _publisher: ferrocast_tests::Proc,
+    good: String,
+    revoked: String,
+}
+
+fn protected_cluster() -> Protected {
+    let cp = ControlPlane::start(1, 1, 5);
+    let grpc = cp.grpc[0];
+    let origin = cp.start_origin("o1", &[]);
+    let e1 = cp.start_edge("e1", &[]);
+    let publisher = ffmpeg_publish_live(
+        &origin.node.rtmp_url("cam"),
+        180,
+        &origin.node.dir.0,
+        "ffmpeg",
+    );
+    origin.node.wait_live("cam", Duration::from_secs(30));
+    e1.wait_live("cam", Duration::from_secs(30));
+    ctl_ok(grpc, None, &["signing-keys", "create", "--purpose", "play"]);
+    ctl_ok(grpc, None, &["playback", "cam", "--require-token"]);
+    let issue = |ttl: &str| {
+        ctl_ok(
+            grpc,
+            None,
+            &["token", "issue", "cam", "--purpose", "play", "--ttl", ttl],
+        )["token"]
+            .as_str()
+            .expect("a token")
+            .to_owned()
+    };
+    // Different expiries: two tokens of one key, stream and expiry are the same token.
+    let (good, revoked) = (issue("10m"), issue("9m"));
+    assert_ne!(good, revoked);
+    ctl_ok(grpc, None, &["token", "revoke", &revoked]);
+    for node in [&e1, &origin.node] {
+        let seen = || {
+            [
+                status(node, "/live/cam/index.m3u8"),
+                status(node, &format!("/t/{revoked}/live/cam/index.m3u8")),
+                status(node, &format!("/t/{good}/live/cam/index.m3u8")),
+            ]
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen() != [403, 403, 200] {
+            assert!(
+                Instant::now() < deadline,
+                "{}: the rules did not arrive: {:?}; log:\n{}",
+                node.proc.name,
+                seen(),
+                node.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Protected {
+        cp,
+        origin,
+        e1,
+        _publisher: publisher,
+        good,
+        revoked,
+    }
+}
+
+/// Asserts that `node` refuses `cam` without a token, with the revoked one and with a
+/// forged one, and (within 20 s: it may still be subscribing) serves it with the good one.
+fn assert_protected(what: &str, node: &Node, good: &str, revoked: &str) {
+    let forged = format!("{}x", &good[..good.len() - 1]);
+    for path in [
+        "/live/cam/index.m3u8".to_owned(),
+        "/live/cam/init-0.mp4".to_owned(),
+        format!("/t/{revoked}/live/cam/index.m3u8"),
+        format!("/live/cam/index.m3u8?token={revoked}"),
+        format!("/t/{forged}/live/cam/index.m3u8"),
+    ] {
+        assert_eq!(status(node, &path), 403, "{what}: {path}");
+    }
+    within(what, Duration::from_secs(20), || {
+        status(node, &format!("/t/{good}/live/cam/index.m3u8")) == 200
+    });
+}
+
+#[test]
+fn origins_check_playback_tokens_on_their_http_port_like_edges() {
+    let p = protected_cluster();
+    let o = &p.origin.node;
+    assert_protected("origin", o, &p.good, &p.revoked);
+    assert_eq!(
+        status(o, &format!("/live/cam/index.m3u8?token={}", p.good)),
+        200
+    );
+    // The playlist's relative URIs keep the token in the path at the origin too.
+    let playlist = http_get(
+        o.http,
+        &format!("/t/{}/live/cam/index.m3u8", p.good),
+        Duration::from_secs(5),
+    )
+    .expect("playlist")
+    .text();
+    let part = playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+        .filter_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
+        .next_back()
+        .expect("a part URI")
+        .to_owned();
+    assert_eq!(status(o, &format!("/t/{}/live/cam/{part}", p.good)), 200);
+    assert_eq!(status(o, &format!("/live/cam/{part}")), 403);
+    // Blocking the stream reaches the origin's port as it reaches edges.
+    ctl_ok(p.cp.grpc[0], None, &["playback", "cam", "--block"]);
+    within(
+        "stream blocked at the origin",
+        Duration::from_secs(5),
+        || status(o, &format!("/t/{}/live/cam/index.m3u8", p.good)) == 403,
+    );
+    assert!(o.metric("ferrocast_playback_refused_total") >= 1.0);
+    assert_eq!(o.metric("ferrocast_playback_rules_loaded"), 1.0);
+}
+
+#[test]
+fn an_edge_restarted_during_an_etcd_outage_serves_no_protected_stream_without_a_token() {
+    let mut p = protected_cluster();
+    p.cp.etcd.kill(0);
+    // The controller still serves the rules it read last; a restarted edge gets them.
+    p.e1.proc.signal("KILL");
+    let e2 = p.cp.start_edge("e2", &[]);
+    assert_protected("edge started during the outage", &e2, &p.good, &p.revoked);
+    assert!(e2.log().contains("playback access rules loaded"));
+    // The revoked token stays refused at the origin through the outage too.
+    assert_protected("origin", &p.origin.node, &p.good, &p.revoked);
+}
+
+#[test]
+fn a_controller_restarted_during_an_etcd_outage_serves_no_rules_and_edges_fail_closed() {
+    let mut p = protected_cluster();
+    p.cp.etcd.kill(0);
+    p.cp.restart_controller(0);
+    // A new edge meets a controller that has read nothing: it stays unready and closed,
+    // never "everything open".
+    let e2 = p.cp.spawn_member("edge", "e2", &[]);
+    within("e2 answers", Duration::from_secs(20), || {
+        status(&e2, "/healthz") == 200
+    });
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        assert_eq!(status(&e2, "/readyz"), 503, "ready without access rules");
+        for path in [
+            "/live/cam/index.m3u8".to_owned(),
+            "/live/unknown/index.m3u8".to_owned(),
+            format!("/t/{}/live/cam/index.m3u8", p.good),
+        ] {
+            assert_eq!(status(&e2, &path), 403, "{path}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The edge that was running keeps the rules it had, revocations included.
+    assert_protected(
+        "edge across the controller restart",
+        &p.e1,
+        &p.good,
+        &p.revoked,
+    );
+
+    // etcd back: the controller reads the rules, the new edge becomes ready with them,
+    // and the revoked token is still refused everywhere.
+    p.cp.etcd.restart(0);
+    within("e2 ready", Duration::from_secs(30), || {
+        status(&e2, "/readyz") == 200
+    });
+    assert_protected("edge after the outage", &e2, &p.good, &p.revoked);
+    assert_protected("edge e1 after the outage", &p.e1, &p.good, &p.revoked);
+    assert_protected(
+        "origin after the outage",
+        &p.origin.node,
+        &p.good,
+        &p.revoked,
+    );
 }

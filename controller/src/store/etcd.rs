@@ -317,6 +317,33 @@ impl Store for EtcdStore {
         })
     }
 
+    fn all_records(&self) -> BoxFuture<'_, Result<super::AllRecords, StoreError>> {
+        Box::pin(async move {
+            // One range over `access/`: etcd answers it at one revision, named in the header.
+            let prefix = self.key("access", "");
+            let req = RangeRequest {
+                range_end: prefix_end(&prefix),
+                key: prefix.clone(),
+                ..Default::default()
+            };
+            let r = self.client.call(self.client.kv().range(req)).await?;
+            let revision = r
+                .header
+                .map(|h| h.revision)
+                .ok_or_else(|| StoreError::Unavailable("etcd answered without a header".into()))?;
+            let records = r
+                .kvs
+                .into_iter()
+                .filter_map(|kv| {
+                    let rest = String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned();
+                    let (kind, name) = rest.split_once('/')?;
+                    Some((kind.to_owned(), name.to_owned(), kv.value))
+                })
+                .collect();
+            Ok(super::AllRecords { revision, records })
+        })
+    }
+
     fn set_record(
         &self,
         kind: &'static str,

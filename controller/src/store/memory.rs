@@ -194,6 +194,20 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(Ok(all)))
     }
 
+    fn all_records(&self) -> BoxFuture<'_, Result<super::AllRecords, StoreError>> {
+        // One lock: the records and the revision are of the same moment.
+        let g = self.lock();
+        let all = super::AllRecords {
+            revision: g.revision,
+            records: g
+                .records
+                .iter()
+                .map(|((k, name), v)| ((*k).to_owned(), name.clone(), v.clone()))
+                .collect(),
+        };
+        Box::pin(std::future::ready(Ok(all)))
+    }
+
     fn set_record(
         &self,
         kind: &'static str,

@@ -26,6 +26,16 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Access records of one kind: name → opaque bytes.
 pub type Records = Vec<(String, Vec<u8>)>;
 
+/// Every access record at once, as one consistent read: (kind, name, opaque bytes), and
+/// the store revision the read saw, so the revision says exactly which writes it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllRecords {
+    /// The store's revision at the read (every earlier write is in, no later one).
+    pub revision: Revision,
+    /// (kind, name, value).
+    pub records: Vec<(String, String, Vec<u8>)>,
+}
+
 /// A record's version: it changes on every write of the record (etcd's mod revision).
 pub type Revision = i64;
 
@@ -151,6 +161,9 @@ pub trait Store: Send + Sync + Debug {
     /// Every access record of `kind` (publish keys, signing keys, stream policies,
     /// revocations: see [`crate::access`]), as name → opaque bytes, without a lease.
     fn records(&self, kind: &'static str) -> BoxFuture<'_, Result<Records, StoreError>>;
+
+    /// Every access record of every kind, read at one revision (see [`AllRecords`]).
+    fn all_records(&self) -> BoxFuture<'_, Result<AllRecords, StoreError>>;
 
     /// Writes (`Some`) or deletes (`None`) one access record while `fence` holds.
     fn set_record(

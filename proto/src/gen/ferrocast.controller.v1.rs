@@ -254,6 +254,13 @@ pub struct AccessSnapshot {
     pub streams: ::prost::alloc::vec::Vec<StreamAccess>,
     #[prost(message, repeated, tag = "3")]
     pub revoked: ::prost::alloc::vec::Vec<RevokedToken>,
+    /// The store revision these rules were read at (one consistent read of every access
+    /// record; etcd's revision, so it only grows, across replicas and restarts). A node
+    /// ignores a snapshot older than the rules it holds (a lagging replica), and only a
+    /// newer one may drop a revocation it has seen. 0: unversioned (an older controller):
+    /// revocations are then only ever added, and dropped at their expiry.
+    #[prost(uint64, tag = "4")]
+    pub revision: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PublishKey {
