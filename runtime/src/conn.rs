@@ -336,12 +336,14 @@ impl Body for GuardedBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let mut hint = self.inner.size_hint();
+        let inner = self.inner.size_hint();
         let extra = self.pending.remaining() as u64;
-        hint.set_lower(hint.lower() + extra);
-        if let Some(upper) = hint.upper() {
+        // Upper before lower: `set_lower` refuses to pass the current upper bound.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = inner.upper() {
             hint.set_upper(upper + extra);
         }
+        hint.set_lower(inner.lower() + extra);
         hint
     }
 }
@@ -561,10 +563,11 @@ mod tests {
         let held = tokio::time::timeout(Duration::from_secs(60), state.watch(t)).await;
         assert!(held.is_err(), "a handled request has no deadline");
         let mut body = guard.into_body(ChunksBody::full(Bytes::from(vec![1u8; 3 * SLICE])));
+        assert_eq!(body.size_hint().exact(), Some(3 * SLICE as u64));
         let watch = state.watch(t);
         tokio::pin!(watch);
         // Polling the body is progress: three slices, a second apart, then the end.
-        for _ in 0..3 {
+        for left in (0..3u64).rev() {
             tokio::time::sleep(Duration::from_secs(2)).await;
             let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
             let data = frame
@@ -573,12 +576,14 @@ mod tests {
                 .into_data()
                 .expect("data");
             assert_eq!(data.len(), SLICE);
+            assert_eq!(body.size_hint().exact(), Some(left * SLICE as u64));
             assert!(
                 futures_poll(watch.as_mut()).is_none(),
                 "progress keeps it open"
             );
         }
         assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
         drop(body);
         let ended = Instant::now();
         assert_eq!(watch.await, Reason::Idle);
