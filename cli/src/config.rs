@@ -70,6 +70,44 @@ pub struct NodeArgs {
     /// node's shared runtime).
     #[arg(long, env = "FERROCAST_HTTP_IO_THREADS")]
     pub http_io_threads: Option<usize>,
+    // --- Connection limits of the HTTP port (origin, edge, standalone; docs/access.md) ---
+    /// Most HTTP connections at once; more are accepted and closed at once (default: the
+    /// descriptor limit, `ulimit -n`, less a quarter of it, at least 256 kept for
+    /// upstream sockets and files; it must stay below the limit).
+    #[arg(long, env = "FERROCAST_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
+    /// Percent of --http-max-connections from which an address may add a connection
+    /// only below its fair share, max(1, cap / (2 x addresses connected)) (default 75).
+    #[arg(long, env = "FERROCAST_HTTP_FAIR_SHARE_FROM")]
+    pub http_fair_share_from: Option<u8>,
+    /// Seconds from accept to the first complete request (TLS handshake and HTTP/2
+    /// preface included), and for each HTTP/1.1 request header (default 10).
+    #[arg(long, env = "FERROCAST_HTTP_HEADER_TIMEOUT")]
+    pub http_header_timeout: Option<f64>,
+    /// Seconds a connection may stay with no request in progress: between HTTP/1.1
+    /// keep-alive requests, or HTTP/2 with no open stream (default 30).
+    #[arg(long, env = "FERROCAST_HTTP_IDLE_TIMEOUT")]
+    pub http_idle_timeout: Option<f64>,
+    /// Seconds a response may go without the client taking any of it before the
+    /// connection is closed (a reader that stopped reading, a shut HTTP/2 window;
+    /// default 30). Time before the first byte (LL-HLS blocking reloads) is not counted.
+    #[arg(long, env = "FERROCAST_HTTP_SEND_TIMEOUT")]
+    pub http_send_timeout: Option<f64>,
+    /// Seconds of HTTP/2 silence before a keep-alive PING (default 20; 0: no PINGs).
+    #[arg(long, env = "FERROCAST_HTTP2_KEEPALIVE_INTERVAL")]
+    pub http2_keepalive_interval: Option<f64>,
+    /// Seconds a keep-alive PING has to be answered before the connection is closed
+    /// (default 20).
+    #[arg(long, env = "FERROCAST_HTTP2_KEEPALIVE_TIMEOUT")]
+    pub http2_keepalive_timeout: Option<f64>,
+    /// Most bytes of request header held per connection, with an optional K suffix
+    /// (HTTP/1.1 read buffer, HTTP/2 header list; default 32K, at least 8K).
+    #[arg(long, env = "FERROCAST_HTTP_MAX_HEADER_BYTES")]
+    pub http_max_header_bytes: Option<String>,
+    /// Length of the kernel's queue of HTTP connections not yet accepted (default 4096;
+    /// capped by net.core.somaxconn).
+    #[arg(long, env = "FERROCAST_HTTP_LISTEN_BACKLOG")]
+    pub http_listen_backlog: Option<u32>,
     /// Target segment duration in seconds; segments are cut at the next keyframe (default 2).
     #[arg(long, env = "FERROCAST_SEGMENT_TARGET")]
     pub segment_target: Option<f64>,
@@ -212,6 +250,15 @@ struct FileConfig {
     cache_capacity: Option<String>,
     idle_unsubscribe: Option<f64>,
     http_io_threads: Option<usize>,
+    http_max_connections: Option<usize>,
+    http_fair_share_from: Option<u8>,
+    http_header_timeout: Option<f64>,
+    http_idle_timeout: Option<f64>,
+    http_send_timeout: Option<f64>,
+    http2_keepalive_interval: Option<f64>,
+    http2_keepalive_timeout: Option<f64>,
+    http_max_header_bytes: Option<String>,
+    http_listen_backlog: Option<u32>,
     segment_target: Option<f64>,
     part_target: Option<f64>,
     window_segments: Option<usize>,
@@ -424,6 +471,24 @@ impl Settings {
             bail!("invalid http-io-threads: {io_threads} (at most 256)");
         }
         edge.http.io_threads = (io_threads > 0).then_some(io_threads);
+        let limits = HttpLimitArgs {
+            max_connections: args.http_max_connections.or(file.http_max_connections),
+            fair_share_from: args.http_fair_share_from.or(file.http_fair_share_from),
+            header_timeout: args.http_header_timeout.or(file.http_header_timeout),
+            idle_timeout: args.http_idle_timeout.or(file.http_idle_timeout),
+            send_timeout: args.http_send_timeout.or(file.http_send_timeout),
+            keepalive_interval: args
+                .http2_keepalive_interval
+                .or(file.http2_keepalive_interval),
+            keepalive_timeout: args
+                .http2_keepalive_timeout
+                .or(file.http2_keepalive_timeout),
+            max_header_bytes: args.http_max_header_bytes.or(file.http_max_header_bytes),
+            listen_backlog: args.http_listen_backlog.or(file.http_listen_backlog),
+        };
+        for http in [&mut origin.http, &mut edge.http] {
+            limits.apply(http)?;
+        }
         if let Some(a) = args.grpc_listen.or(file.grpc_listen) {
             controller.grpc_listen = a;
         }
@@ -662,6 +727,60 @@ fn admission(a: AdmissionArgs, role: Role) -> anyhow::Result<Option<AdmissionCon
     Ok(Some(cfg))
 }
 
+/// The HTTP port's connection limits as given (flag, environment or file).
+struct HttpLimitArgs {
+    max_connections: Option<usize>,
+    fair_share_from: Option<u8>,
+    header_timeout: Option<f64>,
+    idle_timeout: Option<f64>,
+    send_timeout: Option<f64>,
+    keepalive_interval: Option<f64>,
+    keepalive_timeout: Option<f64>,
+    max_header_bytes: Option<String>,
+    listen_backlog: Option<u32>,
+}
+
+impl HttpLimitArgs {
+    /// Sets what was given on `limits` and checks the result
+    /// ([`ServerLimits::validate`](ferrocast_runtime::http::ServerLimits::validate)).
+    fn apply(&self, limits: &mut ferrocast_runtime::http::ServerLimits) -> anyhow::Result<()> {
+        if let Some(v) = self.max_connections {
+            limits.max_connections = v;
+        }
+        if let Some(v) = self.fair_share_from {
+            limits.fair_share_from_percent = v;
+        }
+        if let Some(v) = self.header_timeout {
+            limits.header_read_timeout = seconds("http-header-timeout", v)?;
+        }
+        if let Some(v) = self.idle_timeout {
+            limits.idle_timeout = seconds("http-idle-timeout", v)?;
+        }
+        if let Some(v) = self.send_timeout {
+            limits.send_timeout = seconds("http-send-timeout", v)?;
+        }
+        match self.keepalive_interval {
+            Some(0.0) => limits.http2_keepalive_interval = None,
+            Some(v) => {
+                limits.http2_keepalive_interval = Some(seconds("http2-keepalive-interval", v)?)
+            }
+            None => {}
+        }
+        if let Some(v) = self.keepalive_timeout {
+            limits.http2_keepalive_timeout = seconds("http2-keepalive-timeout", v)?;
+        }
+        if let Some(v) = &self.max_header_bytes {
+            let n = parse_bytes(v).context("invalid http-max-header-bytes")?;
+            limits.max_header_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(v) = self.listen_backlog {
+            limits.listen_backlog = v;
+        }
+        limits.validate()?;
+        Ok(())
+    }
+}
+
 fn seconds(field: &str, v: f64) -> anyhow::Result<Duration> {
     if !(0.1..=3600.0).contains(&v) {
         bail!("invalid {field}: must be between 0.1 and 3600 seconds");
@@ -800,6 +919,72 @@ mod tests {
         )
         .expect_err("too small");
         assert!(format!("{err:#}").contains("cache-capacity"), "{err:#}");
+    }
+
+    #[test]
+    fn http_connection_limits_are_flags_with_defaults_for_origin_and_edge() {
+        let s = Settings::resolve(args(&[]), Role::Standalone).expect("valid");
+        let limit = ferrocast_runtime::net::descriptor_limit().expect("RLIMIT_NOFILE");
+        for http in [&s.origin.http, &s.edge.http] {
+            assert!((http.max_connections as u64) < limit);
+            assert_eq!(http.header_read_timeout, Duration::from_secs(10));
+            assert_eq!(http.idle_timeout, Duration::from_secs(30));
+            assert_eq!(http.send_timeout, Duration::from_secs(30));
+            assert_eq!(http.http2_keepalive_interval, Some(Duration::from_secs(20)));
+            assert_eq!(http.max_header_bytes, 32 * 1024);
+            assert_eq!(http.listen_backlog, 4096);
+            assert_eq!(http.fair_share_from_percent, 75);
+        }
+        let s = Settings::resolve(
+            args(&[
+                "--http-max-connections",
+                "100",
+                "--http-fair-share-from",
+                "50",
+                "--http-header-timeout",
+                "0.5",
+                "--http-idle-timeout",
+                "2",
+                "--http-send-timeout",
+                "3",
+                "--http2-keepalive-interval",
+                "0",
+                "--http2-keepalive-timeout",
+                "4",
+                "--http-max-header-bytes",
+                "16K",
+                "--http-listen-backlog",
+                "512",
+            ]),
+            Role::Standalone,
+        )
+        .expect("valid");
+        for http in [&s.origin.http, &s.edge.http] {
+            assert_eq!(http.max_connections, 100);
+            assert_eq!(http.fair_share_from_percent, 50);
+            assert_eq!(http.header_read_timeout, Duration::from_millis(500));
+            assert_eq!(http.idle_timeout, Duration::from_secs(2));
+            assert_eq!(http.send_timeout, Duration::from_secs(3));
+            assert_eq!(http.http2_keepalive_interval, None);
+            assert_eq!(http.http2_keepalive_timeout, Duration::from_secs(4));
+            assert_eq!(http.max_header_bytes, 16 * 1024);
+            assert_eq!(http.listen_backlog, 512);
+        }
+        for (flag, value) in [
+            ("--http-max-connections", "0"),
+            ("--http-max-connections", "100000000"),
+            ("--http-fair-share-from", "0"),
+            ("--http-header-timeout", "0"),
+            ("--http-send-timeout", "99999"),
+            ("--http-max-header-bytes", "1K"),
+            ("--http-listen-backlog", "0"),
+        ] {
+            let err = Settings::resolve(args(&[flag, value]), Role::Origin).expect_err(flag);
+            assert!(
+                format!("{err:#}").contains(flag.trim_start_matches('-')),
+                "{flag}: {err:#}"
+            );
+        }
     }
 
     #[test]

@@ -460,10 +460,17 @@ impl Controller {
                 let admin = admin_state.clone();
                 async move { admin.handle(req) }
             },
-            ServerLimits {
-                max_connections: 1024,
-                drain_grace: Duration::from_secs(5),
-                ..ServerLimits::default()
+            {
+                let defaults = ServerLimits::default();
+                ServerLimits {
+                    // Operators and probes only: a small cap, still below the
+                    // descriptor limit when that is lower.
+                    max_connections: defaults.max_connections.min(1024),
+                    drain_grace: Duration::from_secs(5),
+                    metrics: Some(ferrocast_runtime::http::HttpMetrics::shared(&registry)),
+                    name: "controller",
+                    ..defaults
+                }
             },
             http_token.clone(),
         ));

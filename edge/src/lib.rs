@@ -99,12 +99,7 @@ impl EdgeConfig {
         if self.drain_delay > Duration::from_secs(300) {
             return invalid("drain-delay", "must be at most 300 seconds");
         }
-        if self.http.max_connections == 0 {
-            return invalid("http-max-connections", "must be at least 1");
-        }
-        if self.http.header_read_timeout.is_zero() {
-            return invalid("http-header-read-timeout", "must be positive");
-        }
+        self.http.validate()?;
         if let Some(a) = &self.admission {
             a.validate()?;
         }
@@ -164,11 +159,13 @@ pub struct Edge {
 impl Edge {
     /// Validates `cfg`, binds the viewer listener and registers metrics into `registry`.
     pub async fn bind(
-        cfg: EdgeConfig,
+        mut cfg: EdgeConfig,
         registry: Arc<Metrics>,
         upstream: Arc<dyn Upstream>,
     ) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        cfg.http.metrics = Some(ferrocast_runtime::http::HttpMetrics::shared(&registry));
+        cfg.http.name = "edge";
         let http =
             TcpListener::bind(cfg.http_listen)
                 .await

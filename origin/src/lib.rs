@@ -99,6 +99,7 @@ impl OriginConfig {
         if self.streams.max_streams == 0 {
             return invalid("max-streams", "must be at least 1");
         }
+        self.http.validate()?;
         if let Some(a) = &self.admission {
             a.validate()?;
         }
@@ -122,11 +123,13 @@ impl Origin {
     /// Validates `cfg`, binds the listeners and registers metrics into `registry`. With
     /// `tls` (the cluster identity) the QUIC relay for edges is bound too.
     pub async fn bind(
-        cfg: OriginConfig,
+        mut cfg: OriginConfig,
         registry: Arc<Metrics>,
         tls: Option<&ClusterTls>,
     ) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        cfg.http.metrics = Some(ferrocast_runtime::http::HttpMetrics::shared(&registry));
+        cfg.http.name = "origin";
         let quic =
             match tls {
                 Some(tls) => Some(relay::server_endpoint(cfg.quic_listen, tls).map_err(

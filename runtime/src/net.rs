@@ -1,5 +1,6 @@
-//! Socket options that std and tokio do not expose. The only `unsafe` in Ferrocast
-//! lives here, each call a single `setsockopt` on a borrowed, open socket.
+//! Socket options and process limits that std and tokio do not expose. The only
+//! `unsafe` in Ferrocast lives here, each call a single `setsockopt`, `listen` or
+//! `getrlimit` on a borrowed, open socket or a local struct.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -30,9 +31,76 @@ pub fn set_recv_lowat(sock: &impl AsRawFd, bytes: usize) -> io::Result<()> {
     }
 }
 
+/// Calls `listen(2)` again on a listening socket with a new `backlog`: Linux (and the
+/// BSDs) then resize the accept queue in place, so a listener bound with tokio's
+/// default of 1024 gets the configured size without rebinding. The kernel caps it at
+/// `net.core.somaxconn` (4096 by default since Linux 5.4).
+pub fn set_listen_backlog(sock: &impl AsRawFd, backlog: u32) -> io::Result<()> {
+    let backlog = libc::c_int::try_from(backlog).unwrap_or(libc::c_int::MAX);
+    #[allow(unsafe_code)]
+    // SAFETY: the descriptor is open for the whole call (borrowed from `sock`).
+    let rc = unsafe { libc::listen(sock.as_raw_fd(), backlog) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The process's soft limit on open descriptors (`RLIMIT_NOFILE`); `None` when it
+/// cannot be read or is unlimited.
+pub fn descriptor_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: `lim` is a live, writable rlimit for the duration of the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) };
+    (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+}
+
+/// Descriptors kept out of the HTTP connection cap for everything else a node opens:
+/// upstream QUIC and gRPC sockets, RTMP publishers, state files, the webhook client.
+/// A quarter of the limit, at least 256.
+pub fn reserved_descriptors(limit: u64) -> u64 {
+    (limit / 4).max(256)
+}
+
+/// The default HTTP connection cap: the descriptor limit less
+/// [`reserved_descriptors`] (at least 16), so a flood of connections is refused by the
+/// server, not by `accept` failing with `EMFILE` for everyone, upstream sockets
+/// included. 50,000 when the limit is unknown or unlimited.
+pub fn default_max_connections() -> usize {
+    match descriptor_limit() {
+        Some(limit) => {
+            let cap = limit.saturating_sub(reserved_descriptors(limit)).max(16);
+            usize::try_from(cap).unwrap_or(usize::MAX)
+        }
+        None => 50_000,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_connection_cap_stays_below_the_descriptor_limit() {
+        let limit = descriptor_limit().expect("RLIMIT_NOFILE");
+        let cap = default_max_connections() as u64;
+        assert!(cap < limit || cap == 16, "cap {cap}, limit {limit}");
+        assert_eq!(reserved_descriptors(1032), 258);
+        assert_eq!(reserved_descriptors(100), 256);
+    }
+
+    #[test]
+    fn the_backlog_of_a_listening_socket_can_be_resized() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        set_listen_backlog(&listener, 4096).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let _c = TcpStream::connect(addr).expect("still listening");
+    }
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
