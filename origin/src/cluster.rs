@@ -97,11 +97,15 @@ async fn release_loop(
     }
 }
 
-/// A claim call that failed: only a controller that could not be reached is an outage
+/// A claim call that failed: only a controller that could not decide is an outage
 /// ([`ClaimError::Unreachable`], under which a held stream may go on for the credential
-/// that won it); any error the controller answered with refuses the publisher.
+/// that won it): one that could not be reached, or a replica that said it cannot serve
+/// now (no leader elected yet, its store down) — it decided nothing about this
+/// publisher, and a leader election must not cut off the encoder that holds the stream
+/// (the failover contract). Any other error the controller answered with refuses the
+/// publisher.
 fn claim_failed(stream: &str, e: ferrocast_agent::AgentError) -> ClaimError {
-    if e.is_outage() {
+    if e.is_outage() || matches!(e, ferrocast_agent::AgentError::NotServing(_)) {
         ClaimError::Unreachable(stream.to_owned(), e.to_string())
     } else {
         tracing::warn!(stream, error = %e, "the controller answered the claim with an error");
