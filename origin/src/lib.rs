@@ -26,6 +26,15 @@ pub struct OriginConfig {
     pub rtmp_listen: SocketAddr,
     /// HTTP listen address (default 0.0.0.0:8081).
     pub http_listen: SocketAddr,
+    /// Admin HTTP listen address: `/metrics`, `/healthz`, `/readyz` and every stream on
+    /// `/api/streams`, kept off the HTTP port (default: none here; the `ferrocast
+    /// origin` command's default is 0.0.0.0:9081).
+    pub admin_listen: Option<SocketAddr>,
+    /// Whether the HTTP port's `/api/streams` (the player page's list) names the streams
+    /// (default true). Off for an origin in a cluster: the controller holds its streams'
+    /// playback rules, which this origin does not read, so it cannot tell which streams
+    /// need a token, and lists none rather than all.
+    pub viewer_stream_list: bool,
     /// RTMP limits and deadlines.
     pub ingest: ingest::IngestConfig,
     /// Packaging, grace period and stream limits.
@@ -57,6 +66,8 @@ impl Default for OriginConfig {
         Self {
             rtmp_listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            admin_listen: None,
+            viewer_stream_list: true,
             quic_listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
             ingest: Default::default(),
             streams: Default::default(),
@@ -95,6 +106,12 @@ impl OriginConfig {
         if let Some(a) = &self.admission {
             a.validate()?;
         }
+        if self
+            .admin_listen
+            .is_some_and(|a| a.port() != 0 && a == self.http_listen)
+        {
+            return invalid("admin-listen", "must differ from http-listen");
+        }
         Ok(())
     }
 }
@@ -106,6 +123,7 @@ pub struct Origin {
     rtmp: TcpListener,
     rtmps: Option<TcpListener>,
     http: TcpListener,
+    admin: Option<TcpListener>,
     quic: Option<quinn::Endpoint>,
     streams: Arc<stream::Streams>,
     state: Arc<serve::HttpState>,
@@ -161,6 +179,20 @@ impl Origin {
                     addr: cfg.http_listen,
                     source,
                 })?;
+        let admin = match cfg.admin_listen {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ConfigError::Bind {
+                            what: "admin",
+                            addr,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         let metrics = Arc::new(metrics::OriginMetrics::new());
         metrics.register(&registry);
         let streams = stream::Streams::new(cfg.streams.clone(), metrics.clone());
@@ -183,12 +215,14 @@ impl Origin {
             metrics,
             registry,
             ready: false.into(),
+            viewer_stream_list: cfg.viewer_stream_list,
         });
         Ok(Self {
             cfg,
             rtmp,
             rtmps,
             http,
+            admin,
             quic,
             streams,
             state,
@@ -210,6 +244,11 @@ impl Origin {
         self.http.local_addr().unwrap_or(self.cfg.http_listen)
     }
 
+    /// The admin address actually bound, when there is an admin port.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The QUIC (relay) address actually bound, when the relay runs.
     pub fn quic_addr(&self) -> Option<SocketAddr> {
         self.quic.as_ref().and_then(|q| q.local_addr().ok())
@@ -228,6 +267,7 @@ impl Origin {
             rtmp,
             rtmps,
             http,
+            admin,
             quic,
             streams,
             state,
@@ -242,6 +282,18 @@ impl Origin {
             cfg.http.clone(),
             http_token.clone(),
         ));
+        // The admin port lives until the very end, so /metrics and /readyz tell the
+        // drain's story.
+        let admin_token = CancellationToken::new();
+        let admin_task = admin.map(|listener| {
+            let admin_state = state.clone();
+            tokio::spawn(ferrocast_runtime::http::serve(
+                listener,
+                move |req| serve::admin(admin_state.clone(), req),
+                ferrocast_runtime::respond::admin_limits(&cfg.http),
+                admin_token.clone(),
+            ))
+        });
         let relay_token = CancellationToken::new();
         let relay_task = quic.map(|ep| {
             tokio::spawn(relay::serve(
@@ -273,6 +325,10 @@ impl Origin {
         // Edges last: they resubscribe elsewhere once this origin is gone.
         relay_token.cancel();
         if let Some(t) = relay_task {
+            let _ = t.await;
+        }
+        admin_token.cancel();
+        if let Some(t) = admin_task {
             let _ = t.await;
         }
         tracing::info!("origin stopped");

@@ -1,6 +1,10 @@
 //! Origin HTTP: playlists (with LL-HLS blocking reload and delta updates), init
-//! segments, segments and parts, the player page, `/api/streams`, and the admin
-//! endpoints. Every status code decision is made here, in one place.
+//! segments, segments and parts, the player page, the probes and `/api/streams` on the
+//! HTTP port; `/metrics`, the probes and every stream on the admin port ([`admin`]).
+//! Every status code decision is made here, in one place.
+//!
+//! A request carrying a playback credential gets `Cache-Control: private`: what it was
+//! sent may be a protected stream's, which no shared cache may hand to someone else.
 
 use crate::metrics::{OriginMetrics, RequestLabels};
 use crate::package::{PartLookup, Snapshot};
@@ -27,6 +31,9 @@ pub struct HttpState {
     pub registry: Arc<Metrics>,
     /// False once shutdown begins (or before start-up completes).
     pub ready: AtomicBool,
+    /// Whether the HTTP port's `/api/streams` lists streams
+    /// ([`crate::OriginConfig::viewer_stream_list`]).
+    pub viewer_stream_list: bool,
 }
 
 /// Handles one request.
@@ -46,23 +53,58 @@ pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
 
 async fn route(state: &HttpState, req: &Request) -> (&'static str, Response) {
     let path = req.uri().path();
+    let query = req.uri().query().unwrap_or("");
+    // One credential per request, as on an edge: whoever reads it reads the same one.
+    let credential = match ferrocast_runtime::access::viewer_token(path, query) {
+        Ok(t) => t.is_some(),
+        Err(e) => {
+            let mut r = error(StatusCode::BAD_REQUEST, &e.to_string());
+            respond::make_private(&mut r);
+            return ("denied", r);
+        }
+    };
     let ready = state.ready.load(Ordering::Relaxed);
-    if let Some(handled) = respond::common(
-        req.method(),
-        path,
-        ready,
-        &state.registry,
-        crate::stream::valid_key,
-    ) {
+    if let Some(handled) = respond::viewer(req.method(), path, ready, crate::stream::valid_key) {
         return handled;
     }
     if path == "/api/streams" {
-        return ("api", api_streams(&state.streams));
+        let list = match state.viewer_stream_list {
+            true => api_streams(&state.streams),
+            false => respond::json(r#"{"streams":[]}"#.to_owned()),
+        };
+        return ("api", respond::admin_only(list));
     }
     match path.strip_prefix("/live/") {
-        Some(rest) => serve_live(state, rest, req.uri().query().unwrap_or("")).await,
+        Some(rest) => {
+            let (kind, mut resp) = serve_live(state, rest, query).await;
+            if credential {
+                respond::make_private(&mut resp);
+            }
+            (kind, resp)
+        }
         None => ("other", error(StatusCode::NOT_FOUND, "not found")),
     }
+}
+
+/// Serves the admin port (`--admin-listen`): `/metrics`, `/healthz`, `/readyz`, and
+/// `/api/streams` with every stream, for operators and their monitoring.
+pub async fn admin(state: Arc<HttpState>, req: Request) -> Response {
+    let ready = state.ready.load(Ordering::Relaxed);
+    let path = req.uri().path();
+    let (kind, resp) = match respond::admin(req.method(), path, ready, &state.registry) {
+        Some(handled) => handled,
+        None if path == "/api/streams" => ("api", api_streams(&state.streams)),
+        None => ("other", error(StatusCode::NOT_FOUND, "not found")),
+    };
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            kind,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    respond::admin_only(resp)
 }
 
 /// How long a blocking request may be held: about three target durations
