@@ -358,17 +358,25 @@ impl PlaybackAccess {
     }
 
     /// Checks a viewer request: `Ok` with the path to route (any `/t/{token}` prefix
-    /// removed) and the token it carried, or the 403 (or 404) to answer.
+    /// removed) and the one credential it carried, or the 400 (two credentials), 403 or
+    /// 404 to answer. The credential is read here and only here
+    /// ([`tokens::viewer_token`]), so the token check, the admission webhook and the
+    /// caching decision all see the same one.
     pub fn gate<'a>(&self, uri: &'a Uri) -> Result<Admitted<'a>, Box<Response>> {
-        let query_token = uri.query().and_then(|q| tokens::query_param(q, "token"));
-        let (path, token): (Cow<'a, str>, Option<&'a str>) = match uri.path().strip_prefix("/t/") {
+        let token = match tokens::viewer_token(uri.path(), uri.query().unwrap_or("")) {
+            Ok(t) => t,
+            Err(e) => {
+                let mut r = error(StatusCode::BAD_REQUEST, &e.to_string());
+                ferrocast_runtime::respond::make_private(&mut r);
+                return Err(Box::new(r));
+            }
+        };
+        let path: Cow<'a, str> = match uri.path().strip_prefix("/t/") {
             Some(rest) => match rest.split_once('/') {
-                Some((t, live)) if live.starts_with("live/") => {
-                    (Cow::Owned(format!("/{live}")), Some(t))
-                }
+                Some((_, live)) if live.starts_with("live/") => Cow::Owned(format!("/{live}")),
                 _ => return Err(Box::new(error(StatusCode::NOT_FOUND, "not found"))),
             },
-            None => (Cow::Borrowed(uri.path()), query_token),
+            None => Cow::Borrowed(uri.path()),
         };
         let Some(stream) = path
             .strip_prefix("/live/")

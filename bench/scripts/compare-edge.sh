@@ -186,15 +186,17 @@ O_RTMP=$(free_port)
 O_HTTP=$(free_port)
 O_QUIC=$(free_udp_port)
 E_HTTP=$(free_port)
+O_ADMIN=$(free_port)
+E_ADMIN=$(free_port) # /metrics is on the admin port
 log "starting origin (rtmp $O_RTMP, http $O_HTTP, quic $O_QUIC) and edge (http $E_HTTP)"
 RUST_LOG=warn "$FERROCAST" origin --tls-dir "$TMP/tls" --rtmp-listen "127.0.0.1:$O_RTMP" \
-    --http-listen "127.0.0.1:$O_HTTP" --quic-listen "127.0.0.1:$O_QUIC" >"$TMP/origin.log" 2>&1 &
+    --http-listen "127.0.0.1:$O_HTTP" --admin-listen "127.0.0.1:$O_ADMIN" --quic-listen "127.0.0.1:$O_QUIC" >"$TMP/origin.log" 2>&1 &
 O_PID=$!
 PIDS+=("$O_PID")
 wait_http "http://127.0.0.1:$O_HTTP/readyz" 20
 start_edge() {
     RUST_LOG=warn "$FERROCAST" edge --tls-dir "$TMP/tls" --origin "127.0.0.1:$O_QUIC" \
-        --http-listen "127.0.0.1:$E_HTTP" --idle-unsubscribe 600 ${EDGE_ARGS:-} >>"$TMP/edge.log" 2>&1 &
+        --http-listen "127.0.0.1:$E_HTTP" --admin-listen "127.0.0.1:$E_ADMIN" --idle-unsubscribe 600 ${EDGE_ARGS:-} >>"$TMP/edge.log" 2>&1 &
     E_PID=$!
     PIDS+=("$E_PID")
     wait_http "http://127.0.0.1:$E_HTTP/readyz" 20
@@ -206,6 +208,7 @@ start_edge
 PUB_PID=$!
 PIDS+=("$PUB_PID")
 EDGE=http://127.0.0.1:$E_HTTP
+EDGE_ADMIN=http://127.0.0.1:$E_ADMIN
 PL_URL=$EDGE/live/edge-0/index.m3u8
 log "waiting for $PL_URL"
 deadline=$(($(date +%s) + 30))
@@ -298,10 +301,10 @@ record_wrk() { # key fields...
 
 # --- 4. propagation (first: the quietest moment of the run) --------------------------------
 cache_bytes() { # bytes held by the edge's object cache
-    curl -fs --max-time 2 "$EDGE/metrics" | awk '/^ferrocast_edge_cache_size_bytes / { print $2; f = 1 } END { if (!f) print 0 }'
+    curl -fs --max-time 2 "$EDGE_ADMIN/metrics" | awk '/^ferrocast_edge_cache_size_bytes / { print $2; f = 1 } END { if (!f) print 0 }'
 }
 metric_buckets() { # -> "le count" lines
-    curl -fs --max-time 2 "$EDGE/metrics" |
+    curl -fs --max-time 2 "$EDGE_ADMIN/metrics" |
         awk '/^ferrocast_edge_propagation_delay_seconds_bucket/ {
             match($0, /le="[^"]+"/); le = substr($0, RSTART + 4, RLENGTH - 5); print le, $NF }'
 }

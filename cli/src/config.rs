@@ -35,6 +35,13 @@ pub struct NodeArgs {
     /// 0.0.0.0:8090 with the admin endpoints only).
     #[arg(long, env = "FERROCAST_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
+    /// Origin, edge and standalone: the admin HTTP address, host:port, serving
+    /// `/metrics`, `/healthz`, `/readyz` and every stream on `/api/streams` (edge default
+    /// 0.0.0.0:9080, origin 0.0.0.0:9081, standalone 127.0.0.1:9080). Viewers are not
+    /// meant to reach it: the HTTP port keeps only the probes and the streams anyone may
+    /// watch.
+    #[arg(long, env = "FERROCAST_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
     /// Standalone only: the embedded origin's HTTP address (default 127.0.0.1:8081).
     #[arg(long, env = "FERROCAST_ORIGIN_HTTP_LISTEN")]
     pub origin_http_listen: Option<SocketAddr>,
@@ -240,6 +247,7 @@ struct FileConfig {
     region: Option<String>,
     rtmp_listen: Option<SocketAddr>,
     http_listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
     origin_http_listen: Option<SocketAddr>,
     quic_listen: Option<SocketAddr>,
     tls_dir: Option<PathBuf>,
@@ -376,6 +384,25 @@ impl Settings {
             Role::Controller => controller.http_listen = http.unwrap_or(controller.http_listen),
             Role::Origin => origin.http_listen = http.unwrap_or(origin.http_listen),
             Role::Edge | Role::Standalone => edge.http_listen = http.unwrap_or(edge.http_listen),
+        }
+        // The operators' port: every node that serves viewers has one, so that /metrics
+        // and the protected streams' names never share the viewers' port. Standalone's
+        // one admin port serves the edge's view (its metrics registry is the process's).
+        let admin = args.admin_listen.or(file.admin_listen);
+        match role {
+            Role::Controller if admin.is_some() => {
+                bail!("invalid admin-listen: the controller's http-listen is its admin port")
+            }
+            Role::Controller => {}
+            Role::Origin => {
+                origin.admin_listen = Some(admin.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9081))));
+            }
+            Role::Edge => {
+                edge.admin_listen = Some(admin.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9080))));
+            }
+            Role::Standalone => {
+                edge.admin_listen = Some(admin.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9080))));
+            }
         }
         if let Some(a) = args.origin_http_listen.or(file.origin_http_listen) {
             if role != Role::Standalone {
@@ -894,6 +921,62 @@ mod tests {
         let err = Settings::resolve(args(&["--config", f]), Role::Origin).expect_err("unknown key");
         assert!(format!("{err:#}").contains("no-such-key"), "{err:#}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn every_viewer_node_has_an_admin_port() {
+        let edge = ["--origin", "127.0.0.1:4433", "--tls-dir", "/x"];
+        let s = Settings::resolve(args(&[]), Role::Origin).expect("valid");
+        assert_eq!(s.origin.admin_listen, Some("0.0.0.0:9081".parse().unwrap()));
+        let s = Settings::resolve(args(&edge), Role::Edge).expect("valid");
+        assert_eq!(s.edge.admin_listen, Some("0.0.0.0:9080".parse().unwrap()));
+        let s = Settings::resolve(args(&[]), Role::Standalone).expect("valid");
+        assert_eq!(s.edge.admin_listen, Some("127.0.0.1:9080".parse().unwrap()));
+        assert_eq!(s.origin.admin_listen, None, "one admin port per process");
+        let s = Settings::resolve(
+            args(&[
+                "--admin-listen",
+                "127.0.0.1:7000",
+                "--controller",
+                "http://c:1",
+            ]),
+            Role::Origin,
+        )
+        .expect("valid");
+        assert_eq!(
+            s.origin.admin_listen,
+            Some("127.0.0.1:7000".parse().unwrap())
+        );
+        // From the file, and checked before anything binds.
+        let dir = std::env::temp_dir().join(format!("ferrocast-admin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "admin-listen = \"127.0.0.1:7001\"\n").expect("write");
+        let f = file.to_str().expect("utf-8");
+        let s = Settings::resolve(args(&["--config", f]), Role::Origin).expect("valid");
+        assert_eq!(
+            s.origin.admin_listen,
+            Some("127.0.0.1:7001".parse().unwrap())
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        let same = [
+            &edge[..],
+            &[
+                "--http-listen",
+                "127.0.0.1:7002",
+                "--admin-listen",
+                "127.0.0.1:7002",
+            ],
+        ]
+        .concat();
+        let err = Settings::resolve(args(&same), Role::Edge).expect_err("same port");
+        assert!(format!("{err:#}").contains("admin-listen"), "{err:#}");
+        let err = Settings::resolve(
+            args(&["--admin-listen", "127.0.0.1:7003"]),
+            Role::Controller,
+        )
+        .expect_err("not for the controller");
+        assert!(format!("{err:#}").contains("admin-listen"), "{err:#}");
     }
 
     #[test]

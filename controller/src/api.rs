@@ -1434,10 +1434,103 @@ fn audited<T>(who: &Caller, op: &str, what: &str, out: ApiResult<T>) -> ApiResul
 /// - otherwise, with tokens configured, the call must carry
 ///   `authorization: Bearer <token>` of one of them (named `admin` and `read-only`);
 /// - with neither tokens nor operator certificates configured, every call is allowed.
+///
+/// A refused call (no credential, a wrong token, an operator certificate without a
+/// role) is counted in `ferrocast_controller_operator_auth_failures_total{reason}` and
+/// logged (target `ferrocast::audit`) with the caller's address: at most one line per
+/// address per [`AUTH_FAILURE_LOG_INTERVAL`], which says how many were not logged, so
+/// that someone guessing tokens can neither pass unseen nor flood the log.
 #[derive(Debug, Clone, Default)]
 pub struct OperatorAuth {
     tokens: Arc<Vec<(String, Arc<str>, OperatorRole)>>,
     certificates: bool,
+    failures: AuthFailures,
+}
+
+/// One log line per caller address per this long about its failed operator calls.
+pub const AUTH_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Addresses whose failures are remembered for rate-limiting at most; past that, the
+/// oldest are forgotten (so a flood from many addresses costs bounded memory, and at
+/// worst more log lines).
+const AUTH_FAILURE_ADDRESSES: usize = 4096;
+
+/// Why an operator call was refused (the counter's `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum AuthFailure {
+    /// No bearer token and no operator certificate.
+    NoCredential,
+    /// A bearer token that is none of the configured ones.
+    WrongToken,
+    /// An operator CA's certificate whose name gives no role.
+    CertificateWithoutRole,
+}
+
+impl AuthFailure {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::NoCredential => "no_credential",
+            AuthFailure::WrongToken => "wrong_token",
+            AuthFailure::CertificateWithoutRole => "certificate_without_role",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct AuthFailureLabels {
+    reason: &'static str,
+}
+
+/// The failure counter and the per-address log limiter, shared by every clone of the
+/// interceptor.
+#[derive(Debug, Clone, Default)]
+struct AuthFailures {
+    counter: prometheus_client::metrics::family::Family<
+        AuthFailureLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    /// Address → (when its last line was logged, failures since not logged).
+    logged: Arc<Mutex<FailureLog>>,
+}
+
+/// See [`AuthFailures::logged`].
+type FailureLog = HashMap<Option<std::net::IpAddr>, (tokio::time::Instant, u64)>;
+
+impl AuthFailures {
+    /// Counts a refusal of the caller at `peer`, and logs it unless this address had a
+    /// line within the interval.
+    fn record(&self, peer: Option<std::net::SocketAddr>, why: AuthFailure, detail: &str) {
+        self.counter
+            .get_or_create(&AuthFailureLabels {
+                reason: why.as_str(),
+            })
+            .inc();
+        let now = tokio::time::Instant::now();
+        let ip = peer.map(|p| p.ip());
+        let suppressed = {
+            let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, quiet)) = logged.get_mut(&ip) {
+                if now.duration_since(*at) < AUTH_FAILURE_LOG_INTERVAL {
+                    *quiet += 1;
+                    return;
+                }
+                let quiet = std::mem::take(quiet);
+                *at = now;
+                quiet
+            } else {
+                if logged.len() >= AUTH_FAILURE_ADDRESSES {
+                    logged.retain(|_, (at, _)| now.duration_since(*at) < AUTH_FAILURE_LOG_INTERVAL);
+                    if logged.len() >= AUTH_FAILURE_ADDRESSES {
+                        logged.clear();
+                    }
+                }
+                logged.insert(ip, (now, 0));
+                0
+            }
+        };
+        tracing::warn!(target: "ferrocast::audit", peer = ?peer, reason = why.as_str(), detail,
+            not_logged_since_last = suppressed, "refused: operator authentication failed");
+    }
 }
 
 impl OperatorAuth {
@@ -1458,7 +1551,21 @@ impl OperatorAuth {
         OperatorAuth {
             tokens: Arc::new(tokens),
             certificates: false,
+            failures: AuthFailures::default(),
         }
+    }
+
+    /// Registers `ferrocast_controller_operator_auth_failures_total` into `registry`.
+    pub fn with_metrics(self, registry: &ferrocast_runtime::metrics::Metrics) -> Self {
+        let counter = self.failures.counter.clone();
+        registry.register(|r| {
+            r.register(
+                "ferrocast_controller_operator_auth_failures",
+                "Operator API calls refused for their credential, by reason",
+                counter,
+            )
+        });
+        self
     }
 
     /// Whether operator certificates are accepted (an operator CA is configured); then
@@ -1492,7 +1599,11 @@ impl tonic::service::Interceptor for OperatorAuth {
                     return Ok(req);
                 }
                 Peer::Unrecognized(cn) => {
-                    tracing::warn!(target: "ferrocast::audit", peer = ?peer, cn = %cn, "refused: operator certificate names no role");
+                    self.failures.record(
+                        peer,
+                        AuthFailure::CertificateWithoutRole,
+                        &format!("certificate common name {cn:?}"),
+                    );
                     return Err(Status::unauthenticated(format!(
                         "the operator certificate's common name {cn:?} is not admin:NAME or read:NAME"
                     )));
@@ -1508,9 +1619,8 @@ impl tonic::service::Interceptor for OperatorAuth {
             });
             return Ok(req);
         }
-        let got = req
-            .metadata()
-            .get("authorization")
+        let given = req.metadata().get("authorization");
+        let got = given
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
@@ -1522,6 +1632,14 @@ impl tonic::service::Interceptor for OperatorAuth {
                 found
             }
         });
+        if found.is_none() {
+            // The token itself is never logged: a wrong one may be a real one mistyped.
+            let why = match given {
+                None => AuthFailure::NoCredential,
+                Some(_) => AuthFailure::WrongToken,
+            };
+            self.failures.record(peer, why, "");
+        }
         match found {
             Some((name, role)) => {
                 req.extensions_mut().insert(Caller { name, role, peer });
@@ -1659,5 +1777,52 @@ mod tests {
         let adm = roles.call(with("adm")).unwrap();
         assert_eq!(&*admin(&adm, "DrainNode").unwrap().name, "admin");
         assert!(roles.call(with("nope")).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_operator_calls_are_counted_and_logged_once_per_address_per_interval() {
+        use tonic::service::Interceptor;
+        let registry = ferrocast_runtime::metrics::Metrics::new();
+        let mut auth = OperatorAuth::new(Some("s3cret".into())).with_metrics(&registry);
+        let from = |token: Option<&str>| {
+            let mut r = Request::new(());
+            if let Some(t) = token {
+                r.metadata_mut()
+                    .insert("authorization", format!("Bearer {t}").parse().unwrap());
+            }
+            r
+        };
+        let failures = |auth: &OperatorAuth| {
+            auth.failures
+                .logged
+                .lock()
+                .unwrap()
+                .values()
+                .map(|(_, quiet)| *quiet)
+                .sum::<u64>()
+        };
+        // A hand-made request has no remote address: these all count for the unknown one.
+        for _ in 0..5 {
+            assert!(auth.call(from(Some("guess"))).is_err());
+        }
+        assert!(auth.call(from(None)).is_err());
+        assert_eq!(failures(&auth), 5, "one line, five held back");
+        tokio::time::advance(AUTH_FAILURE_LOG_INTERVAL).await;
+        assert!(auth.call(from(Some("guess"))).is_err());
+        assert_eq!(
+            failures(&auth),
+            0,
+            "the next line tells how many were held back"
+        );
+        let text = registry.render();
+        for needle in [
+            "ferrocast_controller_operator_auth_failures_total{reason=\"wrong_token\"} 6",
+            "ferrocast_controller_operator_auth_failures_total{reason=\"no_credential\"} 1",
+        ] {
+            assert!(text.contains(needle), "{needle} in\n{text}");
+        }
+        // A good token is no failure.
+        assert!(auth.call(from(Some("s3cret"))).is_ok());
+        assert!(registry.render().contains("reason=\"wrong_token\"} 6"));
     }
 }

@@ -401,7 +401,8 @@ impl Controller {
                 .max_decoding_message_size(MAX_REQUEST_BYTES)
                 .max_encoding_message_size(MAX_REPLY_BYTES),
             OperatorAuth::with_roles(cfg.operator_token.clone(), cfg.operator_read_token.clone())
-                .with_certificates(cfg.tls.as_ref().is_some_and(|t| !t.operator_ca.is_empty())),
+                .with_certificates(cfg.tls.as_ref().is_some_and(|t| !t.operator_ca.is_empty()))
+                .with_metrics(&registry),
         );
         let grpc_token = CancellationToken::new();
         let grpc_stop = grpc_token.clone();

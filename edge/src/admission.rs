@@ -1,13 +1,20 @@
 //! Viewer admission at the edge: the operator's webhook (see
 //! `ferrocast_runtime::admission`) decides whether a viewer may play a stream. HLS has no
 //! sessions, so a viewer is a (stream, client IP, credential) triple, where the
-//! credential is the request's query without LL-HLS's own `_HLS_*` parameters plus a
-//! token given in the path. The first request of a viewer asks the webhook; its decision
+//! credential is the request's query without LL-HLS's own `_HLS_*` parameters, with the
+//! one playback token the edge read (and checked, when the stream needs one) first as
+//! `token=…`, whether it came in the path or the query (a request with two is refused
+//! before this, see [`ferrocast_runtime::access::viewer_token`]). The first request of a
+//! viewer asks the webhook; its decision
 //! is cached for the TTL (bounded, byte-free keys: the credential is kept as its
 //! SHA-256), and concurrent first requests of the same viewer share one call. Playlists,
 //! parts and segments all pass the same check, so a denied viewer gets 403 on
 //! everything, while the object cache, keyed by (stream, object) alone, still serves
 //! one copy to every admitted viewer.
+//!
+//! A call the webhook client refuses as busy (every slot, or this client's share, in
+//! use) is answered 503 and not kept: under `--admission-fail open` only decisions
+//! already made can let a viewer in past the limit, never a made-up credential.
 
 use ferrocast_runtime::admission::{Action, Admission, AdmissionConfig, Decision, Source, Verdict};
 use ferrocast_runtime::http::Response;
@@ -36,6 +43,8 @@ impl moka::Expiry<Key, Arc<Decision>> for Lifetime {
         Some(match d.source {
             Source::Webhook => self.ttl,
             Source::Fallback => self.ttl.min(FALLBACK_TTL),
+            // Never cached (see `admit`); a zero lifetime should one slip in.
+            Source::Busy => Duration::ZERO,
         })
     }
 }
@@ -66,31 +75,52 @@ impl EdgeAdmission {
         self.hook.config().client_ip(headers, peer)
     }
 
-    /// `Ok` when the viewer at `client` may request `stream` with `path_token` (from
-    /// `/t/{token}/…`) and `query`; otherwise the 403 to answer.
+    /// `Ok` when the viewer at `client` may request `stream` with `token` (the one the
+    /// edge read from the path or the query, and checked) and `query`; otherwise the
+    /// 403 (or, when the webhook is busy, 503) to answer.
     pub async fn admit(
         &self,
         stream: &str,
         client: Option<IpAddr>,
-        path_token: Option<&str>,
+        token: Option<&str>,
         query: &str,
     ) -> Result<(), Box<Response>> {
-        let credential = credential(path_token, query);
+        let credential = credential(token, query);
         let key: Key = (
             Arc::from(stream),
             client,
             Sha256::digest(credential.as_bytes()).into(),
         );
+        // `try_get_with` keeps only `Ok`: a busy refusal is shared by the requests
+        // waiting on the same call, then forgotten.
         let decision = self
             .decisions
-            .get_with(key, async {
-                Arc::new(
-                    self.hook
-                        .check(Action::Play, stream, client, &credential)
-                        .await,
-                )
+            .try_get_with(key, async {
+                let d = self
+                    .hook
+                    .check(Action::Play, stream, client, &credential)
+                    .await;
+                match d.source {
+                    Source::Busy => Err(()),
+                    _ => Ok(Arc::new(d)),
+                }
             })
             .await;
+        let Ok(decision) = decision else {
+            let mut r = ferrocast_runtime::respond::error(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "admission webhook busy; try again",
+            );
+            r.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            );
+            r.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+            return Err(Box::new(r));
+        };
         match &decision.verdict {
             Verdict::Allow => Ok(()),
             Verdict::Deny(why) => {
@@ -102,26 +132,18 @@ impl EdgeAdmission {
 }
 
 /// What identifies a viewer's credential, and what the webhook gets as `query`: the
-/// query without `_HLS_*` (they change on every playlist reload), with a path token
-/// first as `token=…` when the query has none.
-pub fn credential(path_token: Option<&str>, query: &str) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let query_has_token = query.split('&').any(|kv| kv.starts_with("token="));
-    if let (Some(t), false) = (path_token, query_has_token) {
-        parts.push(format!("token={t}"));
-    }
-    parts.extend(
-        query
-            .split('&')
-            .filter(|kv| !kv.is_empty() && !kv.starts_with("_HLS_"))
-            .map(str::to_owned),
-    );
+/// edge's one `token` first as `token=…`, then the query's other parameters without
+/// `_HLS_*` (they change on every playlist reload) and without any `token` (the one
+/// given, whether it came in the query or the path, is the one first).
+pub fn credential(token: Option<&str>, query: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    let first = token.map(|t| format!("token={t}"));
+    parts.extend(first.as_deref());
+    parts.extend(query.split('&').filter(|kv| {
+        let name = kv.split('=').next().unwrap_or("");
+        !kv.is_empty() && !kv.starts_with("_HLS_") && name != "token"
+    }));
     parts.join("&")
-}
-
-/// The token of a `/t/{token}/live/…` path.
-pub fn path_token(path: &str) -> Option<&str> {
-    path.strip_prefix("/t/")?.split('/').next()
 }
 
 #[cfg(test)]
@@ -139,8 +161,8 @@ mod tests {
             credential(Some("k.1.s"), "_HLS_msn=4&user=ann"),
             "token=k.1.s&user=ann"
         );
-        assert_eq!(credential(Some("k.1.s"), "token=q"), "token=q");
-        assert_eq!(path_token("/t/k.1.s/live/cam/index.m3u8"), Some("k.1.s"));
-        assert_eq!(path_token("/live/cam/index.m3u8"), None);
+        // The token the edge read is the one passed on, wherever it came from.
+        assert_eq!(credential(Some("q"), "a=1&token=q"), "token=q&a=1");
+        assert_eq!(credential(None, "token=q"), "");
     }
 }

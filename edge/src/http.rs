@@ -1,8 +1,13 @@
 //! Edge viewer HTTP: the origin's URLs and LL-HLS semantics (blocking reload, preload
 //! hints, delta updates, multivariant playlist, init, segments, parts), the player page,
-//! `/api/streams` and the admin endpoints, all answered from the edge's own state and
-//! cache. Every status code decision is made here, in one place, and mirrors
-//! `origin/src/serve.rs` (same headers, same 400/404/503 rules).
+//! the probes and `/api/streams` (streams anyone may watch), all answered from the edge's
+//! own state and cache; and the admin port ([`admin`]: `/metrics`, the probes, every
+//! stream on `/api/streams`). Every status code decision is made here, in one place, and
+//! mirrors `origin/src/serve.rs` (same headers, same 400/404/503 rules).
+//!
+//! What a stream needing a credential (a token, or the admission webhook's yes) sends
+//! is `Cache-Control: private`: a shared cache that ignores the query must not hand it
+//! to someone else.
 
 use crate::metrics::EdgeMetrics;
 use crate::state::{
@@ -120,7 +125,14 @@ pub async fn respond_for(
     uri: &Uri,
     client: Option<std::net::IpAddr>,
 ) -> Response {
-    let (kind, resp) = route(state, method, uri, client).await;
+    let (kind, mut resp) = route(state, method, uri, client).await;
+    if kind == "denied" {
+        // Refusals of one viewer's credential are that viewer's business only.
+        resp.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        );
+    }
     state.metrics.request(kind, resp.status().as_u16());
     if method != Method::HEAD {
         state.metrics.http_response_bytes.inc_by(resp.body().len());
@@ -134,8 +146,11 @@ async fn route(
     uri: &Uri,
     client: Option<std::net::IpAddr>,
 ) -> (&'static str, Response) {
-    let path = match crate::access::gate(&state.access, uri) {
-        Ok(p) => p,
+    let query = uri.query().unwrap_or("");
+    // One credential per request, read once by the gate: the token check and the
+    // webhook below then see the same one.
+    let (path, token) = match state.access.gate(uri) {
+        Ok(admitted) => (admitted.path, admitted.token),
         Err(denied) => return ("denied", *denied),
     };
     let path = path.as_ref();
@@ -147,28 +162,66 @@ async fn route(
             .map(|(s, _)| s)
             .filter(|s| valid_stream_key(s));
         if let Some(stream) = stream {
-            let token = crate::admission::path_token(uri.path());
             // Boxed: the webhook call's future is ~2.8 KB, and every request future
             // (held ones included: a blocking reload and a preload hint per LL viewer)
             // would otherwise carry it for its whole life, ~4 KB instead of ~0.6 KB.
-            if let Err(denied) =
-                Box::pin(admission.admit(stream, client, token, uri.query().unwrap_or(""))).await
-            {
+            if let Err(denied) = Box::pin(admission.admit(stream, client, token, query)).await {
                 return ("denied", *denied);
             }
         }
     }
     let ready = state.ready.load(Ordering::Relaxed);
-    if let Some(handled) = respond::common(method, path, ready, &state.registry, valid_stream_key) {
+    if let Some(handled) = respond::viewer(method, path, ready, valid_stream_key) {
         return handled;
     }
     if path == "/api/streams" {
-        return ("api", api_streams(&state.streams));
+        return ("api", api_streams(state, Listing::Viewers));
     }
     match path.strip_prefix("/live/") {
-        Some(rest) => serve_live(state, rest, uri.query().unwrap_or("")).await,
+        Some(rest) => {
+            let (kind, mut resp) = serve_live(state, rest, query).await;
+            // Only a request with a credential can have reached a protected stream's
+            // objects (the gate refused the others), so open streams without one pay
+            // nothing here.
+            let stream = rest.split('/').next().unwrap_or("");
+            if state.admission.is_some() || (token.is_some() && !open_to_anyone(state, stream)) {
+                respond::make_private(&mut resp);
+            }
+            (kind, resp)
+        }
         None => ("other", error(StatusCode::NOT_FOUND, "not found")),
     }
+}
+
+/// Whether anyone may watch `stream` here, with no credential at all: the token gate
+/// lets a request without a token through, and no admission webhook is asked.
+fn open_to_anyone(state: &HttpState, stream: &str) -> bool {
+    if state.admission.is_some() || !valid_stream_key(stream) {
+        return false;
+    }
+    match Uri::try_from(format!("/live/{stream}/index.m3u8")) {
+        Ok(uri) => crate::access::gate(&state.access, &uri).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Serves the admin port (`--admin-listen`): `/metrics`, `/healthz`, `/readyz`, and
+/// `/api/streams` with every stream held (protected ones included, marked), for
+/// operators and their monitoring; nothing a viewer needs.
+pub async fn admin(state: Arc<HttpState>, req: Request) -> Response {
+    respond_admin(&state, req.method(), req.uri().path())
+}
+
+/// Answers `method path` on the admin port (the entry point tests use).
+pub fn respond_admin(state: &HttpState, method: &Method, path: &str) -> Response {
+    let ready = state.ready.load(Ordering::Relaxed);
+    let (kind, resp) = match respond::admin(method, path, ready, &state.registry) {
+        Some(handled) => handled,
+        None if path == "/api/streams" => ("api", api_streams(state, Listing::Operators)),
+        None => ("other", error(StatusCode::NOT_FOUND, "not found")),
+    };
+    state.metrics.request(kind, resp.status().as_u16());
+    respond::admin_only(resp)
 }
 
 async fn serve_live(state: &HttpState, rest: &str, query: &str) -> (&'static str, Response) {
@@ -463,14 +516,30 @@ async fn fetch(state: &HttpState, stream: &StreamState, object: Object, none: &s
     }
 }
 
-fn api_streams(streams: &Streams) -> Response {
-    let list: Vec<serde_json::Value> = streams
+/// Who `/api/streams` is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    /// The viewer port (the player page): only streams anyone may watch, since the names
+    /// of the others are not every viewer's business; no CORS, so no other site's page
+    /// reads it.
+    Viewers,
+    /// The admin port: every stream, with whether it needs a credential.
+    Operators,
+}
+
+fn api_streams(state: &HttpState, listing: Listing) -> Response {
+    let list: Vec<serde_json::Value> = state
+        .streams
         .list()
         .iter()
-        .map(|s| {
+        .filter_map(|s| {
+            let open = open_to_anyone(state, s.name());
+            if listing == Listing::Viewers && !open {
+                return None;
+            }
             let snap = s.snapshot();
             let p = snap.playlist.as_deref();
-            serde_json::json!({
+            let mut v = serde_json::json!({
                 "name": &**s.name(),
                 "live": snap.live() && !p.is_some_and(|p| p.playlist.ended),
                 "ended": p.is_some_and(|p| p.playlist.ended),
@@ -479,9 +548,13 @@ fn api_streams(streams: &Streams) -> Response {
                 "height": p.and_then(|p| p.resolution).map(|r| r.1),
                 "bandwidth": p.map_or(0, |p| p.bandwidth),
                 "media_sequence": p.map_or(0, |p| p.playlist.media_sequence),
-            })
+            });
+            if listing == Listing::Operators {
+                v["protected"] = (!open).into();
+            }
+            Some(v)
         })
         .collect();
     let body = serde_json::json!({ "streams": list }).to_string();
-    respond::json(body)
+    respond::admin_only(respond::json(body))
 }

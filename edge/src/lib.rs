@@ -33,6 +33,10 @@ use upstream::Upstream;
 pub struct EdgeConfig {
     /// Viewer HTTP listen address (default 0.0.0.0:8080).
     pub http_listen: SocketAddr,
+    /// Admin HTTP listen address: `/metrics`, `/healthz`, `/readyz` and every stream on
+    /// `/api/streams`, kept off the viewer port (default: none here; the `ferrocast edge`
+    /// command's default is 0.0.0.0:9080).
+    pub admin_listen: Option<SocketAddr>,
     /// Most bytes the object cache holds (default 512 MiB).
     pub cache_capacity: u64,
     /// A cached object untouched for this long is dropped (default 60 s).
@@ -62,6 +66,7 @@ impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: None,
             cache_capacity: 512 * 1024 * 1024,
             cache_idle: Duration::from_secs(60),
             idle_unsubscribe: Duration::from_secs(30),
@@ -102,6 +107,12 @@ impl EdgeConfig {
         self.http.validate()?;
         if let Some(a) = &self.admission {
             a.validate()?;
+        }
+        if self
+            .admin_listen
+            .is_some_and(|a| a.port() != 0 && a == self.http_listen)
+        {
+            return invalid("admin-listen", "must differ from http-listen");
         }
         Ok(())
     }
@@ -153,6 +164,7 @@ impl EdgeConfig {
 pub struct Edge {
     cfg: EdgeConfig,
     http: TcpListener,
+    admin: Option<TcpListener>,
     state: Arc<http::HttpState>,
 }
 
@@ -174,8 +186,32 @@ impl Edge {
                     addr: cfg.http_listen,
                     source,
                 })?;
+        let admin = match cfg.admin_listen {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ConfigError::Bind {
+                            what: "admin",
+                            addr,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         let state = cfg.build_state(registry, upstream);
-        Ok(Self { cfg, http, state })
+        Ok(Self {
+            cfg,
+            http,
+            admin,
+            state,
+        })
+    }
+
+    /// The admin address actually bound, when there is an admin port.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The HTTP address actually bound.
@@ -192,9 +228,26 @@ impl Edge {
     /// `drain_delay`, stop accepting, let in-flight requests finish within the drain
     /// grace (their subscriptions keep running meanwhile), then end every subscription.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Self { cfg, http, state } = self;
+        let Self {
+            cfg,
+            http,
+            admin,
+            state,
+        } = self;
         tracing::info!(http = %http.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            "edge listening");
+            admin = ?admin.as_ref().and_then(|a| a.local_addr().ok()), "edge listening");
+        // The admin port lives until the very end, so /metrics and /readyz tell the
+        // drain's story; its own small limits: operators and scrapers, not viewers.
+        let admin_token = CancellationToken::new();
+        let admin_task = admin.map(|listener| {
+            let admin_state = state.clone();
+            tokio::spawn(ferrocast_runtime::http::serve(
+                listener,
+                move |req| http::admin(admin_state.clone(), req),
+                ferrocast_runtime::respond::admin_limits(&cfg.http),
+                admin_token.clone(),
+            ))
+        });
         let http_token = CancellationToken::new();
         let handler_state = state.clone();
         let http_task = tokio::spawn(ferrocast_runtime::http::serve(
@@ -219,6 +272,10 @@ impl Edge {
         http_token.cancel();
         let _ = http_task.await;
         state.streams.shutdown().await;
+        admin_token.cancel();
+        if let Some(t) = admin_task {
+            let _ = t.await;
+        }
         tracing::info!("edge stopped");
     }
 }

@@ -457,7 +457,14 @@ async fn page_admin_and_metrics_are_served() {
         "GET, HEAD, OPTIONS"
     );
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (_, _, body) = get(&state, "/metrics").await;
+    // Metrics are the admin port's, not the viewers'.
+    assert_eq!(get(&state, "/metrics").await.0, StatusCode::NOT_FOUND);
+    let resp = crate::http::respond_admin(&state, &Method::GET, "/metrics");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
     let text = String::from_utf8_lossy(&body);
     for needle in [
         "ferrocast_edge_http_requests_total{kind=\"playlist\",status=\"200\"} 1",

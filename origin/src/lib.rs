@@ -27,6 +27,10 @@ pub struct OriginConfig {
     pub rtmp_listen: SocketAddr,
     /// HTTP listen address (default 0.0.0.0:8081).
     pub http_listen: SocketAddr,
+    /// Admin HTTP listen address: `/metrics`, `/healthz`, `/readyz` and every stream on
+    /// `/api/streams`, kept off the HTTP port (default: none here; the `ferrocast
+    /// origin` command's default is 0.0.0.0:9081).
+    pub admin_listen: Option<SocketAddr>,
     /// RTMP limits and deadlines.
     pub ingest: ingest::IngestConfig,
     /// Packaging, grace period and stream limits.
@@ -63,6 +67,7 @@ impl Default for OriginConfig {
         Self {
             rtmp_listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            admin_listen: None,
             quic_listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
             ingest: Default::default(),
             streams: Default::default(),
@@ -103,6 +108,12 @@ impl OriginConfig {
         if let Some(a) = &self.admission {
             a.validate()?;
         }
+        if self
+            .admin_listen
+            .is_some_and(|a| a.port() != 0 && a == self.http_listen)
+        {
+            return invalid("admin-listen", "must differ from http-listen");
+        }
         Ok(())
     }
 }
@@ -114,6 +125,7 @@ pub struct Origin {
     rtmp: TcpListener,
     rtmps: Option<TcpListener>,
     http: TcpListener,
+    admin: Option<TcpListener>,
     quic: Option<quinn::Endpoint>,
     streams: Arc<stream::Streams>,
     state: Arc<serve::HttpState>,
@@ -171,6 +183,20 @@ impl Origin {
                     addr: cfg.http_listen,
                     source,
                 })?;
+        let admin = match cfg.admin_listen {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ConfigError::Bind {
+                            what: "admin",
+                            addr,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         let metrics = Arc::new(metrics::OriginMetrics::new());
         metrics.register(&registry);
         let streams = stream::Streams::new(cfg.streams.clone(), metrics.clone());
@@ -205,6 +231,7 @@ impl Origin {
             rtmp,
             rtmps,
             http,
+            admin,
             quic,
             streams,
             state,
@@ -224,6 +251,11 @@ impl Origin {
     /// The HTTP address actually bound.
     pub fn http_addr(&self) -> SocketAddr {
         self.http.local_addr().unwrap_or(self.cfg.http_listen)
+    }
+
+    /// The admin address actually bound, when there is an admin port.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The QUIC (relay) address actually bound, when the relay runs.
@@ -250,6 +282,7 @@ impl Origin {
             rtmp,
             rtmps,
             http,
+            admin,
             quic,
             streams,
             state,
@@ -264,6 +297,18 @@ impl Origin {
             cfg.http.clone(),
             http_token.clone(),
         ));
+        // The admin port lives until the very end, so /metrics and /readyz tell the
+        // drain's story.
+        let admin_token = CancellationToken::new();
+        let admin_task = admin.map(|listener| {
+            let admin_state = state.clone();
+            tokio::spawn(ferrocast_runtime::http::serve(
+                listener,
+                move |req| serve::admin(admin_state.clone(), req),
+                ferrocast_runtime::respond::admin_limits(&cfg.http),
+                admin_token.clone(),
+            ))
+        });
         let relay_token = CancellationToken::new();
         let relay_task = quic.map(|ep| {
             tokio::spawn(relay::serve(
@@ -295,6 +340,10 @@ impl Origin {
         // Edges last: they resubscribe elsewhere once this origin is gone.
         relay_token.cancel();
         if let Some(t) = relay_task {
+            let _ = t.await;
+        }
+        admin_token.cancel();
+        if let Some(t) = admin_task {
             let _ = t.await;
         }
         tracing::info!("origin stopped");

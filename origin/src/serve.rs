@@ -1,11 +1,13 @@
 //! Origin HTTP: playlists (with LL-HLS blocking reload and delta updates), init
-//! segments, segments and parts, the player page, `/api/streams`, and the admin
-//! endpoints. Every status code decision is made here, in one place.
+//! segments, segments and parts, the player page, the probes and `/api/streams` (open
+//! streams only) on the HTTP port; `/metrics`, the probes and every stream on the admin
+//! port ([`admin`]). Every status code decision is made here, in one place.
 //!
 //! Viewers reach this port too (directly, or through anything that can reach the pod),
 //! so every request first passes the same playback gate as at an edge
 //! ([`ferrocast_agent::access`]): a token-protected stream is refused without a valid
 //! playback token, and every stream is refused until the controller's first snapshot.
+//! What a protected stream sends is `Cache-Control: private`.
 
 use crate::metrics::{OriginMetrics, RequestLabels};
 use crate::package::{PartLookup, Snapshot};
@@ -52,28 +54,53 @@ pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
 }
 
 async fn route(state: &HttpState, req: &Request) -> (&'static str, Response) {
-    let path = match state.access.gate(req.uri()) {
-        Ok(admitted) => admitted.path,
+    let query = req.uri().query().unwrap_or("");
+    let (path, token) = match state.access.gate(req.uri()) {
+        Ok(admitted) => (admitted.path, admitted.token),
         Err(denied) => return ("denied", *denied),
     };
     let path = path.as_ref();
     let ready = state.ready.load(Ordering::Relaxed);
-    if let Some(handled) = respond::common(
-        req.method(),
-        path,
-        ready,
-        &state.registry,
-        crate::stream::valid_key,
-    ) {
+    if let Some(handled) = respond::viewer(req.method(), path, ready, crate::stream::valid_key) {
         return handled;
     }
     if path == "/api/streams" {
-        return ("api", api_streams(&state.streams));
+        // Viewers learn of the streams anyone may watch, and nothing of the others.
+        let list = api_streams(&state.streams, |name| state.access.is_public(name));
+        return ("api", respond::admin_only(list));
     }
     match path.strip_prefix("/live/") {
-        Some(rest) => serve_live(state, rest, req.uri().query().unwrap_or("")).await,
+        Some(rest) => {
+            let (kind, mut resp) = serve_live(state, rest, query).await;
+            let stream = rest.split('/').next().unwrap_or("");
+            if token.is_some() || !state.access.is_public(stream) {
+                respond::make_private(&mut resp);
+            }
+            (kind, resp)
+        }
         None => ("other", error(StatusCode::NOT_FOUND, "not found")),
     }
+}
+
+/// Serves the admin port (`--admin-listen`): `/metrics`, `/healthz`, `/readyz`, and
+/// `/api/streams` with every stream, for operators and their monitoring.
+pub async fn admin(state: Arc<HttpState>, req: Request) -> Response {
+    let ready = state.ready.load(Ordering::Relaxed);
+    let path = req.uri().path();
+    let (kind, resp) = match respond::admin(req.method(), path, ready, &state.registry) {
+        Some(handled) => handled,
+        None if path == "/api/streams" => ("api", api_streams(&state.streams, |_| true)),
+        None => ("other", error(StatusCode::NOT_FOUND, "not found")),
+    };
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            kind,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    respond::admin_only(resp)
 }
 
 /// How long a blocking request may be held: about three target durations
@@ -264,10 +291,12 @@ async fn part(stream: &Stream, msn: u64, i: u32) -> Response {
     }
 }
 
-fn api_streams(streams: &Streams) -> Response {
+/// The streams `listed` keeps, as JSON.
+fn api_streams(streams: &Streams, listed: impl Fn(&str) -> bool) -> Response {
     let list: Vec<serde_json::Value> = streams
         .list()
         .iter()
+        .filter(|s| listed(s.name()))
         .map(|s| {
             let snap = s.snapshot();
             serde_json::json!({

@@ -73,7 +73,8 @@ pub struct AdmissionConfig {
     /// `https://`: PEM CA certificate(s) the webhook's certificate must chain to; the
     /// system bundle ([`crate::tls::SYSTEM_CA_BUNDLE`]) when unset.
     pub ca: Option<PathBuf>,
-    /// The whole exchange (connect, request, answer) must finish within this.
+    /// The whole exchange (connect, request, answer) must finish within this; a call
+    /// may first wait as long for a free slot ([`AdmissionConfig::max_in_flight`]).
     pub timeout: Duration,
     /// What an error means.
     pub fail: FailMode,
@@ -89,9 +90,14 @@ pub struct AdmissionConfig {
     /// (its first address); the peer address when unset, absent or unparsable.
     pub client_ip_header: Option<http::HeaderName>,
     /// Most webhook calls in flight at once from this node: a flood of distinct viewers
-    /// (or of made-up credentials) waits for a slot within the timeout, then follows the
-    /// fail mode, instead of becoming a flood at the operator's webhook.
+    /// (or of made-up credentials) waits for a slot within the timeout, then is refused
+    /// as busy (never allowed, whatever the fail mode), instead of becoming a flood at the
+    /// operator's webhook.
     pub max_in_flight: usize,
+    /// Most of those calls for one client (an IPv4 address, an IPv6 /64): one client
+    /// making up credentials cannot take every slot from the others; its calls past
+    /// this share are refused as busy at once.
+    pub max_in_flight_per_client: usize,
 }
 
 impl std::fmt::Debug for AdmissionConfig {
@@ -107,6 +113,7 @@ impl std::fmt::Debug for AdmissionConfig {
             .field("node", &self.node)
             .field("client_ip_header", &self.client_ip_header)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_in_flight_per_client", &self.max_in_flight_per_client)
             .finish()
     }
 }
@@ -125,6 +132,7 @@ impl AdmissionConfig {
             node: node.into(),
             client_ip_header: None,
             max_in_flight: 256,
+            max_in_flight_per_client: 16,
         }
     }
 
@@ -190,6 +198,9 @@ impl AdmissionConfig {
         if self.cache_entries == 0 {
             return invalid("admission-cache-entries", "must be at least 1");
         }
+        if self.max_in_flight == 0 || self.max_in_flight_per_client == 0 {
+            return invalid("admission-max-in-flight", "must be at least 1");
+        }
         if self.secret.as_ref().is_some_and(|s| s.is_empty()) {
             return invalid("admission-secret", "must not be empty");
         }
@@ -249,6 +260,11 @@ pub enum Source {
     Webhook,
     /// The webhook could not answer; the fail mode decided.
     Fallback,
+    /// The webhook was not asked: every call slot (or this client's share of them) was
+    /// taken. Always a deny, whatever the fail mode, so that a flood of made-up
+    /// credentials cannot turn `fail: open` into "allow everyone"; not worth keeping
+    /// (the client may try again at once).
+    Busy,
 }
 
 /// A verdict and its source.
@@ -278,7 +294,7 @@ fn duration_histogram() -> Histogram {
 }
 
 /// The webhook client of one node, with its metrics:
-/// `ferrocast_admission_requests_total{action,result}` (result: allow, deny, error) and
+/// `ferrocast_admission_requests_total{action,result}` (result: allow, deny, error, busy) and
 /// `ferrocast_admission_request_duration_seconds{action}`.
 #[derive(Debug, Clone)]
 pub struct Admission {
@@ -287,6 +303,63 @@ pub struct Admission {
     metrics: AdmissionMetrics,
     /// Slots for calls in flight ([`AdmissionConfig::max_in_flight`]).
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Calls in flight (or waiting for a slot) per client
+    /// ([`AdmissionConfig::max_in_flight_per_client`]); an entry lives while its count
+    /// is above zero, so the map holds at most one entry per call in flight.
+    per_client: Arc<std::sync::Mutex<std::collections::HashMap<ClientKey, usize>>>,
+}
+
+/// Whom a per-client share is counted for: an IPv4 address, or an IPv6 /64 (one
+/// subscriber usually holds a whole /64, and could otherwise take a new address per
+/// call); `None` for a client of unknown address (all of those share one share).
+type ClientKey = Option<IpAddr>;
+
+fn client_key(ip: Option<IpAddr>) -> ClientKey {
+    ip.map(|ip| match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
+    })
+}
+
+/// One call counted in its client's share until dropped.
+struct ClientShare {
+    map: Arc<std::sync::Mutex<std::collections::HashMap<ClientKey, usize>>>,
+    key: ClientKey,
+}
+
+impl ClientShare {
+    /// Counts a call for `key`, unless its share of `limit` calls is used up.
+    fn take(
+        map: &Arc<std::sync::Mutex<std::collections::HashMap<ClientKey, usize>>>,
+        key: ClientKey,
+        limit: usize,
+    ) -> Option<Self> {
+        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(key).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            map: map.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for ClientShare {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// The webhook's metrics, one set per process (shared by a standalone's origin and edge).
@@ -307,9 +380,6 @@ enum CallError {
     Tls(String),
     #[error("answered {0}")]
     Status(http::StatusCode),
-    /// Every slot was taken by other calls for the whole timeout.
-    #[error("too many webhook calls in flight")]
-    Busy,
 }
 
 /// Spawns the client's connection tasks on the runtime the client was made on: calls
@@ -355,7 +425,7 @@ impl Admission {
             };
             r.register(
                 "ferrocast_admission_requests",
-                "Admission webhook decisions by action and result (allow, deny, error)",
+                "Admission webhook decisions by action and result (allow, deny, error, busy)",
                 m.requests.clone(),
             );
             r.register(
@@ -367,6 +437,7 @@ impl Admission {
         });
         Self {
             in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight.max(1))),
+            per_client: Default::default(),
             cfg: Arc::new(cfg),
             client,
             metrics,
@@ -379,7 +450,9 @@ impl Admission {
     }
 
     /// Asks the webhook about `stream` for `client_ip`; never fails: an error becomes
-    /// the fail mode's verdict (and is logged).
+    /// the fail mode's verdict (and is logged), and a call that finds no free slot
+    /// within the timeout, or whose client already has its share of calls in flight, is
+    /// a [`Source::Busy`] deny whatever the fail mode.
     pub async fn check(
         &self,
         action: Action,
@@ -395,32 +468,32 @@ impl Admission {
             query,
             node: &self.cfg.node,
         };
-        let started = tokio::time::Instant::now();
-        // Waiting for a slot counts against the timeout.
-        let calling = std::sync::atomic::AtomicBool::new(false);
-        let call = async {
-            let _slot = self
-                .in_flight
-                .acquire()
-                .await
-                .map_err(|_| CallError::Busy)?;
-            calling.store(true, std::sync::atomic::Ordering::Relaxed);
-            self.call(&req).await
+        let Some(_share) = ClientShare::take(
+            &self.per_client,
+            client_key(client_ip),
+            self.cfg.max_in_flight_per_client.max(1),
+        ) else {
+            return self.busy(action, stream);
         };
-        let out = tokio::time::timeout(self.cfg.timeout, call)
+        // A slot is waited for within the timeout, then the call has the whole timeout
+        // of its own: a call that got its slot at the last moment is still asked, so a
+        // fallback (the fail mode) always means the webhook itself could not answer,
+        // and no slot in time always means busy. A viewer waits at most twice the
+        // timeout.
+        let Ok(Ok(_slot)) = tokio::time::timeout(self.cfg.timeout, self.in_flight.acquire()).await
+        else {
+            return self.busy(action, stream);
+        };
+        let asked = tokio::time::Instant::now();
+        let out = tokio::time::timeout(self.cfg.timeout, self.call(&req))
             .await
-            .map_err(
-                |_| match calling.load(std::sync::atomic::Ordering::Relaxed) {
-                    true => CallError::Timeout(self.cfg.timeout),
-                    false => CallError::Busy,
-                },
-            );
+            .map_err(|_| CallError::Timeout(self.cfg.timeout));
         self.metrics
             .duration
             .get_or_create(&ActionLabels {
                 action: action.as_str(),
             })
-            .observe(started.elapsed().as_secs_f64());
+            .observe(asked.elapsed().as_secs_f64());
         let out = out.and_then(|r| r);
         let (result, decision) = match out {
             Ok(Verdict::Allow) => (
@@ -463,6 +536,23 @@ impl Admission {
             })
             .inc();
         decision
+    }
+
+    /// The deny of a call that found no slot: never the fail mode's allow, since slots
+    /// run out exactly when someone floods the node with made-up credentials.
+    fn busy(&self, action: Action, stream: &str) -> Decision {
+        tracing::debug!(action = action.as_str(), %stream, "admission webhook busy; refused");
+        self.metrics
+            .requests
+            .get_or_create(&OutcomeLabels {
+                action: action.as_str(),
+                result: "busy",
+            })
+            .inc();
+        Decision {
+            verdict: Verdict::Deny("admission webhook busy; try again".into()),
+            source: Source::Busy,
+        }
     }
 
     async fn call(&self, req: &AdmissionRequest<'_>) -> Result<Verdict, CallError> {
@@ -685,53 +775,129 @@ mod tests {
         assert_eq!(header(SIGNATURE_HEADER), format!("sha256={want}"));
     }
 
-    #[tokio::test]
-    async fn calls_in_flight_are_bounded_and_the_rest_follow_the_fail_mode() {
-        // A webhook that holds every request: counts how many it holds at once.
+    /// A webhook that accepts every connection and never answers; returns its URL and
+    /// how many connections it accepted.
+    async fn silent_webhook() -> (
+        http::Uri,
+        Arc<std::sync::atomic::AtomicUsize>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url: http::Uri = format!("http://{}/admit", listener.local_addr().unwrap())
             .parse()
             .unwrap();
-        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (h, m) = (held.clone(), most.clone());
+        let m = most.clone();
         let server = tokio::spawn(async move {
             let mut socks = Vec::new();
             loop {
                 let (sock, _) = listener.accept().await.unwrap();
-                let now = h.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                m.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
                 socks.push(sock);
+                m.fetch_max(socks.len(), std::sync::atomic::Ordering::SeqCst);
             }
         });
+        (url, most, server)
+    }
+
+    #[tokio::test]
+    async fn calls_past_the_limit_are_refused_as_busy_even_when_failing_open() {
+        let (url, most, server) = silent_webhook().await;
         let mut cfg = AdmissionConfig::new(url, "e1");
         cfg.timeout = Duration::from_millis(400);
         cfg.max_in_flight = 2;
         cfg.fail = FailMode::Open;
         cfg.validate().unwrap();
         let a = Arc::new(Admission::new(cfg, &Metrics::new()));
-        let calls: Vec<_> = (0..8)
+        let calls: Vec<_> = (0..8u8)
             .map(|i| {
                 let a = a.clone();
                 tokio::spawn(async move {
-                    a.check(Action::Play, "cam", ip(), &format!("viewer={i}"))
+                    // Eight clients, so that no per-client share is what limits them.
+                    let ip = Some([10, 0, 0, i].into());
+                    a.check(Action::Play, "cam", ip, &format!("viewer={i}"))
                         .await
                 })
             })
             .collect();
+        let mut seen = Vec::new();
         for c in calls {
             let d = tokio::time::timeout(Duration::from_secs(5), c)
                 .await
                 .expect("bounded by the timeout")
                 .unwrap();
-            // Every call failed (held, or no slot): the fail mode decided.
-            assert_eq!((d.verdict, d.source), (Verdict::Allow, Source::Fallback));
+            seen.push(d.source);
+            match d.source {
+                // Asked and never answered: an outage, which the fail mode decides.
+                Source::Fallback => assert_eq!(d.verdict, Verdict::Allow),
+                // Never asked: refused, fail mode or not.
+                Source::Busy => assert!(matches!(d.verdict, Verdict::Deny(_))),
+                Source::Webhook => panic!("the webhook never answers"),
+            }
         }
+        // Two were asked at once; when they gave up, at most two of the waiting ones
+        // (their own wait ending on the same tick) may have taken the slots over; the
+        // others were refused.
+        let asked = seen.iter().filter(|s| **s == Source::Fallback).count();
+        assert!((2..=4).contains(&asked), "{seen:?}");
+        assert!(seen.iter().filter(|s| **s == Source::Busy).count() >= 4);
         assert_eq!(
             most.load(std::sync::atomic::Ordering::SeqCst),
-            2,
-            "at most two requests reached the webhook at once"
+            asked,
+            "the asked calls reached the webhook, the refused ones did not"
         );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn one_client_gets_only_its_share_of_the_calls() {
+        let (url, most, server) = silent_webhook().await;
+        let mut cfg = AdmissionConfig::new(url, "e1");
+        cfg.timeout = Duration::from_millis(600);
+        cfg.max_in_flight = 8;
+        cfg.max_in_flight_per_client = 2;
+        cfg.fail = FailMode::Open;
+        cfg.validate().unwrap();
+        let a = Arc::new(Admission::new(cfg, &Metrics::new()));
+        // A flood from one IPv6 /64, a new address per call.
+        let flood: Vec<_> = (0..6u16)
+            .map(|i| {
+                let a = a.clone();
+                tokio::spawn(async move {
+                    let ip = Some(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, i).into());
+                    let started = tokio::time::Instant::now();
+                    let d = a
+                        .check(Action::Play, "cam", ip, &format!("made-up={i}"))
+                        .await;
+                    (d, started.elapsed())
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Another client still finds a slot: it is asked (and, unanswered, fails open).
+        let other = a.check(Action::Play, "cam", ip(), "viewer=1").await;
+        assert_eq!(
+            (other.verdict, other.source),
+            (Verdict::Allow, Source::Fallback)
+        );
+        let mut busy = 0;
+        for c in flood {
+            let (d, took) = tokio::time::timeout(Duration::from_secs(5), c)
+                .await
+                .expect("bounded")
+                .unwrap();
+            if d.source == Source::Busy {
+                busy += 1;
+                assert!(matches!(d.verdict, Verdict::Deny(_)));
+                assert!(
+                    took < Duration::from_millis(300),
+                    "refused at once: {took:?}"
+                );
+            }
+        }
+        assert_eq!(busy, 4, "two calls of the /64 asked, four refused");
+        assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 3);
+        // Every share is given back.
+        assert!(a.per_client.lock().unwrap().is_empty());
         server.abort();
     }
 

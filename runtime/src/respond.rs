@@ -179,12 +179,28 @@ fn cors_preflight() -> Response {
 /// Answers what every node answers alike: CORS preflight, methods other than GET/HEAD,
 /// admin endpoints and the player page. Returns the request kind (for metrics) and the
 /// response, or `None` for paths the node serves itself (`/live/…`, `/api/…`).
-/// `valid_stream` says whether `/watch/{name}` names a possible stream.
+/// `valid_stream` says whether `/watch/{name}` names a possible stream. For a port
+/// that only operators reach (the controller's HTTP port); viewer ports use [`viewer`].
 pub fn common(
     method: &Method,
     path: &str,
     ready: bool,
     registry: &Metrics,
+    valid_stream: impl Fn(&str) -> bool,
+) -> Option<(&'static str, Response)> {
+    if path == "/metrics" && (method == Method::GET || method == Method::HEAD) {
+        return Some(("admin", metrics(registry)));
+    }
+    viewer(method, path, ready, valid_stream)
+}
+
+/// [`common`] for a viewer port: the probes (`/healthz`, `/readyz`) and the player page,
+/// but not `/metrics`, whose stream names and counters are for operators (it is served on
+/// the admin port, [`admin`]).
+pub fn viewer(
+    method: &Method,
+    path: &str,
+    ready: bool,
     valid_stream: impl Fn(&str) -> bool,
 ) -> Option<(&'static str, Response)> {
     if method == Method::OPTIONS {
@@ -198,20 +214,7 @@ pub fn common(
     }
     let page = |bytes, ty| Some(("page", static_asset(bytes, ty)));
     match path {
-        "/healthz" => Some(("admin", text(StatusCode::OK, "ok\n"))),
-        "/readyz" if ready => Some(("admin", text(StatusCode::OK, "ready\n"))),
-        "/readyz" => Some((
-            "admin",
-            text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        )),
-        "/metrics" => Some((
-            "admin",
-            ok(
-                Bytes::from(registry.render()),
-                crate::metrics::CONTENT_TYPE,
-                "no-store",
-            ),
-        )),
+        "/healthz" | "/readyz" => probe(path, ready),
         "/" | "/index.html" => page(INDEX_HTML, "text/html; charset=utf-8"),
         "/assets/hls.min.js" => page(HLS_JS, "text/javascript; charset=utf-8"),
         "/assets/hls.js.LICENSE" => page(HLS_JS_LICENSE, "text/plain; charset=utf-8"),
@@ -221,6 +224,98 @@ pub fn common(
             None => None,
         },
     }
+}
+
+fn probe(path: &str, ready: bool) -> Option<(&'static str, Response)> {
+    match path {
+        "/healthz" => Some(("admin", text(StatusCode::OK, "ok\n"))),
+        "/readyz" if ready => Some(("admin", text(StatusCode::OK, "ready\n"))),
+        "/readyz" => Some((
+            "admin",
+            text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        )),
+        _ => None,
+    }
+}
+
+fn metrics(registry: &Metrics) -> Response {
+    ok(
+        Bytes::from(registry.render()),
+        crate::metrics::CONTENT_TYPE,
+        "no-store",
+    )
+}
+
+/// The admin port's common routes (`--admin-listen`): `/metrics`, `/healthz`,
+/// `/readyz`, and 405 for methods other than GET/HEAD; `None` for the node's own admin
+/// paths (`/api/streams`). Its responses carry no CORS headers: no web page of any
+/// origin is meant to read them ([`admin_only`]).
+pub fn admin(
+    method: &Method,
+    path: &str,
+    ready: bool,
+    registry: &Metrics,
+) -> Option<(&'static str, Response)> {
+    if method != Method::GET && method != Method::HEAD {
+        let r = error(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+        return Some(("admin", admin_only(r)));
+    }
+    let r = match path {
+        "/metrics" => Some(("admin", metrics(registry))),
+        _ => probe(path, ready),
+    };
+    r.map(|(k, r)| (k, admin_only(r)))
+}
+
+/// The admin port's server limits, from the viewer port's: the same timeouts, few
+/// connections (operators and scrapers, not viewers), plain HTTP (the viewer
+/// certificate is for viewers' names), on the node's runtime (no I/O threads of its own).
+pub fn admin_limits(viewer: &crate::http::ServerLimits) -> crate::http::ServerLimits {
+    crate::http::ServerLimits {
+        max_connections: 64,
+        tls: None,
+        io_threads: None,
+        ..viewer.clone()
+    }
+}
+
+/// `resp` without its CORS headers (admin answers, and viewer-port answers no other
+/// site's page should read, such as `/api/streams`).
+pub fn admin_only(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+    h.remove(header::ACCESS_CONTROL_EXPOSE_HEADERS);
+    resp
+}
+
+/// `Cache-Control` of an answer that only its requester may keep: objects of a stream
+/// that needs a token (or an admission webhook's yes) must not be kept by a shared cache,
+/// which might ignore the query (`?token=`) and serve them to anyone.
+pub const CACHE_PRIVATE: &str = "private, max-age=86400, immutable";
+/// A protected stream's playlists ([`make_private`]).
+pub const CACHE_PLAYLIST_PRIVATE: &str = "private, no-cache";
+
+/// Turns a shareable `Cache-Control` of `resp` into one for the viewer's own cache only:
+/// `public, …` becomes `private, …` (the same lifetime), a playlist's `no-cache` becomes
+/// `private, no-cache` (a shared cache may otherwise store it and revalidate it for
+/// anyone); `no-store` is kept as it is.
+pub fn make_private(resp: &mut Response) {
+    let h = resp.headers_mut();
+    let private = match h.get(header::CACHE_CONTROL).map(HeaderValue::as_bytes) {
+        Some(v) if v == CACHE_IMMUTABLE.as_bytes() => HeaderValue::from_static(CACHE_PRIVATE),
+        Some(v) if v == CACHE_PLAYLIST.as_bytes() => {
+            HeaderValue::from_static(CACHE_PLAYLIST_PRIVATE)
+        }
+        Some(v) if v.starts_with(b"public") => {
+            let rest = String::from_utf8_lossy(&v[b"public".len()..]).into_owned();
+            match HeaderValue::try_from(format!("private{rest}")) {
+                Ok(v) => v,
+                Err(_) => HeaderValue::from_static("private"),
+            }
+        }
+        _ => return,
+    };
+    h.insert(header::CACHE_CONTROL, private);
 }
 
 #[cfg(test)]
@@ -250,6 +345,46 @@ mod tests {
         assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         assert_eq!(r.headers()[header::CONTENT_LENGTH], "3");
         assert_eq!(r.headers()[header::CACHE_CONTROL], CACHE_IMMUTABLE);
+    }
+
+    #[test]
+    fn metrics_are_served_on_the_admin_port_only() {
+        let reg = Metrics::new();
+        let any = |_: &str| true;
+        assert!(viewer(&Method::GET, "/metrics", true, any).is_none());
+        let (_, r) = viewer(&Method::GET, "/healthz", true, any).expect("probe");
+        assert_eq!(r.status(), StatusCode::OK);
+        let (_, r) = admin(&Method::GET, "/metrics", true, &reg).expect("metrics");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none());
+        let (_, r) = admin(&Method::GET, "/readyz", false, &reg).expect("probe");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let (_, r) = admin(&Method::POST, "/metrics", true, &reg).expect("405");
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(admin(&Method::GET, "/api/streams", true, &reg).is_none());
+        assert!(admin(&Method::GET, "/", true, &reg).is_none());
+        // The controller's operator-only port keeps /metrics.
+        let (_, r) = common(&Method::GET, "/metrics", true, &reg, any).expect("metrics");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn private_objects_keep_their_lifetime_for_the_viewer_only() {
+        let mut r = media(Bytes::from_static(b"x"));
+        make_private(&mut r);
+        assert_eq!(r.headers()[header::CACHE_CONTROL], CACHE_PRIVATE);
+        let mut r = static_asset(b"x", "text/plain");
+        make_private(&mut r);
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "private, max-age=300");
+        let mut r = playlist(Bytes::from_static(b"#EXTM3U\n"));
+        make_private(&mut r);
+        assert_eq!(r.headers()[header::CACHE_CONTROL], CACHE_PLAYLIST_PRIVATE);
+        let mut r = text(StatusCode::OK, "ok");
+        make_private(&mut r);
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
     }
 
     #[test]

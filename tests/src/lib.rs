@@ -140,6 +140,9 @@ pub struct Node {
     pub rtmp: SocketAddr,
     /// HTTP address.
     pub http: SocketAddr,
+    /// Admin address (`/metrics`, the probes, every stream on `/api/streams`): a free
+    /// port of its own for origins, edges and standalone; a controller's HTTP port.
+    pub admin: SocketAddr,
     /// Where logs go.
     pub dir: TempDir,
 }
@@ -156,6 +159,7 @@ impl Node {
         let dir = TempDir::new(role);
         let rtmp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin = admin_addr(role, http, extra);
         let mut cmd = Command::new(ferrocast_bin());
         cmd.arg(role)
             .args([
@@ -164,6 +168,7 @@ impl Node {
                 "--http-listen",
                 &http.to_string(),
             ])
+            .args(admin_flag(role, admin, extra))
             .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1");
@@ -182,6 +187,7 @@ impl Node {
             proc,
             rtmp,
             http,
+            admin,
             dir,
         };
         node.wait_ready(Duration::from_secs(20));
@@ -252,11 +258,45 @@ impl Node {
         );
     }
 
+    /// Fetches a path on the node's admin port.
+    pub fn admin_get(&self, path: &str) -> HttpResponse {
+        http_get(self.admin, path, Duration::from_secs(15))
+            .unwrap_or_else(|e| panic!("GET {path} on the admin port: {e}"))
+    }
+
+    /// The node's `/metrics` (on its admin port).
+    pub fn metrics_text(&self) -> String {
+        let r = self.admin_get("/metrics");
+        assert_eq!(r.status, 200, "/metrics on the admin port: {}", r.text());
+        r.text()
+    }
+
     /// A metric's value summed over all label sets (0 when absent).
     pub fn metric(&self, name: &str) -> f64 {
-        let text = self.get("/metrics").text();
-        metric_value(&text, name)
+        metric_value(&self.metrics_text(), name)
     }
+}
+
+/// The admin address of a `role` node started with `args`: the one `--admin-listen`
+/// in `args` names, else a free loopback port (a controller's admin port is its HTTP
+/// port, `http`).
+fn admin_addr(role: &str, http: SocketAddr, args: &[impl AsRef<str>]) -> SocketAddr {
+    if role == "controller" {
+        return http;
+    }
+    args.iter()
+        .position(|a| a.as_ref() == "--admin-listen")
+        .and_then(|i| args.get(i + 1))
+        .map(|a| a.as_ref().parse().expect("--admin-listen HOST:PORT"))
+        .unwrap_or_else(free_addr)
+}
+
+/// `--admin-listen ADMIN` for a node that has an admin port and was not given one.
+fn admin_flag(role: &str, admin: SocketAddr, args: &[impl AsRef<str>]) -> Vec<String> {
+    if role == "controller" || args.iter().any(|a| a.as_ref() == "--admin-listen") {
+        return Vec::new();
+    }
+    vec!["--admin-listen".to_owned(), admin.to_string()]
 }
 
 /// Sums every sample of metric `name` in Prometheus text.
@@ -670,9 +710,11 @@ impl Node {
             (true, None) => free_addr(),
             (false, _) => SocketAddr::from(([127, 0, 0, 1], 0)),
         };
+        let admin = admin_addr(&spec.role, http, &spec.args);
         let mut cmd = Command::new(ferrocast_bin());
         cmd.arg(&spec.role)
-            .args(["--http-listen", &http.to_string()]);
+            .args(["--http-listen", &http.to_string()])
+            .args(admin_flag(&spec.role, admin, &spec.args));
         if has_rtmp {
             cmd.args(["--rtmp-listen", &rtmp.to_string()]);
         }
@@ -693,6 +735,7 @@ impl Node {
             proc,
             rtmp,
             http,
+            admin,
             dir,
         }
     }
@@ -700,7 +743,7 @@ impl Node {
     /// The sum of metric `name` over the label sets that contain every `label="value"`
     /// pair of `labels` (0 when absent).
     pub fn metric_with(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        metric_value_with(&self.get("/metrics").text(), name, labels)
+        metric_value_with(&self.metrics_text(), name, labels)
     }
 }
 

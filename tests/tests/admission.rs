@@ -677,3 +677,174 @@ fn a_webhook_certificate_from_another_ca_is_an_error_that_follows_the_fail_mode(
     assert_eq!(handshakes, 0);
     assert!(refused >= 2, "{refused} refused handshakes");
 }
+
+/// `ferrocast ctl --json ARGS` against the controller at `grpc`; its JSON output.
+fn ctl_json(grpc: SocketAddr, args: &[&str]) -> serde_json::Value {
+    let out = ferrocast_tests::run_with_timeout(
+        std::process::Command::new(ferrocast_tests::ferrocast_bin())
+            .args(["ctl", "--json", "--controller", &format!("http://{grpc}")])
+            .args(args),
+        Duration::from_secs(20),
+    );
+    assert!(
+        out.status.success(),
+        "ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ctl prints JSON")
+}
+
+#[test]
+fn the_webhook_is_told_the_token_the_edge_checked_and_two_credentials_are_refused() {
+    let hook = Webhook::start();
+    let grpc = ferrocast_tests::free_addr();
+    let grpc_flag = grpc.to_string();
+    let node = hooked(
+        "standalone",
+        "standalone",
+        "s1",
+        &hook.url(),
+        &["--grpc-listen", &grpc_flag],
+    );
+    let _pub = publish(&node, "cam", "ffmpeg");
+    node.wait_live("cam", Duration::from_secs(30));
+    ctl_json(grpc, &["signing-keys", "create", "--purpose", "play"]);
+    ctl_json(grpc, &["playback", "cam", "--require-token"]);
+    let good = ctl_json(
+        grpc,
+        &["token", "issue", "cam", "--purpose", "play", "--ttl", "10m"],
+    )["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(&node, "/live/cam/index.m3u8") != 403 {
+        assert!(Instant::now() < deadline, "the policy reaches the edge");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let before = hook.calls("play", "");
+    // A checked token in the path with another one in the query (which the webhook,
+    // reading the query, would have taken for the viewer's), the parameter twice, or a
+    // name that decodes to `token`: 400, and the webhook is not asked.
+    for path in [
+        format!("/t/{good}/live/cam/index.m3u8?token=mallory"),
+        format!("/live/cam/index.m3u8?token={good}&token=mallory"),
+        format!("/live/cam/index.m3u8?token=mallory&token={good}"),
+        format!("/live/cam/index.m3u8?token={good}&tok%65n=mallory"),
+        format!("/live/cam/index.m3u8?token={good}&Token=mallory"),
+    ] {
+        let r = http_get(node.http, &path, Duration::from_secs(5)).expect("answer");
+        assert_eq!(r.status, 400, "{path}");
+        assert!(r.text().contains("token"), "a clear reason: {}", r.text());
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+    }
+    assert_eq!(
+        hook.calls("play", ""),
+        before,
+        "nothing reached the webhook"
+    );
+
+    // One token, in the path: the webhook is told exactly that one (first, as
+    // `token=`), with the viewer's other parameters and without LL-HLS's.
+    let r = http_get(
+        node.http,
+        &format!("/t/{good}/live/cam/index.m3u8?user=ann&_HLS_skip=YES"),
+        Duration::from_secs(5),
+    )
+    .expect("playlist");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        hook.last("play")["query"],
+        format!("token={good}&user=ann"),
+        "the webhook saw the checked token"
+    );
+    // The same token in the query is the same viewer: no second call.
+    assert_eq!(
+        status(
+            &node,
+            &format!("/live/cam/index.m3u8?user=ann&token={good}")
+        ),
+        200
+    );
+    assert_eq!(hook.calls("play", ""), before + 1);
+    // A refused token is refused before the webhook is asked.
+    assert_eq!(
+        status(&node, "/t/k1.9999999999.forged/live/cam/index.m3u8"),
+        403
+    );
+    assert_eq!(hook.calls("play", ""), before + 1);
+}
+
+#[test]
+fn under_fail_open_a_flood_of_made_up_credentials_is_refused_past_its_share_never_allowed() {
+    let hook = Webhook::start();
+    let node = hooked(
+        "standalone",
+        "standalone",
+        "s1",
+        &hook.url(),
+        &[
+            "--admission-fail",
+            "open",
+            "--admission-timeout",
+            "1.5",
+            "--admission-cache-ttl",
+            "60",
+        ],
+    );
+    let _pub = publish(&node, "cam", "ffmpeg");
+    node.wait_live("cam", Duration::from_secs(30));
+    // A viewer admitted before the flood.
+    assert_eq!(status(&node, "/t/ann/live/cam/index.m3u8"), 200);
+
+    // The webhook hangs; one client sends 48 made-up credentials at once.
+    hook.set_delay(Duration::from_secs(5));
+    let started = Instant::now();
+    let flood: Vec<_> = (0..48)
+        .map(|i| {
+            let addr = node.http;
+            std::thread::spawn(move || {
+                let path = format!("/t/made-up-{i}/live/cam/index.m3u8");
+                let r = http_get(addr, &path, Duration::from_secs(10));
+                r.map(|r| (r.status, r.header("retry-after").map(str::to_owned)))
+                    .unwrap_or((0, None))
+            })
+        })
+        .collect();
+    // Meanwhile the admitted viewer is served from its cached decision.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(status(&node, "/t/ann/live/cam/index.m3u8"), 200);
+    let answers: Vec<_> = flood
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect();
+    assert!(started.elapsed() < Duration::from_secs(8), "bounded");
+    let allowed = answers.iter().filter(|a| a.0 == 200).count();
+    let busy = answers
+        .iter()
+        .filter(|a| a.0 == 503 && a.1.as_deref() == Some("1"))
+        .count();
+    // Rule: at most 16 webhook calls per client address at once. Those were asked and
+    // timed out, an outage the fail mode decides (open); every call past the share
+    // was never asked and is refused, whatever the fail mode.
+    assert!(allowed <= 16, "{answers:?}");
+    assert_eq!(allowed + busy, 48, "{answers:?}");
+    assert!(busy >= 32, "{answers:?}");
+    assert!(
+        node.metric_with(
+            "ferrocast_admission_requests_total",
+            &[("action", "play"), ("result", "busy")]
+        ) >= busy as f64
+    );
+    // A refusal is not remembered: once the calls are back, the next try is asked.
+    hook.set_delay(Duration::ZERO);
+    let refused = answers
+        .iter()
+        .position(|a| a.0 == 503)
+        .expect("a refused one");
+    assert_eq!(
+        status(&node, &format!("/t/made-up-{refused}/live/cam/index.m3u8")),
+        200
+    );
+}

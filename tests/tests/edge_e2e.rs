@@ -143,7 +143,7 @@ fn quiet_relay_sample(origin: &Node, key: &str) -> RelaySample {
         assert_eq!(made.status, 200, "{}", made.text());
         let last = *listed_parts(&made.text()).last().expect("parts listed");
         std::thread::sleep(Duration::from_millis(80));
-        let text = origin.get("/metrics").text();
+        let text = origin.admin_get("/metrics").text();
         let after = origin.get(&pl).text();
         if listed_parts(&after).last() != Some(&last) {
             continue; // a newer part raced the read; try the next one

@@ -41,6 +41,7 @@ fn edge_serves_https_with_alpn_h2_and_http11() {
             "--origin-http-listen",
             &format!("127.0.0.1:{}", free_port()),
         ])
+        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
         .arg("--https-cert")
         .arg(&cert)
         .arg("--https-key")

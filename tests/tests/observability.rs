@@ -187,7 +187,7 @@ fn metrics_pass_promtool_and_cover_the_dashboard_and_alerts() {
 
     let mut all = String::new();
     for (what, n) in [("standalone", &node), ("controller", &ctl)] {
-        let r = n.get("/metrics");
+        let r = n.admin_get("/metrics");
         assert_eq!(r.status, 200, "{what} /metrics");
         let text = openmetrics_to_prometheus_text(&r.text());
         assert!(text.contains("# HELP ferrocast_"), "{what}: {text}");
@@ -588,4 +588,185 @@ fn without_an_endpoint_nothing_is_exported_and_text_logs_stay_text() {
     );
     assert!(!log.contains("exporting traces"), "{log}");
     assert!(!log.contains("trace export is off"), "{log}");
+}
+
+/// `ferrocast ctl --json ARGS` against the controller at `grpc`; its JSON output.
+fn ctl_json(grpc: SocketAddr, args: &[&str]) -> serde_json::Value {
+    let out = ferrocast_tests::run_with_timeout(
+        Command::new(ferrocast_tests::ferrocast_bin())
+            .args(["ctl", "--json", "--controller", &format!("http://{grpc}")])
+            .args(args),
+        T,
+    );
+    assert!(
+        out.status.success(),
+        "ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ctl prints JSON")
+}
+
+/// The names `/api/streams` lists.
+fn listed(body: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    v["streams"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn metrics_and_protected_streams_are_shown_on_the_admin_port_only() {
+    let grpc = free_addr();
+    let node = Node::launch(Launch::new(
+        "standalone",
+        &["--demo", "--grpc-listen", &grpc.to_string()],
+    ));
+    let playlist = node.wait_live("demo", T);
+
+    // The viewer port: probes yes, /metrics no; the admin port: all three.
+    assert_eq!(node.get("/metrics").status, 404);
+    assert_eq!(node.get("/healthz").status, 200);
+    assert_eq!(node.get("/readyz").status, 200);
+    for path in ["/metrics", "/healthz", "/readyz", "/api/streams"] {
+        let r = node.admin_get(path);
+        assert_eq!(r.status, 200, "admin {path}");
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            None,
+            "admin {path}"
+        );
+    }
+    assert!(node
+        .admin_get("/metrics")
+        .text()
+        .contains("ferrocast_edge_"));
+    assert_eq!(
+        node.admin_get("/live/demo/index.m3u8").status,
+        404,
+        "no media there"
+    );
+
+    // An open stream: listed for viewers (without CORS *), cached publicly.
+    let api = node.get("/api/streams");
+    assert_eq!(api.header("access-control-allow-origin"), None);
+    assert_eq!(listed(&api.text())[0]["name"], "demo", "{}", api.text());
+    let media = media_uris(&playlist).pop().expect("a media URI");
+    let r = node.get(&format!("/live/demo/{media}"));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("cache-control"),
+        Some("public, max-age=86400, immutable")
+    );
+    assert_eq!(
+        node.get("/live/demo/index.m3u8").header("cache-control"),
+        Some("no-cache")
+    );
+
+    // The stream needs a token from now on.
+    ctl_json(grpc, &["signing-keys", "create", "--purpose", "play"]);
+    ctl_json(grpc, &["playback", "demo", "--require-token"]);
+    let token = ctl_json(
+        grpc,
+        &[
+            "token",
+            "issue",
+            "demo",
+            "--purpose",
+            "play",
+            "--ttl",
+            "10m",
+        ],
+    )["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.get("/live/demo/index.m3u8").status != 403 {
+        assert!(Instant::now() < deadline, "the policy reaches the edge");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Viewers are no longer told it exists; operators are, marked protected.
+    let api = node.get("/api/streams").text();
+    assert!(listed(&api).is_empty(), "{api}");
+    let admin = listed(&node.admin_get("/api/streams").text());
+    assert_eq!(admin[0]["name"], "demo");
+    assert_eq!(admin[0]["protected"], true);
+    // What a token fetches is for that viewer's cache only.
+    let with_token = node.get(&format!("/t/{token}/live/demo/index.m3u8"));
+    assert_eq!(with_token.status, 200);
+    assert_eq!(
+        with_token.header("cache-control"),
+        Some("private, no-cache")
+    );
+    let media = media_uris(&with_token.text()).pop().expect("a media URI");
+    for path in [
+        format!("/t/{token}/live/demo/{media}"),
+        format!("/live/demo/{media}?token={token}"),
+    ] {
+        let r = node.get(&path);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(
+            r.header("cache-control"),
+            Some("private, max-age=86400, immutable"),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn a_refused_operator_call_is_logged_with_the_callers_address_and_counted() {
+    let grpc = free_addr();
+    let node = Node::launch(Launch::new(
+        "controller",
+        &[
+            "--grpc-listen",
+            &grpc.to_string(),
+            "--operator-token",
+            "right-token-1",
+        ],
+    ));
+    let ctl = |token: Option<&str>| {
+        let mut cmd = Command::new(ferrocast_tests::ferrocast_bin());
+        cmd.args(["ctl", "--controller", &format!("http://{grpc}")]);
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        ferrocast_tests::run_with_timeout(cmd.args(["nodes"]), T)
+    };
+    assert!(!ctl(Some("wrong-token")).status.success());
+    assert!(!ctl(None).status.success());
+    assert!(ctl(Some("right-token-1")).status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let log = node.log();
+        if let Some(l) = log
+            .lines()
+            .find(|l| l.contains("refused: operator authentication failed"))
+        {
+            break l.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no log line:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(line.contains("127.0.0.1:"), "the caller's address: {line}");
+    assert!(line.contains("wrong_token"), "{line}");
+    assert!(
+        !line.contains("wrong-token"),
+        "the token itself is never logged: {line}"
+    );
+    // The second failure, from the same address within the interval, is counted but
+    // not logged again.
+    let lines = node
+        .log()
+        .matches("refused: operator authentication failed")
+        .count();
+    assert_eq!(lines, 1, "{}", node.log());
+    for reason in ["wrong_token", "no_credential"] {
+        assert_eq!(
+            node.metric_with(
+                "ferrocast_controller_operator_auth_failures_total",
+                &[("reason", reason)]
+            ),
+            1.0,
+            "{reason}"
+        );
+    }
 }

@@ -174,7 +174,7 @@ fn closed_within(sock: &mut TcpStream, timeout: Duration) -> bool {
 }
 
 fn rejected_from_ip(node: &Node) -> f64 {
-    let text = node.get("/metrics").text();
+    let text = node.admin_get("/metrics").text();
     text.lines()
         .filter(|l| {
             l.starts_with("ferrocast_ingest_rejected_total{")
@@ -204,7 +204,7 @@ fn connections_per_ip_are_limited() {
     assert!(
         rejected_from_ip(&node) >= 2.0,
         "{}",
-        node.get("/metrics").text()
+        node.admin_get("/metrics").text()
     );
     assert_eq!(
         node.metric("ferrocast_ingest_rejected_total"),

@@ -209,7 +209,7 @@ fn closed_within(sock: &mut TcpStream, within: Duration) -> bool {
 }
 
 fn rejected(node: &Node, reason: &str) -> f64 {
-    node.get("/metrics")
+    node.admin_get("/metrics")
         .text()
         .lines()
         .filter(|l| {
@@ -371,6 +371,7 @@ fn certificates_replaced_on_disk_reach_new_handshakes_without_a_restart() {
         .args(["--http-listen", &https.to_string()])
         .args(["--origin-http-listen", &free_addr().to_string()])
         .args(["--grpc-listen", "127.0.0.1:0"])
+        .args(["--admin-listen", &free_addr().to_string()])
         .args(["--rtmps-listen", &rtmps.to_string()])
         .arg("--https-cert")
         .arg(&web_cert)
