@@ -9,6 +9,9 @@
 //! - [`Agent::watch_assignments`]: edges keep an [`AssignmentTable`] (which origin holds
 //!   each stream, under which epoch) fed by the controller's watch; the table survives
 //!   any controller outage unchanged, so the data path keeps flowing.
+//! - [`Agent::watch_access`] and [`access`]: the playback rules every viewer-serving node
+//!   (edge, and origin on its HTTP port) checks requests with, closed until the first
+//!   snapshot and never rolled back by a lagging replica.
 //!
 //! Every call follows the leader: a follower answers writes with `UNAVAILABLE` and the
 //! leader's address in the `ferrocast-leader` metadata, and the call is retried there;
@@ -581,8 +584,11 @@ impl Agent {
 
 impl Agent {
     /// Starts following the controller's access state (playback keys, stream policies,
-    /// revoked tokens): `apply` gets every snapshot. While no controller answers, the
-    /// last snapshot stays in force (the data path does not depend on the controller).
+    /// revoked tokens): `apply` gets every snapshot (for
+    /// [`access::PlaybackAccess::apply`], which ignores stale ones). While no controller
+    /// answers, or none has read the rules yet (`UNAVAILABLE`), the last snapshot stays in
+    /// force (the data path does not depend on the controller), or, before any, every
+    /// stream stays closed.
     pub fn watch_access<F>(&self, apply: F, shutdown: CancellationToken)
     where
         F: Fn(pb::AccessSnapshot) + Send + Sync + 'static,

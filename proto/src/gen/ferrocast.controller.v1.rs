@@ -962,9 +962,11 @@ pub mod node_service_client {
                 .insert(GrpcMethod::new("ferrocast.controller.v1.NodeService", "Place"));
             self.inner.unary(req, path, codec).await
         }
-        /// What edges need to check viewers with no round trip: the playback signing keys,
-        /// per-stream playback policies and revoked tokens. The whole state now, then again
-        /// (whole) after each change, so a revocation reaches every edge within a second or so.
+        /// What edges and origins need to check viewers with no round trip: the playback
+        /// signing keys, per-stream playback policies and revoked tokens. The whole state now,
+        /// then again (whole) after each change, so a revocation reaches every node within a
+        /// second or so. A replica that has not read the rules from the store yet answers
+        /// UNAVAILABLE (after a short wait) rather than an empty "everything open" snapshot.
         pub async fn watch_access(
             &mut self,
             request: impl tonic::IntoRequest<super::WatchAccessRequest>,
@@ -1676,9 +1678,11 @@ pub mod node_service_server {
             >
             + std::marker::Send
             + 'static;
-        /// What edges need to check viewers with no round trip: the playback signing keys,
-        /// per-stream playback policies and revoked tokens. The whole state now, then again
-        /// (whole) after each change, so a revocation reaches every edge within a second or so.
+        /// What edges and origins need to check viewers with no round trip: the playback
+        /// signing keys, per-stream playback policies and revoked tokens. The whole state now,
+        /// then again (whole) after each change, so a revocation reaches every node within a
+        /// second or so. A replica that has not read the rules from the store yet answers
+        /// UNAVAILABLE (after a short wait) rather than an empty "everything open" snapshot.
         async fn watch_access(
             &self,
             request: tonic::Request<super::WatchAccessRequest>,
