@@ -77,7 +77,8 @@ pub struct NodeArgs {
     #[arg(long, env = "FERROCAST_HTTP_MAX_CONNECTIONS")]
     pub http_max_connections: Option<usize>,
     /// Percent of --http-max-connections from which an address may add a connection
-    /// only below its fair share, max(1, cap / (2 x addresses connected)) (default 75).
+    /// only below its fair share, max(1, cap / (2 x addresses connected)); an IPv6 /64
+    /// counts as one address (default 75).
     #[arg(long, env = "FERROCAST_HTTP_FAIR_SHARE_FROM")]
     pub http_fair_share_from: Option<u8>,
     /// Seconds from accept to the first complete request (TLS handshake and HTTP/2

@@ -40,8 +40,9 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// From this share of `max_connections` on (percent), an address may open a new
     /// connection only below its fair share: `max(1, max_connections / (2 × addresses
-    /// connected))` (`refused_total{reason="per_address"}`). Below it, any address may
-    /// connect, so one NAT or load tool can use most of the listener on its own.
+    /// connected))` (`refused_total{reason="per_address"}`; an IPv6 /64 counts as one
+    /// address). Below it, any address may connect, so one NAT or load tool can use
+    /// most of the listener on its own.
     pub fair_share_from_percent: u8,
     /// How long in-flight requests may take to finish after shutdown starts.
     pub drain_grace: Duration,
