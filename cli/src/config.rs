@@ -334,6 +334,9 @@ pub struct Settings {
 impl Settings {
     /// Merges flags/env over the file over defaults and validates the result.
     pub fn resolve(args: NodeArgs, role: Role) -> anyhow::Result<Self> {
+        // First: the HTTP connection caps' defaults are derived from the descriptor
+        // limit, so it must be the one the node will run with.
+        ferrocast_runtime::net::raise_descriptor_limit();
         let file = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
