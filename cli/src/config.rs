@@ -958,6 +958,27 @@ mod tests {
                 "{flag}: {err:#}"
             );
         }
+        // The same keys in the file; a flag still wins.
+        let dir = std::env::temp_dir().join(format!("ferrocast-http-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "http-idle-timeout = 5\nhttp-max-header-bytes = \"64K\"\n\
+             http-listen-backlog = 1000\nhttp-send-timeout = 7\n",
+        )
+        .expect("write");
+        let f = file.to_str().expect("utf-8");
+        let s = Settings::resolve(
+            args(&["--config", f, "--http-send-timeout", "9"]),
+            Role::Origin,
+        )
+        .expect("valid");
+        assert_eq!(s.origin.http.idle_timeout, Duration::from_secs(5));
+        assert_eq!(s.origin.http.max_header_bytes, 64 * 1024);
+        assert_eq!(s.origin.http.listen_backlog, 1000);
+        assert_eq!(s.origin.http.send_timeout, Duration::from_secs(9));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
