@@ -84,7 +84,8 @@ pub struct NodeArgs {
     #[arg(long, env = "FERROCAST_HTTP_MAX_CONNECTIONS")]
     pub http_max_connections: Option<usize>,
     /// Percent of --http-max-connections from which an address may add a connection
-    /// only below its fair share, max(1, cap / (2 x addresses connected)) (default 75).
+    /// only below its fair share, max(1, cap / (2 x addresses connected)); an IPv6 /64
+    /// counts as one address (default 75).
     #[arg(long, env = "FERROCAST_HTTP_FAIR_SHARE_FROM")]
     pub http_fair_share_from: Option<u8>,
     /// Seconds from accept to the first complete request (TLS handshake and HTTP/2
@@ -343,6 +344,9 @@ pub struct Settings {
 impl Settings {
     /// Merges flags/env over the file over defaults and validates the result.
     pub fn resolve(args: NodeArgs, role: Role) -> anyhow::Result<Self> {
+        // First: the HTTP connection caps' defaults are derived from the descriptor
+        // limit, so it must be the one the node will run with.
+        ferrocast_runtime::net::raise_descriptor_limit();
         let file = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -1068,6 +1072,27 @@ mod tests {
                 "{flag}: {err:#}"
             );
         }
+        // The same keys in the file; a flag still wins.
+        let dir = std::env::temp_dir().join(format!("ferrocast-http-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "http-idle-timeout = 5\nhttp-max-header-bytes = \"64K\"\n\
+             http-listen-backlog = 1000\nhttp-send-timeout = 7\n",
+        )
+        .expect("write");
+        let f = file.to_str().expect("utf-8");
+        let s = Settings::resolve(
+            args(&["--config", f, "--http-send-timeout", "9"]),
+            Role::Origin,
+        )
+        .expect("valid");
+        assert_eq!(s.origin.http.idle_timeout, Duration::from_secs(5));
+        assert_eq!(s.origin.http.max_header_bytes, 64 * 1024);
+        assert_eq!(s.origin.http.listen_backlog, 1000);
+        assert_eq!(s.origin.http.send_timeout, Duration::from_secs(9));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -467,6 +467,7 @@ impl Addresses {
 
     /// A slot for a connection from `ip`, or why there is none.
     pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Reason> {
+        let ip = client_key(ip);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let total = self.total.load(Ordering::Relaxed);
         if total >= self.cap {
@@ -490,6 +491,22 @@ impl Addresses {
             table: self.clone(),
             ip,
         })
+    }
+}
+
+/// What the fair share counts as one client: an IPv4 address (IPv4-mapped IPv6
+/// included), or an IPv6 /64, since one subscriber or host is routinely given a whole
+/// /64 and could otherwise claim a share per address.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
     }
 }
 
@@ -543,6 +560,23 @@ mod tests {
         drop(held);
         assert_eq!(table.total.load(Ordering::Relaxed), 0);
         assert!(table.open.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_counts_as_one_client() {
+        let table = Addresses::new(4, 0, None, "t");
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("v6");
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("v6");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("v6");
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("mapped");
+        // share from the start: cap 4 / (2 x 1 address) = 2 for the first client.
+        let _a = table.admit(a).expect("first");
+        let _b = table.admit(b).expect("second, same /64");
+        assert_eq!(table.admit(b).unwrap_err(), Reason::PerAddress);
+        let _c = table.admit(c).expect("another /64");
+        let _m = table.admit(mapped).expect("mapped v4");
+        assert_eq!(table.admit(ip(1)).unwrap_err(), Reason::Full);
+        assert_eq!(table.open.lock().expect("lock").len(), 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -40,8 +40,9 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// From this share of `max_connections` on (percent), an address may open a new
     /// connection only below its fair share: `max(1, max_connections / (2 × addresses
-    /// connected))` (`refused_total{reason="per_address"}`). Below it, any address may
-    /// connect, so one NAT or load tool can use most of the listener on its own.
+    /// connected))` (`refused_total{reason="per_address"}`; an IPv6 /64 counts as one
+    /// address). Below it, any address may connect, so one NAT or load tool can use
+    /// most of the listener on its own.
     pub fair_share_from_percent: u8,
     /// How long in-flight requests may take to finish after shutdown starts.
     pub drain_grace: Duration,
@@ -745,6 +746,86 @@ mod tests {
         }
         assert!(got < 64 << 20, "the whole body was sent ({got} bytes)");
         assert_eq!(counted(&m, "send_timeout").await, 1);
+    }
+
+    #[tokio::test]
+    async fn an_h2_stream_whose_window_stays_shut_is_closed_after_the_send_timeout() {
+        let m = HttpMetrics::default();
+        let (addr, _stop) = start(short_limits(&m)).await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // The client grants no window: not one byte of a response can be sent, while the
+        // connection itself stays lively (SETTINGS, PINGs).
+        let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake(TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+        let conn = tokio::spawn(conn);
+        let req = http::Request::get(format!("http://{addr}/big"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let res = tokio::time::timeout(Duration::from_secs(5), send.send_request(req))
+            .await
+            .expect("headers in time")
+            .expect("response");
+        assert_eq!(res.status(), http::StatusCode::OK);
+        let shut_since = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("closed by the server in time")
+            .expect("connection task")
+            .ok();
+        assert!(shut_since.elapsed() >= Duration::from_millis(300));
+        assert_eq!(counted(&m, "send_timeout").await, 1);
+        drop(res);
+    }
+
+    #[tokio::test]
+    async fn an_h2_peer_that_does_not_answer_pings_is_closed() {
+        let m = HttpMetrics::default();
+        let (addr, _stop) = start(ServerLimits {
+            http2_keepalive_interval: Some(Duration::from_millis(300)),
+            http2_keepalive_timeout: Duration::from_millis(300),
+            ..short_limits(&m)
+        })
+        .await;
+        // By hand, so nothing answers the PINGs: preface, empty SETTINGS, and a held
+        // request (`GET /held`; HPACK :method GET, :scheme http, literal :path), which
+        // keeps the idle and send timeouts out of the way.
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        frames.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        let mut block = vec![0x82, 0x86, 0x04, 5];
+        block.extend_from_slice(b"/held");
+        frames.extend_from_slice(&[0, 0, block.len() as u8, 1, 0x05, 0, 0, 0, 1]);
+        frames.extend_from_slice(&block);
+        c.write_all(&frames).await.expect("write");
+        let t0 = tokio::time::Instant::now();
+        let took = closed_by_server(&mut c, t0, Duration::from_secs(5)).await;
+        assert!(
+            took < Duration::from_secs(2),
+            "closed after the hold: {took:?}"
+        );
+        assert_eq!(counted(&m, "ping_timeout").await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_header_past_the_buffer_cap_is_refused() {
+        let m = HttpMetrics::default();
+        let (addr, _stop) = start(short_limits(&m)).await;
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let big = "a".repeat(40 * 1024);
+        // The server may close before taking it all; the answer is what matters.
+        let _ = c
+            .write_all(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes())
+            .await;
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
+            .await
+            .expect("closed in time");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+        assert_eq!(counted(&m, "header_too_large").await, 1);
     }
 
     #[tokio::test]

@@ -60,6 +60,37 @@ pub fn descriptor_limit() -> Option<u64> {
     (rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
 }
 
+/// Raises the soft descriptor limit to the hard one (at most 2^20, Linux's default
+/// `fs.nr_open`), as Go programs do at start: the soft limit is often 1,024 for
+/// compatibility with `select(2)`, which a node never uses, and the connection cap is
+/// derived from it. The limit in force afterwards; `None` if it cannot be read.
+pub fn raise_descriptor_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: `lim` is a live, writable rlimit for the duration of the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) };
+    if rc != 0 {
+        return None;
+    }
+    let target = lim.rlim_max.min(1 << 20);
+    if lim.rlim_cur < target {
+        let raised = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: lim.rlim_max,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: `raised` is a live rlimit for the duration of the call.
+        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) };
+        if rc != 0 {
+            tracing::debug!(error = %io::Error::last_os_error(), "cannot raise RLIMIT_NOFILE");
+        }
+    }
+    descriptor_limit()
+}
+
 /// Descriptors kept out of the HTTP connection cap for everything else a node opens:
 /// upstream QUIC and gRPC sockets, RTMP publishers, state files, the webhook client.
 /// A quarter of the limit, at least 256.
@@ -92,6 +123,13 @@ mod tests {
         assert!(cap < limit || cap == 16, "cap {cap}, limit {limit}");
         assert_eq!(reserved_descriptors(1032), 258);
         assert_eq!(reserved_descriptors(100), 256);
+    }
+
+    #[test]
+    fn raising_the_descriptor_limit_never_lowers_it() {
+        let before = descriptor_limit().expect("RLIMIT_NOFILE");
+        let after = raise_descriptor_limit().expect("RLIMIT_NOFILE");
+        assert!(after >= before, "{before} -> {after}");
     }
 
     #[test]
