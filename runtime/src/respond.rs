@@ -275,6 +275,12 @@ pub fn admin_limits(viewer: &crate::http::ServerLimits) -> crate::http::ServerLi
         max_connections: 64,
         tls: None,
         io_threads: None,
+        // Its own `listener` label: the open-connections gauge and the cap are per port.
+        name: match viewer.name {
+            "edge" => "edge_admin",
+            "origin" => "origin_admin",
+            _ => "admin",
+        },
         ..viewer.clone()
     }
 }
