@@ -534,9 +534,14 @@ impl Settings {
                 bail!("invalid tls-dir: an edge needs the cluster certificates (--tls-dir DIR)");
             }
         }
-        let node_id = args
-            .node_id
-            .or(file.node_id)
+        let node_id = args.node_id.or(file.node_id);
+        let node_id = match (&tls_dir, role) {
+            (Some(dir), Role::Origin | Role::Edge) => {
+                node_id_from_certificate(dir, role, node_id, &controllers)?
+            }
+            _ => node_id,
+        };
+        let node_id = node_id
             .or_else(|| {
                 std::fs::read_to_string("/etc/hostname")
                     .ok()
@@ -568,6 +573,43 @@ impl Settings {
             advertise_host,
             public_url,
         })
+    }
+}
+
+/// The node id of an origin or edge with `--tls-dir`: its certificate's
+/// `ferrocast://ROLE/ID` for its role when `--node-id` is not given (contract: a node
+/// takes its id from its certificate). A `--node-id` the certificate does not name is
+/// an error when a controller is reached over TLS, which refuses calls as another node.
+fn node_id_from_certificate(
+    dir: &std::path::Path,
+    role: Role,
+    given: Option<String>,
+    controllers: &[String],
+) -> anyhow::Result<Option<String>> {
+    use ferrocast_runtime::tls::identity::NodeRole;
+    let want = match role {
+        Role::Origin => NodeRole::Origin,
+        _ => NodeRole::Edge,
+    };
+    let ids = ferrocast_runtime::tls::TlsFiles::in_dir(dir)
+        .identities()
+        .context("invalid tls-dir")?;
+    let mine: Vec<&str> = ids
+        .iter()
+        .filter(|i| i.role == want)
+        .map(|i| i.id.as_str())
+        .collect();
+    let tls_controller = controllers.iter().any(|c| c.starts_with("https://"));
+    match (given, mine.as_slice()) {
+        (None, [id, ..]) => Ok(Some((*id).to_owned())),
+        (Some(id), named) if named.is_empty() || named.contains(&id.as_str()) || !tls_controller => {
+            Ok(Some(id))
+        }
+        (Some(id), named) => bail!(
+            "invalid node-id: {id:?}, but the certificate in --tls-dir names {want} {}; the controller refuses calls as another node",
+            named.join(", ")
+        ),
+        (None, []) => Ok(None),
     }
 }
 

@@ -21,6 +21,7 @@ use crate::access::{self, Access, AccessError};
 use crate::assign::{self, AssignError};
 use crate::election::Election;
 use crate::hub::{ClusterView, Hub, Update};
+use crate::identity::{node_role, NodeCaller};
 use crate::model::{Assignment, Continuity, Load, Node, Role};
 use crate::region::RegionTable;
 use crate::scheduler::{
@@ -29,6 +30,7 @@ use crate::scheduler::{
 };
 use crate::store::{Fence, LeaseId, Store, StoreError};
 use ferrocast_proto::controller::v1 as pb;
+use ferrocast_runtime::tls::identity::NodeRole;
 use pb::node_service_server::NodeService;
 use pb::operator_service_server::OperatorService;
 use std::collections::{BTreeSet, HashMap};
@@ -126,10 +128,12 @@ impl From<ApiError> for Status {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// A registered node as this replica knows it: its lease (also its incarnation).
+/// A registered node as this replica knows it: its lease (also its incarnation) and
+/// role (a heartbeat must come from a certificate of that role).
 #[derive(Debug, Clone, Copy)]
 struct Registration {
     lease: LeaseId,
+    role: Role,
 }
 
 /// In-memory per-node state fed by heartbeats: load reports and registrations.
@@ -573,10 +577,16 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 pub struct NodeApi(pub Arc<Shared>);
 
 impl NodeApi {
-    async fn register(&self, r: pb::RegisterRequest) -> ApiResult<pb::RegisterReply> {
+    async fn register(
+        &self,
+        caller: &NodeCaller,
+        r: pb::RegisterRequest,
+    ) -> ApiResult<pb::RegisterReply> {
         required("node_id", &r.node_id)?;
         let role = Role::try_from(r.role())
             .map_err(|_| ApiError::Invalid("role must be origin or edge".into()))?;
+        // Only as itself: a certificate of one node cannot take over another's record.
+        caller.may_be("register", node_role(role), &r.node_id)?;
         let sh = &self.0;
         sh.fence().await?;
         let addr = r.addresses.unwrap_or_default();
@@ -594,7 +604,7 @@ impl NodeApi {
             .loads
             .lock()
             .registrations
-            .insert(r.node_id.clone(), Registration { lease });
+            .insert(r.node_id.clone(), Registration { lease, role });
         if let Some(old) = previous.filter(|p| p.lease != lease) {
             // The old registration ends now rather than at its TTL.
             if let Err(error) = sh.store.revoke(old.lease).await {
@@ -609,7 +619,12 @@ impl NodeApi {
         })
     }
 
-    async fn heartbeat_one(&self, hb: pb::HeartbeatRequest) -> ApiResult<pb::HeartbeatReply> {
+    async fn heartbeat_one(
+        &self,
+        caller: &NodeCaller,
+        hb: pb::HeartbeatRequest,
+    ) -> ApiResult<pb::HeartbeatReply> {
+        caller.is("heartbeat", &hb.node_id)?;
         let sh = &self.0;
         let fence = sh.fence().await?;
         let reg = sh.loads.lock().registrations.get(&hb.node_id).copied();
@@ -619,6 +634,9 @@ impl NodeApi {
                 hb.node_id, hb.incarnation
             )));
         };
+        // As the node registered: an edge's certificate does not keep an origin alive
+        // (nor report its streams) when both have the same id.
+        caller.may_be("heartbeat", node_role(reg.role), &hb.node_id)?;
         sh.store.keep_alive(reg.lease).await?;
         let report = hb.load.unwrap_or_default();
         let mut kicks: BTreeSet<String> = BTreeSet::new();
@@ -655,9 +673,16 @@ impl NodeApi {
     }
 
     #[tracing::instrument(name = "controller decision", skip_all, fields(op = "claim", stream = %r.stream, node = %r.node_id))]
-    async fn claim(&self, r: pb::ClaimStreamRequest) -> ApiResult<pb::ClaimStreamReply> {
+    async fn claim(
+        &self,
+        caller: &NodeCaller,
+        r: pb::ClaimStreamRequest,
+    ) -> ApiResult<pb::ClaimStreamReply> {
         required("node_id", &r.node_id)?;
         required("stream", &r.stream)?;
+        // Only origins claim, as themselves: a claim checks a publish credential, so any
+        // other caller would have an oracle for publish keys.
+        caller.may_be("claim", NodeRole::Origin, &r.node_id)?;
         let sh = &self.0;
         let fence = sh.fence().await?;
         if let Err(why) = sh
@@ -732,10 +757,27 @@ impl NodeApi {
         })
     }
 
-    async fn release(&self, r: pb::ReleaseStreamRequest) -> ApiResult<pb::ReleaseStreamReply> {
+    async fn release(
+        &self,
+        caller: &NodeCaller,
+        r: pb::ReleaseStreamRequest,
+    ) -> ApiResult<pb::ReleaseStreamReply> {
         required("stream", &r.stream)?;
+        // Only origins hold streams.
+        caller.may_be("release", NodeRole::Origin, &r.node_id)?;
         let sh = &self.0;
         let fence = sh.fence().await?;
+        if caller.is_verified() {
+            // Only what the caller holds. The epoch check below fences a holder that
+            // changes after this read (a new holder has a new epoch).
+            let current = sh.store.assignment(r.stream.clone()).await?;
+            if let Some(v) = current.filter(|v| v.value.origin != r.node_id) {
+                return Err(caller.refuse(
+                    "release",
+                    format!("stream {} is held by {}", r.stream, v.value.origin),
+                ));
+            }
+        }
         let cont = r.continuity.unwrap_or_default().into();
         assign::report(sh.store.as_ref(), &fence, &r.stream, r.epoch, cont, true).await?;
         tracing::info!(node = %r.node_id, stream = %r.stream, epoch = r.epoch, "stream released");
@@ -749,8 +791,9 @@ impl NodeService for NodeApi {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterReply>, Status> {
+        let caller = NodeCaller::of(&request)?;
         Ok(Response::new(
-            NodeApi::register(self, request.into_inner()).await?,
+            NodeApi::register(self, &caller, request.into_inner()).await?,
         ))
     }
 
@@ -761,12 +804,13 @@ impl NodeService for NodeApi {
         request: Request<Streaming<pb::HeartbeatRequest>>,
     ) -> Result<Response<Self::HeartbeatStream>, Status> {
         let api = self.clone();
+        let caller = NodeCaller::of(&request)?;
         let mut incoming = request.into_inner();
         // One reply per heartbeat, in order; the first error ends the stream.
         let out = async_stream_of(move |tx| async move {
             while let Some(hb) = incoming.next().await {
                 let reply = match hb {
-                    Ok(hb) => api.heartbeat_one(hb).await.map_err(Status::from),
+                    Ok(hb) => api.heartbeat_one(&caller, hb).await.map_err(Status::from),
                     Err(s) => Err(s),
                 };
                 let end = reply.is_err();
@@ -782,14 +826,20 @@ impl NodeService for NodeApi {
         &self,
         request: Request<pb::ClaimStreamRequest>,
     ) -> Result<Response<pb::ClaimStreamReply>, Status> {
-        Ok(Response::new(self.claim(request.into_inner()).await?))
+        let caller = NodeCaller::of(&request)?;
+        Ok(Response::new(
+            self.claim(&caller, request.into_inner()).await?,
+        ))
     }
 
     async fn release_stream(
         &self,
         request: Request<pb::ReleaseStreamRequest>,
     ) -> Result<Response<pb::ReleaseStreamReply>, Status> {
-        Ok(Response::new(self.release(request.into_inner()).await?))
+        let caller = NodeCaller::of(&request)?;
+        Ok(Response::new(
+            self.release(&caller, request.into_inner()).await?,
+        ))
     }
 
     async fn place(
@@ -797,6 +847,7 @@ impl NodeService for NodeApi {
         request: Request<pb::ResolveRequest>,
     ) -> Result<Response<pb::ResolveReply>, Status> {
         // The operators' Resolve, for edges answering `/play`: a read, on any replica.
+        NodeCaller::of(&request)?;
         let op = OperatorApi(self.0.clone());
         Ok(Response::new(op.place(request.into_inner()).await?))
     }
@@ -807,6 +858,7 @@ impl NodeService for NodeApi {
         &self,
         request: Request<pb::WatchAssignmentsRequest>,
     ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
+        NodeCaller::of(&request)?;
         let node = request.into_inner().node_id;
         tracing::debug!(%node, "assignment watcher");
         let snapshot = |view: &ClusterView| {
@@ -831,6 +883,9 @@ impl NodeService for NodeApi {
         &self,
         request: Request<pb::WatchAccessRequest>,
     ) -> Result<Response<Self::WatchAccessStream>, Status> {
+        // Playback rules carry verification secrets: only for the nodes that check
+        // playback tokens (edges, and origins serving viewers).
+        NodeCaller::of(&request)?.has_role("watch access", &[NodeRole::Edge, NodeRole::Origin])?;
         let node = request.into_inner().node_id;
         tracing::debug!(%node, "access watcher");
         let mut rx = self.0.access.subscribe();

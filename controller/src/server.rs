@@ -319,6 +319,14 @@ impl Controller {
                 Some(_) => "mutual TLS for nodes and operator certificates",
             },
             "controller listening");
+        if cfg.tls.is_none() {
+            // NodeService has no identity without TLS (controller/src/identity.rs).
+            tracing::warn!(grpc = %grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                "NODE API WITHOUT IDENTITY: no --tls-dir, so anyone who reaches the gRPC port \
+                 may register as any node, claim and release any stream and read playback \
+                 secrets; keep this port on loopback, or run with --tls-dir and per-node \
+                 certificates (ferrocast certs DIR --node ROLE:ID)");
+        }
         let ready = Arc::new(AtomicBool::new(false));
 
         let (health, health_service) = tonic_health::server::health_reporter();

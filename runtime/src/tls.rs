@@ -96,9 +96,23 @@ impl TlsFiles {
         }
     }
 
+    /// The node identities the certificate names (`ferrocast://ROLE/ID`; empty when it
+    /// names none).
+    pub fn identities(&self) -> Result<Vec<identity::NodeIdentity>, TlsError> {
+        let certs = read_certs(&self.cert)?;
+        Ok(certs.first().map(identity::identities).unwrap_or_default())
+    }
+
     /// Reads and checks the three files; the certificate and key are reloaded when they
     /// change.
     pub fn load(&self) -> Result<ClusterTls, TlsError> {
+        if let Some(key) = self.ca.parent().map(|d| d.join(pki::CA_KEY_FILE)) {
+            if key.exists() {
+                tracing::warn!(ca_key = %key.display(),
+                    "the cluster CA's key is in this node's TLS directory: whoever reads it can \
+                     issue certificates for any node; give nodes only ca.pem, node.pem and node-key.pem");
+            }
+        }
         let ca = read_certs(&self.ca)?;
         let cert = Arc::new(CertStore::from_files(&self.cert, &self.key)?);
         let tls = ClusterTls { ca, cert };
@@ -237,7 +251,7 @@ impl ClusterTls {
 pub const RELAY_CLIENT_ROLES: &[NodeRole] = &[NodeRole::Edge];
 
 /// A verified certificate that names none of the roles the peer must have.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[error(
     "the peer's certificate names no {wanted} identity (ferrocast://{wanted}/ID); it names {found}"
 )]
@@ -246,6 +260,13 @@ pub struct WrongRole {
     pub wanted: String,
     /// What it names (`nothing`, or its identities).
     pub found: String,
+}
+
+// rustls shows a certificate error with `{:?}`: the sentence, not the struct.
+impl std::fmt::Debug for WrongRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Fails with [`WrongRole`] unless `cert` names one of `roles`.
