@@ -649,6 +649,118 @@ fn an_origins_certificate_cannot_act_as_an_edge_on_the_relay() {
     edge.wait_live("roles", Duration::from_secs(30));
 }
 
+/// `ferrocast certs` with a CA as Helm's `genCA` makes it (an RSA key in PKCS#1) in a
+/// read-only directory (a Secret mount): the CA is only read, `--out` takes the node's
+/// files, and the certificate names the node, the extra DNS name and expires in
+/// `--days`. Misuse is refused with a message naming the flag.
+#[test]
+fn certs_issues_from_a_helm_style_ca_in_a_read_only_directory() {
+    let ca_dir = TempDir::new("certs-helm-ca");
+    let openssl = |args: &[&str]| {
+        let out = run_with_timeout(
+            Command::new("openssl").current_dir(&ca_dir.0).args(args),
+            Duration::from_secs(30),
+        );
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    openssl(&["genrsa", "-traditional", "-out", "ca-key.pem", "2048"]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "ca-key.pem",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=ferrocast-ca",
+        "-out",
+        "ca.pem",
+    ]);
+    let ca_before = std::fs::read(ca_dir.join("ca.pem")).expect("ca.pem");
+    let read_only = |mode: u32| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&ca_dir.0, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    read_only(0o555);
+    let out_dir = TempDir::new("certs-out");
+    let target = out_dir.join("edge-5");
+    let certs = |args: &[&str]| {
+        run_with_timeout(
+            Command::new(ferrocast_bin())
+                .arg("certs")
+                .arg(&ca_dir.0)
+                .args(args),
+            Duration::from_secs(30),
+        )
+    };
+    let target_s = target.display().to_string();
+    let ok = certs(&[
+        "--node",
+        "edge:edge-5",
+        "--dns",
+        "edge-5.example",
+        "--days",
+        "7",
+        "--out",
+        &target_s,
+    ]);
+    read_only(0o755);
+    assert!(
+        ok.status.success(),
+        "certs: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        std::fs::read(ca_dir.join("ca.pem")).expect("ca.pem"),
+        ca_before
+    );
+    assert_eq!(
+        std::fs::read(target.join("ca.pem")).expect("node ca.pem"),
+        ca_before
+    );
+    let node = target.join("node.pem").display().to_string();
+    let text = openssl(&["x509", "-in", &node, "-noout", "-text"]);
+    assert!(text.contains("URI:ferrocast://edge/edge-5"), "{text}");
+    assert!(text.contains("DNS:edge-5.example"), "{text}");
+    assert!(
+        text.contains("TLS Web Server Authentication, TLS Web Client Authentication"),
+        "{text}"
+    );
+    openssl(&["verify", "-CAfile", "ca.pem", &node]);
+    // Valid for 7 days: still in 6, not in 8.
+    let expires_within = |days: u32| {
+        run_with_timeout(
+            Command::new("openssl")
+                .args(["x509", "-in", &node, "-noout", "-checkend"])
+                .arg((days * 86_400).to_string()),
+            Duration::from_secs(30),
+        )
+        .status
+        .success()
+    };
+    assert!(expires_within(6), "expires within 6 days");
+    assert!(!expires_within(8), "still valid after 8 days");
+    for (args, flag) in [
+        (
+            &["--node", "edge:a", "--node", "edge:b", "--out", &target_s][..],
+            "out",
+        ),
+        (&["--node", "shield:s1"][..], "node"),
+        (&["--node", "edge:a", "--days", "0"][..], "days"),
+    ] {
+        let bad = certs(args);
+        assert!(!bad.status.success(), "{args:?} accepted");
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(err.contains(&format!("invalid {flag}")), "{args:?}: {err}");
+    }
+}
+
 /// True when the server closes `sock` (EOF or reset) within `within`, whatever it sends
 /// first (a TLS alert).
 fn closed_within(sock: &mut TcpStream, within: Duration) -> bool {
