@@ -1132,4 +1132,47 @@ mod tests {
         assert!(s.controller.tls.is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
+    #[test]
+    fn a_node_takes_its_id_from_its_certificate() {
+        use ferrocast_runtime::tls::identity::NodeIdentity;
+        use ferrocast_runtime::tls::pki::ClusterCa;
+        let dir = std::env::temp_dir().join(format!("ferrocast-cfg-id-{}", std::process::id()));
+        let ca = ClusterCa::generate("test", 1).expect("CA");
+        let o7 = NodeIdentity::from_spec("origin:o7").expect("identity");
+        ca.issue(&[o7], &[], 1)
+            .expect("issue")
+            .write_dir(&dir, ca.bundle_pem())
+            .expect("write");
+        let d = dir.to_str().expect("utf-8");
+        let s = Settings::resolve(args(&["--tls-dir", d]), Role::Origin).expect("valid");
+        assert_eq!(s.node_id, "o7");
+        // Another id: refused when the controller checks certificates, allowed otherwise.
+        let err = Settings::resolve(
+            args(&[
+                "--tls-dir",
+                d,
+                "--node-id",
+                "o8",
+                "--controller",
+                "https://c:50051",
+            ]),
+            Role::Origin,
+        )
+        .expect_err("an id the certificate does not name");
+        assert!(format!("{err:#}").contains("invalid node-id"), "{err:#}");
+        let s = Settings::resolve(
+            args(&[
+                "--tls-dir",
+                d,
+                "--node-id",
+                "o8",
+                "--controller",
+                "http://c:50051",
+            ]),
+            Role::Origin,
+        )
+        .expect("plaintext controller");
+        assert_eq!(s.node_id, "o8");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
