@@ -94,9 +94,16 @@ pub struct NodeArgs {
     /// Log format: text or json (default text).
     #[arg(long, env = "FERROCAST_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Controller: gRPC address for the node and operator APIs (default 0.0.0.0:50051).
+    /// Controller: gRPC address for the node and operator APIs (default 0.0.0.0:50051
+    /// with --tls-dir, 127.0.0.1:50051 without: see --insecure-node-api).
     #[arg(long, env = "FERROCAST_GRPC_LISTEN")]
     pub grpc_listen: Option<SocketAddr>,
+    /// Controller: serve the node API without --tls-dir on an address other than
+    /// loopback. Nodes are then not known by a certificate: any client that reaches the
+    /// port may act as any node. Only for a network that cluster nodes alone reach
+    /// (default: off; such a --grpc-listen is refused).
+    #[arg(long, env = "FERROCAST_INSECURE_NODE_API")]
+    pub insecure_node_api: bool,
     /// Controller: etcd endpoints, comma-separated (default: none, in-memory state and a
     /// lone controller).
     #[arg(long, env = "FERROCAST_ETCD", value_delimiter = ',')]
@@ -219,6 +226,7 @@ struct FileConfig {
     idle_timeout: Option<f64>,
     log_format: Option<String>,
     grpc_listen: Option<SocketAddr>,
+    insecure_node_api: Option<bool>,
     etcd: Option<Vec<String>>,
     operator_token: Option<String>,
     operator_read_token: Option<String>,
@@ -422,9 +430,12 @@ impl Settings {
             bail!("invalid http-io-threads: {io_threads} (at most 256)");
         }
         edge.http.io_threads = (io_threads > 0).then_some(io_threads);
-        if let Some(a) = args.grpc_listen.or(file.grpc_listen) {
+        let grpc_listen_given = args.grpc_listen.or(file.grpc_listen);
+        if let Some(a) = grpc_listen_given {
             controller.grpc_listen = a;
         }
+        controller.insecure_node_api =
+            args.insecure_node_api || file.insecure_node_api.unwrap_or(false);
         if !args.etcd.is_empty() {
             controller.etcd = args.etcd;
         } else if let Some(e) = file.etcd {
@@ -510,6 +521,10 @@ impl Settings {
                 }
                 (None, None) => None,
             };
+            if controller.tls.is_some() && grpc_listen_given.is_none() {
+                // Nodes are known by their certificates: the API may face the network.
+                controller.grpc_listen = SocketAddr::from(([0, 0, 0, 0], 50051));
+            }
             controller.validate()?;
         } else if operator_ca.is_some() {
             bail!("invalid operator-ca: only for the controller");
@@ -1132,6 +1147,28 @@ mod tests {
         assert!(s.controller.tls.is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
+    #[test]
+    fn a_plaintext_node_api_stays_on_loopback_unless_told_otherwise() {
+        let s = Settings::resolve(args(&[]), Role::Controller).expect("valid");
+        assert_eq!(s.controller.grpc_listen, "127.0.0.1:50051".parse().unwrap());
+        let err = Settings::resolve(args(&["--grpc-listen", "0.0.0.0:50051"]), Role::Controller)
+            .expect_err("plaintext node API on the network");
+        assert!(format!("{err:#}").contains("grpc-listen"), "{err:#}");
+        let s = Settings::resolve(
+            args(&["--grpc-listen", "0.0.0.0:50051", "--insecure-node-api"]),
+            Role::Controller,
+        )
+        .expect("explicitly insecure");
+        assert!(s.controller.insecure_node_api);
+        // With certificates, the default faces the network.
+        let dir = std::env::temp_dir().join(format!("ferrocast-cfg-grpc-{}", std::process::id()));
+        ferrocast_runtime::tls::generate_dev(Some(&dir), &[]).expect("certs");
+        let d = dir.to_str().expect("utf-8");
+        let s = Settings::resolve(args(&["--tls-dir", d]), Role::Controller).expect("valid");
+        assert_eq!(s.controller.grpc_listen, "0.0.0.0:50051".parse().unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_node_takes_its_id_from_its_certificate() {
         use ferrocast_runtime::tls::identity::NodeIdentity;
