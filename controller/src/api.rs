@@ -640,9 +640,25 @@ impl NodeApi {
         sh.store.keep_alive(reg.lease).await?;
         let report = hb.load.unwrap_or_default();
         let mut kicks: BTreeSet<String> = BTreeSet::new();
+        // A certificate binds the report to its node: an epoch is no secret (assignment
+        // watchers see it), so only an origin's reports, and none for a stream the view
+        // shows another origin holding under that very epoch, may move continuity.
+        // (A stale view never matches an honest report: a new holder has a new epoch.)
+        let view = caller.is_verified().then(|| sh.hub.view()).flatten();
+        let reports_epochs = !caller.is_verified() || reg.role == Role::Origin;
         // Origins report continuity under their epoch; a stale epoch means the stream is
         // held by someone else now: the origin must drop its publisher.
-        for s in report.streams.iter().filter(|s| s.epoch > 0) {
+        for s in report
+            .streams
+            .iter()
+            .filter(|s| s.epoch > 0 && reports_epochs)
+        {
+            let holder = view.as_ref().and_then(|v| v.assignments.get(&s.stream));
+            if let Some(a) = holder.filter(|a| a.origin != hb.node_id && a.epoch == s.epoch) {
+                tracing::warn!(node = %hb.node_id, stream = %s.stream, holder = %a.origin,
+                    "heartbeat reports a stream another origin holds; report ignored");
+                continue;
+            }
             let cont: Continuity = s.continuity.unwrap_or_default().into();
             match assign::report(sh.store.as_ref(), &fence, &s.stream, s.epoch, cont, false).await {
                 Ok(_) => {}
