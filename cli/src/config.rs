@@ -140,9 +140,16 @@ pub struct NodeArgs {
     /// Log format: text or json (default text).
     #[arg(long, env = "FERROCAST_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Controller: gRPC address for the node and operator APIs (default 0.0.0.0:50051).
+    /// Controller: gRPC address for the node and operator APIs (default 0.0.0.0:50051
+    /// with --tls-dir, 127.0.0.1:50051 without: see --insecure-node-api).
     #[arg(long, env = "FERROCAST_GRPC_LISTEN")]
     pub grpc_listen: Option<SocketAddr>,
+    /// Controller: serve the node API without --tls-dir on an address other than
+    /// loopback. Nodes are then not known by a certificate: any client that reaches the
+    /// port may act as any node. Only for a network that cluster nodes alone reach
+    /// (default: off; such a --grpc-listen is refused).
+    #[arg(long, env = "FERROCAST_INSECURE_NODE_API")]
+    pub insecure_node_api: bool,
     /// Controller: etcd endpoints, comma-separated (default: none, in-memory state and a
     /// lone controller).
     #[arg(long, env = "FERROCAST_ETCD", value_delimiter = ',')]
@@ -277,6 +284,7 @@ struct FileConfig {
     idle_timeout: Option<f64>,
     log_format: Option<String>,
     grpc_listen: Option<SocketAddr>,
+    insecure_node_api: Option<bool>,
     etcd: Option<Vec<String>>,
     operator_token: Option<String>,
     operator_read_token: Option<String>,
@@ -520,9 +528,12 @@ impl Settings {
         for http in [&mut origin.http, &mut edge.http] {
             limits.apply(http)?;
         }
-        if let Some(a) = args.grpc_listen.or(file.grpc_listen) {
+        let grpc_listen_given = args.grpc_listen.or(file.grpc_listen);
+        if let Some(a) = grpc_listen_given {
             controller.grpc_listen = a;
         }
+        controller.insecure_node_api =
+            args.insecure_node_api || file.insecure_node_api.unwrap_or(false);
         if !args.etcd.is_empty() {
             controller.etcd = args.etcd;
         } else if let Some(e) = file.etcd {
@@ -615,6 +626,10 @@ impl Settings {
                 }
                 (None, None) => None,
             };
+            if controller.tls.is_some() && grpc_listen_given.is_none() {
+                // Nodes are known by their certificates: the API may face the network.
+                controller.grpc_listen = SocketAddr::from(([0, 0, 0, 0], 50051));
+            }
             controller.validate()?;
         } else if operator_ca.is_some() {
             bail!("invalid operator-ca: only for the controller");
@@ -639,9 +654,14 @@ impl Settings {
                 bail!("invalid tls-dir: an edge needs the cluster certificates (--tls-dir DIR)");
             }
         }
-        let node_id = args
-            .node_id
-            .or(file.node_id)
+        let node_id = args.node_id.or(file.node_id);
+        let node_id = match (&tls_dir, role) {
+            (Some(dir), Role::Origin | Role::Edge) => {
+                node_id_from_certificate(dir, role, node_id, &controllers)?
+            }
+            _ => node_id,
+        };
+        let node_id = node_id
             .or_else(|| {
                 std::fs::read_to_string("/etc/hostname")
                     .ok()
@@ -673,6 +693,43 @@ impl Settings {
             advertise_host,
             public_url,
         })
+    }
+}
+
+/// The node id of an origin or edge with `--tls-dir`: its certificate's
+/// `ferrocast://ROLE/ID` for its role when `--node-id` is not given (contract: a node
+/// takes its id from its certificate). A `--node-id` the certificate does not name is
+/// an error when a controller is reached over TLS, which refuses calls as another node.
+fn node_id_from_certificate(
+    dir: &std::path::Path,
+    role: Role,
+    given: Option<String>,
+    controllers: &[String],
+) -> anyhow::Result<Option<String>> {
+    use ferrocast_runtime::tls::identity::NodeRole;
+    let want = match role {
+        Role::Origin => NodeRole::Origin,
+        _ => NodeRole::Edge,
+    };
+    let ids = ferrocast_runtime::tls::TlsFiles::in_dir(dir)
+        .identities()
+        .context("invalid tls-dir")?;
+    let mine: Vec<&str> = ids
+        .iter()
+        .filter(|i| i.role == want)
+        .map(|i| i.id.as_str())
+        .collect();
+    let tls_controller = controllers.iter().any(|c| c.starts_with("https://"));
+    match (given, mine.as_slice()) {
+        (None, [id, ..]) => Ok(Some((*id).to_owned())),
+        (Some(id), named) if named.is_empty() || named.contains(&id.as_str()) || !tls_controller => {
+            Ok(Some(id))
+        }
+        (Some(id), named) => bail!(
+            "invalid node-id: {id:?}, but the certificate in --tls-dir names {want} {}; the controller refuses calls as another node",
+            named.join(", ")
+        ),
+        (None, []) => Ok(None),
     }
 }
 
@@ -1433,6 +1490,71 @@ mod tests {
         // Standalone's embedded controller stays loopback plaintext.
         let s = Settings::resolve(args(&["--tls-dir", d]), Role::Standalone).expect("valid");
         assert!(s.controller.tls.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    #[test]
+    fn a_plaintext_node_api_stays_on_loopback_unless_told_otherwise() {
+        let s = Settings::resolve(args(&[]), Role::Controller).expect("valid");
+        assert_eq!(s.controller.grpc_listen, "127.0.0.1:50051".parse().unwrap());
+        let err = Settings::resolve(args(&["--grpc-listen", "0.0.0.0:50051"]), Role::Controller)
+            .expect_err("plaintext node API on the network");
+        assert!(format!("{err:#}").contains("grpc-listen"), "{err:#}");
+        let s = Settings::resolve(
+            args(&["--grpc-listen", "0.0.0.0:50051", "--insecure-node-api"]),
+            Role::Controller,
+        )
+        .expect("explicitly insecure");
+        assert!(s.controller.insecure_node_api);
+        // With certificates, the default faces the network.
+        let dir = std::env::temp_dir().join(format!("ferrocast-cfg-grpc-{}", std::process::id()));
+        ferrocast_runtime::tls::generate_dev(Some(&dir), &[]).expect("certs");
+        let d = dir.to_str().expect("utf-8");
+        let s = Settings::resolve(args(&["--tls-dir", d]), Role::Controller).expect("valid");
+        assert_eq!(s.controller.grpc_listen, "0.0.0.0:50051".parse().unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_node_takes_its_id_from_its_certificate() {
+        use ferrocast_runtime::tls::identity::NodeIdentity;
+        use ferrocast_runtime::tls::pki::ClusterCa;
+        let dir = std::env::temp_dir().join(format!("ferrocast-cfg-id-{}", std::process::id()));
+        let ca = ClusterCa::generate("test", 1).expect("CA");
+        let o7 = NodeIdentity::from_spec("origin:o7").expect("identity");
+        ca.issue(&[o7], &[], 1)
+            .expect("issue")
+            .write_dir(&dir, ca.bundle_pem())
+            .expect("write");
+        let d = dir.to_str().expect("utf-8");
+        let s = Settings::resolve(args(&["--tls-dir", d]), Role::Origin).expect("valid");
+        assert_eq!(s.node_id, "o7");
+        // Another id: refused when the controller checks certificates, allowed otherwise.
+        let err = Settings::resolve(
+            args(&[
+                "--tls-dir",
+                d,
+                "--node-id",
+                "o8",
+                "--controller",
+                "https://c:50051",
+            ]),
+            Role::Origin,
+        )
+        .expect_err("an id the certificate does not name");
+        assert!(format!("{err:#}").contains("invalid node-id"), "{err:#}");
+        let s = Settings::resolve(
+            args(&[
+                "--tls-dir",
+                d,
+                "--node-id",
+                "o8",
+                "--controller",
+                "http://c:50051",
+            ]),
+            Role::Origin,
+        )
+        .expect("plaintext controller");
+        assert_eq!(s.node_id, "o8");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -53,14 +53,28 @@ enum Command {
     Controller(config::NodeArgs),
     /// Operator CLI: nodes, streams, drain, kick, resolve, events (over the controller's gRPC API).
     Ctl(ctl::CtlArgs),
-    /// Write a development cluster CA and node certificate into DIR (and, with
-    /// --operator, an operator CA and operator client certificates).
+    /// Issue node certificates from the cluster CA in DIR (ca.pem, ca-key.pem; created
+    /// when both are missing, only read when present), one per --node ROLE:ID, each
+    /// written as that node's --tls-dir: DIR/ROLE-ID/{ca.pem,node.pem,node-key.pem}.
+    /// Without --node: a development certificate for every role (node id "dev") in DIR
+    /// itself, for one machine, not a cluster.
     Certs {
-        /// Where to write ca.pem, node.pem and node-key.pem.
+        /// The cluster CA's directory (may be read-only when the CA exists and --out is given).
         dir: std::path::PathBuf,
-        /// Extra DNS names or IPs for the node certificate (localhost, 127.0.0.1 and ::1 are always in).
-        #[arg(long = "name")]
-        names: Vec<String>,
+        /// A node to certify, ROLE:ID with ROLE controller, origin or edge and ID its
+        /// --node-id (repeat it).
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+        /// Extra DNS names or IPs for the node certificates (localhost, 127.0.0.1 and ::1
+        /// are always in).
+        #[arg(long = "dns", alias = "name")]
+        dns: Vec<String>,
+        /// Days the node certificates are valid (renew before: nodes reload new files).
+        #[arg(long, default_value_t = ferrocast_runtime::tls::pki::DEFAULT_NODE_DAYS)]
+        days: u32,
+        /// Write the certificate of the one --node into OUTDIR instead of DIR/ROLE-ID.
+        #[arg(long = "out", value_name = "OUTDIR")]
+        out: Option<std::path::PathBuf>,
         /// An operator identity, `admin:NAME` or `read:NAME` (repeat it): writes
         /// operator-ca.pem (a separate CA, for the controller's --operator-ca) and
         /// operator-ROLE-NAME.pem with its -key.pem (for `ferrocast ctl --cert/--key`).
@@ -91,12 +105,13 @@ fn main() -> anyhow::Result<()> {
         Command::Standalone { node, demo } => (node, demo, Role::Standalone),
         Command::Certs {
             dir,
-            names,
+            nodes,
+            dns,
+            days,
+            out,
             operators,
         } => {
-            ferrocast_runtime::tls::generate_dev(Some(&dir), &names)
-                .context("writing certificates")?;
-            println!("wrote {}/{{ca.pem,node.pem,node-key.pem}}", dir.display());
+            certs(&dir, &nodes, &dns, days, out.as_deref())?;
             if !operators.is_empty() {
                 ferrocast_runtime::tls::generate_operator_dev(&dir, &operators)
                     .context("writing operator certificates")?;
@@ -118,6 +133,73 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(run(settings, role, demo))
+}
+
+/// `ferrocast certs`: the CA in `dir` (created when missing), then a certificate per
+/// node (or the development one).
+fn certs(
+    dir: &std::path::Path,
+    nodes: &[String],
+    dns: &[String],
+    days: u32,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use ferrocast_runtime::tls::identity::NodeIdentity;
+    use ferrocast_runtime::tls::pki::{ClusterCa, MAX_NODE_DAYS};
+    if days == 0 || days > MAX_NODE_DAYS {
+        anyhow::bail!("invalid days: {days} (1 to {MAX_NODE_DAYS})");
+    }
+    let ids = nodes
+        .iter()
+        .map(|n| {
+            NodeIdentity::from_spec(n).with_context(|| {
+                format!("invalid node {n:?}: ROLE:ID with ROLE controller, origin or edge and ID of letters, digits, . _ - (at most 128)")
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if out.is_some() && ids.len() != 1 {
+        anyhow::bail!("invalid out: needs exactly one --node");
+    }
+    let (ca, created) = ClusterCa::load_or_create(dir).context("the cluster CA")?;
+    if created {
+        println!(
+            "created a cluster CA in {}/{{ca.pem,ca-key.pem}}: keep ca-key.pem off the nodes",
+            dir.display()
+        );
+    }
+    if ids.is_empty() {
+        let node = ca
+            .issue(&ferrocast_runtime::tls::dev_identities(), dns, days)
+            .context("issuing the development certificate")?;
+        node.write_dir(dir, ca.bundle_pem())
+            .context("writing the development certificate")?;
+        println!("wrote {}/{{ca.pem,node.pem,node-key.pem}}", dir.display());
+        eprintln!(
+            "note: a development certificate, valid for {days} days, that is every role \
+             (controller, origin, edge) as node \"{}\"; a cluster gets one certificate per \
+             node: ferrocast certs {} --node origin:ID --node edge:ID ...",
+            ferrocast_runtime::tls::DEV_NODE_ID,
+            dir.display()
+        );
+        return Ok(());
+    }
+    for id in &ids {
+        let node = ca
+            .issue(std::slice::from_ref(id), dns, days)
+            .with_context(|| format!("issuing the certificate of {id}"))?;
+        let target = match out {
+            Some(o) => o.to_owned(),
+            None => dir.join(format!("{}-{}", id.role, id.id)),
+        };
+        node.write_dir(&target, ca.bundle_pem())
+            .with_context(|| format!("writing the certificate of {id}"))?;
+        println!(
+            "wrote {}/{{ca.pem,node.pem,node-key.pem}} for {} (valid {days} days)",
+            target.display(),
+            id.uri()
+        );
+    }
+    Ok(())
 }
 
 /// Runs a load tool; it prints its own progress and summary.

@@ -21,6 +21,7 @@ use crate::access::{self, Access, AccessError};
 use crate::assign::{self, AssignError};
 use crate::election::Election;
 use crate::hub::{ClusterView, Hub, Update};
+use crate::identity::{node_role, NodeCaller};
 use crate::model::{Assignment, Continuity, Load, Node, Role};
 use crate::region::RegionTable;
 use crate::scheduler::{
@@ -29,6 +30,7 @@ use crate::scheduler::{
 };
 use crate::store::{Fence, LeaseId, Store, StoreError};
 use ferrocast_proto::controller::v1 as pb;
+use ferrocast_runtime::tls::identity::NodeRole;
 use pb::node_service_server::NodeService;
 use pb::operator_service_server::OperatorService;
 use std::collections::{BTreeSet, HashMap};
@@ -126,10 +128,12 @@ impl From<ApiError> for Status {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// A registered node as this replica knows it: its lease (also its incarnation).
+/// A registered node as this replica knows it: its lease (also its incarnation) and
+/// role (a heartbeat must come from a certificate of that role).
 #[derive(Debug, Clone, Copy)]
 struct Registration {
     lease: LeaseId,
+    role: Role,
 }
 
 /// In-memory per-node state fed by heartbeats: load reports and registrations.
@@ -573,10 +577,16 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 pub struct NodeApi(pub Arc<Shared>);
 
 impl NodeApi {
-    async fn register(&self, r: pb::RegisterRequest) -> ApiResult<pb::RegisterReply> {
+    async fn register(
+        &self,
+        caller: &NodeCaller,
+        r: pb::RegisterRequest,
+    ) -> ApiResult<pb::RegisterReply> {
         required("node_id", &r.node_id)?;
         let role = Role::try_from(r.role())
             .map_err(|_| ApiError::Invalid("role must be origin or edge".into()))?;
+        // Only as itself: a certificate of one node cannot take over another's record.
+        caller.may_be("register", node_role(role), &r.node_id)?;
         let sh = &self.0;
         sh.fence().await?;
         let addr = r.addresses.unwrap_or_default();
@@ -594,7 +604,7 @@ impl NodeApi {
             .loads
             .lock()
             .registrations
-            .insert(r.node_id.clone(), Registration { lease });
+            .insert(r.node_id.clone(), Registration { lease, role });
         if let Some(old) = previous.filter(|p| p.lease != lease) {
             // The old registration ends now rather than at its TTL.
             if let Err(error) = sh.store.revoke(old.lease).await {
@@ -609,7 +619,12 @@ impl NodeApi {
         })
     }
 
-    async fn heartbeat_one(&self, hb: pb::HeartbeatRequest) -> ApiResult<pb::HeartbeatReply> {
+    async fn heartbeat_one(
+        &self,
+        caller: &NodeCaller,
+        hb: pb::HeartbeatRequest,
+    ) -> ApiResult<pb::HeartbeatReply> {
+        caller.is("heartbeat", &hb.node_id)?;
         let sh = &self.0;
         let fence = sh.fence().await?;
         let reg = sh.loads.lock().registrations.get(&hb.node_id).copied();
@@ -619,12 +634,31 @@ impl NodeApi {
                 hb.node_id, hb.incarnation
             )));
         };
+        // As the node registered: an edge's certificate does not keep an origin alive
+        // (nor report its streams) when both have the same id.
+        caller.may_be("heartbeat", node_role(reg.role), &hb.node_id)?;
         sh.store.keep_alive(reg.lease).await?;
         let report = hb.load.unwrap_or_default();
         let mut kicks: BTreeSet<String> = BTreeSet::new();
+        // A certificate binds the report to its node: an epoch is no secret (assignment
+        // watchers see it), so only an origin's reports, and none for a stream the view
+        // shows another origin holding under that very epoch, may move continuity.
+        // (A stale view never matches an honest report: a new holder has a new epoch.)
+        let view = caller.is_verified().then(|| sh.hub.view()).flatten();
+        let reports_epochs = !caller.is_verified() || reg.role == Role::Origin;
         // Origins report continuity under their epoch; a stale epoch means the stream is
         // held by someone else now: the origin must drop its publisher.
-        for s in report.streams.iter().filter(|s| s.epoch > 0) {
+        for s in report
+            .streams
+            .iter()
+            .filter(|s| s.epoch > 0 && reports_epochs)
+        {
+            let holder = view.as_ref().and_then(|v| v.assignments.get(&s.stream));
+            if let Some(a) = holder.filter(|a| a.origin != hb.node_id && a.epoch == s.epoch) {
+                tracing::warn!(node = %hb.node_id, stream = %s.stream, holder = %a.origin,
+                    "heartbeat reports a stream another origin holds; report ignored");
+                continue;
+            }
             let cont: Continuity = s.continuity.unwrap_or_default().into();
             match assign::report(sh.store.as_ref(), &fence, &s.stream, s.epoch, cont, false).await {
                 Ok(_) => {}
@@ -655,9 +689,16 @@ impl NodeApi {
     }
 
     #[tracing::instrument(name = "controller decision", skip_all, fields(op = "claim", stream = %r.stream, node = %r.node_id))]
-    async fn claim(&self, r: pb::ClaimStreamRequest) -> ApiResult<pb::ClaimStreamReply> {
+    async fn claim(
+        &self,
+        caller: &NodeCaller,
+        r: pb::ClaimStreamRequest,
+    ) -> ApiResult<pb::ClaimStreamReply> {
         required("node_id", &r.node_id)?;
         required("stream", &r.stream)?;
+        // Only origins claim, as themselves: a claim checks a publish credential, so any
+        // other caller would have an oracle for publish keys.
+        caller.may_be("claim", NodeRole::Origin, &r.node_id)?;
         // Bounded before anything reads them (origins cap both at the RTMP layer already).
         if !ferrocast_media::hls::names::valid_stream_key(&r.stream) {
             return Err(ApiError::Invalid("stream: not a stream key".into()));
@@ -739,10 +780,27 @@ impl NodeApi {
         })
     }
 
-    async fn release(&self, r: pb::ReleaseStreamRequest) -> ApiResult<pb::ReleaseStreamReply> {
+    async fn release(
+        &self,
+        caller: &NodeCaller,
+        r: pb::ReleaseStreamRequest,
+    ) -> ApiResult<pb::ReleaseStreamReply> {
         required("stream", &r.stream)?;
+        // Only origins hold streams.
+        caller.may_be("release", NodeRole::Origin, &r.node_id)?;
         let sh = &self.0;
         let fence = sh.fence().await?;
+        if caller.is_verified() {
+            // Only what the caller holds. The epoch check below fences a holder that
+            // changes after this read (a new holder has a new epoch).
+            let current = sh.store.assignment(r.stream.clone()).await?;
+            if let Some(v) = current.filter(|v| v.value.origin != r.node_id) {
+                return Err(caller.refuse(
+                    "release",
+                    format!("stream {} is held by {}", r.stream, v.value.origin),
+                ));
+            }
+        }
         let cont = r.continuity.unwrap_or_default().into();
         assign::report(sh.store.as_ref(), &fence, &r.stream, r.epoch, cont, true).await?;
         tracing::info!(node = %r.node_id, stream = %r.stream, epoch = r.epoch, "stream released");
@@ -756,8 +814,9 @@ impl NodeService for NodeApi {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterReply>, Status> {
+        let caller = NodeCaller::of(&request)?;
         Ok(Response::new(
-            NodeApi::register(self, request.into_inner()).await?,
+            NodeApi::register(self, &caller, request.into_inner()).await?,
         ))
     }
 
@@ -768,12 +827,13 @@ impl NodeService for NodeApi {
         request: Request<Streaming<pb::HeartbeatRequest>>,
     ) -> Result<Response<Self::HeartbeatStream>, Status> {
         let api = self.clone();
+        let caller = NodeCaller::of(&request)?;
         let mut incoming = request.into_inner();
         // One reply per heartbeat, in order; the first error ends the stream.
         let out = async_stream_of(move |tx| async move {
             while let Some(hb) = incoming.next().await {
                 let reply = match hb {
-                    Ok(hb) => api.heartbeat_one(hb).await.map_err(Status::from),
+                    Ok(hb) => api.heartbeat_one(&caller, hb).await.map_err(Status::from),
                     Err(s) => Err(s),
                 };
                 let end = reply.is_err();
@@ -789,14 +849,20 @@ impl NodeService for NodeApi {
         &self,
         request: Request<pb::ClaimStreamRequest>,
     ) -> Result<Response<pb::ClaimStreamReply>, Status> {
-        Ok(Response::new(self.claim(request.into_inner()).await?))
+        let caller = NodeCaller::of(&request)?;
+        Ok(Response::new(
+            self.claim(&caller, request.into_inner()).await?,
+        ))
     }
 
     async fn release_stream(
         &self,
         request: Request<pb::ReleaseStreamRequest>,
     ) -> Result<Response<pb::ReleaseStreamReply>, Status> {
-        Ok(Response::new(self.release(request.into_inner()).await?))
+        let caller = NodeCaller::of(&request)?;
+        Ok(Response::new(
+            self.release(&caller, request.into_inner()).await?,
+        ))
     }
 
     async fn place(
@@ -804,6 +870,7 @@ impl NodeService for NodeApi {
         request: Request<pb::ResolveRequest>,
     ) -> Result<Response<pb::ResolveReply>, Status> {
         // The operators' Resolve, for edges answering `/play`: a read, on any replica.
+        NodeCaller::of(&request)?;
         let op = OperatorApi(self.0.clone());
         Ok(Response::new(op.place(request.into_inner()).await?))
     }
@@ -814,6 +881,7 @@ impl NodeService for NodeApi {
         &self,
         request: Request<pb::WatchAssignmentsRequest>,
     ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
+        NodeCaller::of(&request)?;
         let node = request.into_inner().node_id;
         tracing::debug!(%node, "assignment watcher");
         let snapshot = |view: &ClusterView| {
@@ -838,6 +906,9 @@ impl NodeService for NodeApi {
         &self,
         request: Request<pb::WatchAccessRequest>,
     ) -> Result<Response<Self::WatchAccessStream>, Status> {
+        // Playback rules carry verification secrets: only for the nodes that check
+        // playback tokens (edges, and origins serving viewers).
+        NodeCaller::of(&request)?.has_role("watch access", &[NodeRole::Edge, NodeRole::Origin])?;
         let node = request.into_inner().node_id;
         tracing::debug!(%node, "access watcher");
         // Never an empty view (that would say "everything open, nothing revoked"): before

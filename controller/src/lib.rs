@@ -18,6 +18,7 @@ pub mod assign;
 pub mod election;
 pub mod etcd;
 pub mod hub;
+pub mod identity;
 pub mod model;
 pub mod play;
 pub mod region;

@@ -49,7 +49,10 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Controller configuration.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
-    /// gRPC (node and operator APIs, health, reflection) listen address.
+    /// gRPC (node and operator APIs, health, reflection) listen address (default
+    /// 127.0.0.1:50051: without TLS the node API knows no caller, so it stays on loopback
+    /// unless [`ControllerConfig::insecure_node_api`]; the CLI makes it 0.0.0.0:50051
+    /// with `--tls-dir`).
     pub grpc_listen: SocketAddr,
     /// Admin HTTP (`/healthz`, `/readyz`, `/metrics`) listen address.
     pub http_listen: SocketAddr,
@@ -73,6 +76,10 @@ pub struct ControllerConfig {
     pub region_header: Option<String>,
     /// TLS on the gRPC port (`--tls-dir`, `--operator-ca`); `None`: plaintext.
     pub tls: Option<GrpcTls>,
+    /// Serve the node API without TLS on an address other than loopback
+    /// (`--insecure-node-api`): any client that reaches it is then any node. Default
+    /// false: such a configuration is refused.
+    pub insecure_node_api: bool,
     /// How often the leader compacts the store's history, keeping one period of it
     /// (default 5 minutes, as kube-apiserver compacts its etcd).
     pub compact_every: Duration,
@@ -92,7 +99,7 @@ pub struct GrpcTls {
 impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
-            grpc_listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8090)),
             etcd: Vec::new(),
             lease_ttl: Duration::from_secs(5),
@@ -104,6 +111,7 @@ impl Default for ControllerConfig {
             region_cidrs: Vec::new(),
             region_header: None,
             tls: None,
+            insecure_node_api: false,
         }
     }
 }
@@ -188,6 +196,16 @@ impl ControllerConfig {
             if let Err(e) = t.cluster.grpc_server_config(&t.operator_ca) {
                 return invalid("tls-dir", &e.to_string());
             }
+        }
+        if self.tls.is_none() && !self.grpc_listen.ip().is_loopback() && !self.insecure_node_api {
+            // Closed by default: NodeService has no caller identity without TLS.
+            return invalid(
+                "grpc-listen",
+                "without --tls-dir the node API takes every caller for the node it claims to \
+                 be, so it listens on loopback only; give the controller --tls-dir (node \
+                 certificates: ferrocast certs DIR --node ROLE:ID), or --insecure-node-api \
+                 on a network only cluster nodes reach",
+            );
         }
         Ok(())
     }
@@ -319,6 +337,15 @@ impl Controller {
                 Some(_) => "mutual TLS for nodes and operator certificates",
             },
             "controller listening");
+        if cfg.tls.is_none() {
+            // NodeService has no identity without TLS (controller/src/identity.rs).
+            tracing::warn!(grpc = %grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                insecure_node_api = cfg.insecure_node_api,
+                "NODE API WITHOUT IDENTITY: no --tls-dir, so anyone who reaches the gRPC port \
+                 may register as any node, claim and release any stream and read playback \
+                 secrets; keep this port on loopback, or run with --tls-dir and per-node \
+                 certificates (ferrocast certs DIR --node ROLE:ID)");
+        }
         let ready = Arc::new(AtomicBool::new(false));
 
         let (health, health_service) = tonic_health::server::health_reporter();

@@ -1,7 +1,8 @@
 //! TLS on the gRPC port: the accept loop that runs handshakes off the accept path and
 //! hands tonic finished TLS streams ([`incoming`]), the connection's peer as the
 //! handshake established it ([`GrpcPeer`], a request extension), and the check that
-//! only cluster nodes call `NodeService` ([`NodeAuth`]).
+//! only cluster nodes call `NodeService` ([`NodeAuth`]), each as the node its
+//! certificate names ([`crate::identity`]).
 //!
 //! Why not tonic's own `tls-*` features: they build a fixed rustls configuration from
 //! one identity, so the certificate could not be reloaded from disk, and they verify a
@@ -9,7 +10,9 @@
 //! apart. tokio-rustls and rustls are already in the tree for the relay and HTTPS, so
 //! doing the handshake here adds no dependency and no second crypto backend.
 
+use crate::identity::NodeCaller;
 use ferrocast_runtime::tls::grpc::{Peer, PeerClassifier};
+use ferrocast_runtime::tls::identity::{self, NodeIdentity};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,6 +40,9 @@ pub struct GrpcPeer {
     pub addr: SocketAddr,
     /// What its certificate made of it.
     pub peer: Arc<Peer>,
+    /// The node identities a cluster certificate names (`ferrocast://ROLE/ID`; empty
+    /// for other peers, and for a cluster certificate that names none).
+    pub identities: Arc<[NodeIdentity]>,
 }
 
 /// The client's address of a request, over TLS or plain TCP.
@@ -162,13 +168,19 @@ pub fn incoming(
                         return;
                     }
                 };
-                let peer = classifier.classify(tls.get_ref().1.peer_certificates());
+                let chain = tls.get_ref().1.peer_certificates();
+                let peer = classifier.classify(chain);
                 if let Peer::Unrecognized(cn) = &peer {
                     tracing::warn!(%addr, cn = %cn, "client certificate names no operator (admin:NAME or read:NAME); its calls are refused");
                 }
+                let identities: Arc<[NodeIdentity]> = match (&peer, chain.and_then(|c| c.first())) {
+                    (Peer::Node, Some(leaf)) => identity::identities(leaf).into(),
+                    _ => Arc::new([]),
+                };
                 let info = GrpcPeer {
                     addr,
                     peer: Arc::new(peer),
+                    identities,
                 };
                 let _ = tx.send(Ok(TlsConn { io: tls, info })).await;
             });
@@ -179,8 +191,10 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
-/// `NodeService` over TLS: only peers with a cluster certificate may call it. Without
-/// TLS (`required: false`) every call passes, as before TLS existed.
+/// `NodeService` over TLS: only peers with a cluster certificate that names a node
+/// (`ferrocast://ROLE/ID`) may call it, and each call carries that identity
+/// ([`NodeCaller`], checked by the calls). Without TLS (`required: false`) every call
+/// passes as [`NodeCaller::Unverified`].
 #[derive(Debug, Clone, Copy)]
 pub struct NodeAuth {
     /// Whether calls need a cluster certificate.
@@ -188,18 +202,32 @@ pub struct NodeAuth {
 }
 
 impl tonic::service::Interceptor for NodeAuth {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         if !self.required {
+            req.extensions_mut().insert(NodeCaller::Unverified);
             return Ok(req);
         }
-        match req.extensions().get::<GrpcPeer>() {
-            Some(p) if *p.peer == Peer::Node => Ok(req),
+        let caller = match req.extensions().get::<GrpcPeer>() {
+            Some(p) if *p.peer == Peer::Node && !p.identities.is_empty() => NodeCaller::Verified {
+                addr: p.addr,
+                identities: p.identities.clone(),
+            },
+            Some(p) if *p.peer == Peer::Node => {
+                tracing::warn!(peer = %p.addr,
+                    "node call refused: the cluster certificate names no node (no ferrocast://ROLE/ID URI; issue it with ferrocast certs --node ROLE:ID)");
+                return Err(crate::api::ApiError::Forbidden(
+                    "the client certificate names no node (ferrocast://ROLE/ID)".into(),
+                )
+                .into());
+            }
             p => {
                 tracing::warn!(peer = ?p.map(|p| p.addr), "node call refused: no cluster certificate");
-                Err(Status::unauthenticated(
+                return Err(Status::unauthenticated(
                     "node calls need a client certificate from the cluster CA",
-                ))
+                ));
             }
-        }
+        };
+        req.extensions_mut().insert(caller);
+        Ok(req)
     }
 }

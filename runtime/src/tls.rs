@@ -1,20 +1,27 @@
 //! Cluster TLS: the certificates nodes present to each other on the origin ↔ edge relay
 //! and to the controller's gRPC API. Every node holds the cluster CA, its own certificate
-//! chain and key, read from a `--tls-dir` (`ca.pem`, `node.pem`, `node-key.pem`) or
-//! generated for development by [`generate_dev`]. Viewer-facing HTTPS and RTMPS use a
-//! public certificate ([`public_server_config`]).
+//! chain and key, read from a `--tls-dir` (`ca.pem`, `node.pem`, `node-key.pem`, as
+//! `ferrocast certs` writes them: [`pki`]) or generated for development by
+//! [`generate_dev`]. Viewer-facing HTTPS and RTMPS use a public certificate
+//! ([`public_server_config`]).
 //!
 //! Both directions are authenticated: the server requires a client certificate chained
-//! to the cluster CA, and the client trusts only that CA. Clients check the chain and
-//! the serverAuth usage but not the server's name: nodes are addressed by IPs that
-//! change (pods), and a private cluster CA only issues certificates to cluster nodes.
+//! to the cluster CA, and the client trusts only that CA. On top of the chain, each side
+//! checks the other's role as its certificate names it ([`identity`]): the relay server
+//! takes only edges as clients, a relay client takes only an origin as server, and a
+//! node takes only a controller as its gRPC server. The server's DNS name is not
+//! checked: nodes are addressed by IPs that change (pods), and the role is what matters.
 //!
 //! Certificates loaded from files are reloaded when the files change ([`reload`]); the
 //! CA files are read once.
 
+mod der;
 pub mod grpc;
+pub mod identity;
+pub mod pki;
 pub mod reload;
 
+use identity::NodeRole;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -24,8 +31,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -88,9 +96,23 @@ impl TlsFiles {
         }
     }
 
+    /// The node identities the certificate names (`ferrocast://ROLE/ID`; empty when it
+    /// names none).
+    pub fn identities(&self) -> Result<Vec<identity::NodeIdentity>, TlsError> {
+        let certs = read_certs(&self.cert)?;
+        Ok(certs.first().map(identity::identities).unwrap_or_default())
+    }
+
     /// Reads and checks the three files; the certificate and key are reloaded when they
     /// change.
     pub fn load(&self) -> Result<ClusterTls, TlsError> {
+        if let Some(key) = self.ca.parent().map(|d| d.join(pki::CA_KEY_FILE)) {
+            if key.exists() {
+                tracing::warn!(ca_key = %key.display(),
+                    "the cluster CA's key is in this node's TLS directory: whoever reads it can \
+                     issue certificates for any node; give nodes only ca.pem, node.pem and node-key.pem");
+            }
+        }
         let ca = read_certs(&self.ca)?;
         let cert = Arc::new(CertStore::from_files(&self.cert, &self.key)?);
         let tls = ClusterTls { ca, cert };
@@ -182,12 +204,17 @@ impl ClusterTls {
     }
 
     /// TLS 1.3 server config for the relay: requires a client certificate chained to
-    /// the cluster CA; ALPN `ferrocast-relay/1`.
+    /// the cluster CA that names an edge ([`RELAY_CLIENT_ROLES`]); ALPN
+    /// `ferrocast-relay/1`.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let provider = provider();
-        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
+        let chain = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
             .build()
             .map_err(config_err)?;
+        let verifier = Arc::new(RoleClientVerifier {
+            chain,
+            roles: RELAY_CLIENT_ROLES,
+        });
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(config_err)?
@@ -197,13 +224,15 @@ impl ClusterTls {
         Ok(Arc::new(cfg))
     }
 
-    /// TLS 1.3 client config for the relay: trusts only the cluster CA and presents
-    /// this node's certificate; ALPN `ferrocast-relay/1`.
+    /// TLS 1.3 client config for the relay: trusts only the cluster CA, and only a
+    /// server certificate that names an origin; presents this node's certificate; ALPN
+    /// `ferrocast-relay/1`.
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let provider = provider();
         let verifier = Arc::new(ClusterServerVerifier {
             roots: self.roots()?,
             provider: provider.clone(),
+            role: NodeRole::Origin,
         });
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -216,12 +245,104 @@ impl ClusterTls {
     }
 }
 
-/// Checks that the server's certificate chains to the cluster CA and is valid for
-/// serverAuth; the name is not checked (see the module docs).
+/// Who may be a relay client: edges. Not origins: an origin's certificate must not
+/// pull media as if it were an edge (and be counted, admitted and served as one); a
+/// tier of origins pulling from origins (shields) would get a role of its own.
+pub const RELAY_CLIENT_ROLES: &[NodeRole] = &[NodeRole::Edge];
+
+/// A verified certificate that names none of the roles the peer must have.
+#[derive(thiserror::Error)]
+#[error(
+    "the peer's certificate names no {wanted} identity (ferrocast://{wanted}/ID); it names {found}"
+)]
+pub struct WrongRole {
+    /// The roles that would do.
+    pub wanted: String,
+    /// What it names (`nothing`, or its identities).
+    pub found: String,
+}
+
+// rustls shows a certificate error with `{:?}`: the sentence, not the struct.
+impl std::fmt::Debug for WrongRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// Fails with [`WrongRole`] unless `cert` names one of `roles`.
+fn check_role(cert: &CertificateDer<'_>, roles: &[NodeRole]) -> Result<(), rustls::Error> {
+    let ids = identity::identities(cert);
+    if ids.iter().any(|i| roles.contains(&i.role)) {
+        return Ok(());
+    }
+    let join = |v: Vec<String>| v.join(" or ");
+    let err = WrongRole {
+        wanted: join(roles.iter().map(|r| r.to_string()).collect()),
+        found: match ids.as_slice() {
+            [] => "nothing".to_owned(),
+            ids => join(ids.iter().map(|i| i.to_string()).collect()),
+        },
+    };
+    Err(rustls::Error::InvalidCertificate(
+        rustls::CertificateError::Other(rustls::OtherError(Arc::new(err))),
+    ))
+}
+
+/// The cluster CA's client check, then the role check.
+#[derive(Debug)]
+struct RoleClientVerifier {
+    chain: Arc<dyn ClientCertVerifier>,
+    roles: &'static [NodeRole],
+}
+
+impl ClientCertVerifier for RoleClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.chain.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let ok = self
+            .chain
+            .verify_client_cert(end_entity, intermediates, now)?;
+        check_role(end_entity, self.roles)?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
+/// Checks that the server's certificate chains to the cluster CA, is valid for
+/// serverAuth and names `role`; the DNS name is not checked (see the module docs).
 #[derive(Debug)]
 struct ClusterServerVerifier {
     roots: Arc<RootCertStore>,
     provider: Arc<CryptoProvider>,
+    role: NodeRole,
 }
 
 impl ServerCertVerifier for ClusterServerVerifier {
@@ -241,6 +362,7 @@ impl ServerCertVerifier for ClusterServerVerifier {
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
+        check_role(end_entity, &[self.role])?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -279,59 +401,53 @@ impl ServerCertVerifier for ClusterServerVerifier {
     }
 }
 
-/// A fresh self-signed development CA named `name`: its certificate and key.
+/// A fresh self-signed development CA named `name`: its certificate and key (valid
+/// [`pki::CA_DAYS`] days).
 fn dev_ca(name: &str) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.distinguished_name.push(DnType::CommonName, name);
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
+    pki::valid_for(&mut ca_params, pki::CA_DAYS);
     let ca = ca_params.self_signed(&ca_key)?;
     Ok((ca, ca_key))
 }
 
-/// Generates a development cluster: a fresh CA and one node certificate signed by it,
-/// valid for client and server use, with SANs `localhost`, `127.0.0.1`, `::1` and
+/// The node id of development certificates ([`generate_dev`], `ferrocast certs DIR`
+/// without `--node`).
+pub const DEV_NODE_ID: &str = "dev";
+
+/// The identities of a development certificate: every role, as node [`DEV_NODE_ID`].
+/// One process that is origin, edge and embedded controller at once (standalone), or a
+/// test that hands one directory to every node, needs a certificate that is all of
+/// them; a cluster gets one certificate per node (`ferrocast certs --node ROLE:ID`).
+pub fn dev_identities() -> Vec<identity::NodeIdentity> {
+    [NodeRole::Controller, NodeRole::Origin, NodeRole::Edge]
+        .into_iter()
+        .filter_map(|r| identity::NodeIdentity::new(r, DEV_NODE_ID))
+        .collect()
+}
+
+/// Generates a development cluster: a fresh CA and one node certificate signed by it
+/// naming every role ([`dev_identities`]), valid for client and server use for
+/// [`pki::DEFAULT_NODE_DAYS`] days, with SANs `localhost`, `127.0.0.1`, `::1` and
 /// `names`. Written to `dir` (created if needed; the key file readable by the owner
-/// only) when given.
+/// only) when given; the CA key is not kept.
 pub fn generate_dev(dir: Option<&Path>, names: &[String]) -> Result<ClusterTls, TlsError> {
-    let (ca, ca_key) = dev_ca("Ferrocast development cluster CA")?;
-
-    let mut sans = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
-    sans.extend(names.iter().filter(|n| !n.is_empty()).cloned());
-    sans.dedup();
-    let node_key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(sans)?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "ferrocast node");
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let node = params.signed_by(&node_key, &ca, &ca_key)?;
-
+    let ca = pki::ClusterCa::generate("Ferrocast development cluster CA", pki::CA_DAYS)?;
+    let node = ca.issue(&dev_identities(), names, pki::DEFAULT_NODE_DAYS)?;
     if let Some(dir) = dir {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| TlsError::Io { path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let files = TlsFiles::in_dir(dir);
-        std::fs::write(&files.ca, ca.pem()).map_err(io(&files.ca))?;
-        std::fs::write(&files.cert, node.pem()).map_err(io(&files.cert))?;
-        write_private(&files.key, node_key.serialize_pem().as_bytes()).map_err(io(&files.key))?;
-        // The CA key is not written: a development cluster is regenerated, not extended.
+        node.write_dir(dir, ca.bundle_pem())?;
     }
     ClusterTls::from_der(
-        vec![ca.der().clone()],
-        vec![node.der().clone()],
-        PrivateKeyDer::try_from(node_key.serialize_der()).map_err(config_err)?,
+        vec![ca.cert().clone()],
+        vec![node.cert_der.clone()],
+        node.private_key()?,
     )
 }
 
@@ -365,6 +481,7 @@ pub fn generate_operator_dev(dir: &Path, identities: &[String]) -> Result<(), Tl
             .push(DnType::CommonName, id.as_str());
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        pki::valid_for(&mut params, pki::DEFAULT_NODE_DAYS);
         let cert = params.signed_by(&key, &ca, &ca_key)?;
         let stem = format!("operator-{}-{}", parsed.role.as_str(), parsed.name);
         let cert_path = dir.join(format!("{stem}.pem"));
@@ -520,6 +637,94 @@ mod tests {
             matches!(err, rustls::Error::InvalidCertificate(_)),
             "{err:?}"
         );
+    }
+
+    /// A node of `ca` naming `who` (`ROLE:ID`).
+    fn node(ca: &pki::ClusterCa, who: &[&str]) -> ClusterTls {
+        let ids: Vec<_> = who
+            .iter()
+            .map(|w| identity::NodeIdentity::from_spec(w).unwrap())
+            .collect();
+        let cert = ca.issue(&ids, &[], 1).unwrap();
+        ClusterTls::from_der(
+            vec![ca.cert().clone()],
+            vec![cert.cert_der.clone()],
+            cert.private_key().unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn wrong_role(err: rustls::Error) -> String {
+        match err {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(e)) => {
+                e.0.downcast_ref::<WrongRole>()
+                    .map(|w| w.to_string())
+                    .unwrap_or_else(|| panic!("not a role error: {e:?}"))
+            }
+            e => panic!("not a certificate error: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn relay_peers_check_each_others_role() {
+        let ca = pki::ClusterCa::generate("test CA", 1).unwrap();
+        let (origin, edge) = (node(&ca, &["origin:o1"]), node(&ca, &["edge:e1"]));
+        let (controller, nobody) = (node(&ca, &["controller:c1"]), node(&ca, &[]));
+        assert_eq!(handshake(&edge, &origin).unwrap(), RELAY_ALPN);
+        // An origin's certificate is no edge on the relay; nor is a certificate of no one.
+        let msg = wrong_role(handshake(&origin, &origin).unwrap_err());
+        assert!(
+            msg.contains("no edge identity") && msg.contains("origin/o1"),
+            "{msg}"
+        );
+        let msg = wrong_role(handshake(&nobody, &origin).unwrap_err());
+        assert!(msg.contains("names nothing"), "{msg}");
+        // An edge checks that its server is an origin.
+        let msg = wrong_role(handshake(&edge, &edge).unwrap_err());
+        assert!(msg.contains("no origin identity"), "{msg}");
+        let msg = wrong_role(handshake(&edge, &controller).unwrap_err());
+        assert!(msg.contains("controller/c1"), "{msg}");
+        // Nodes take only a controller as their gRPC server.
+        let grpc = |client: &ClusterTls, server: &ClusterTls| {
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut c = ClientConnection::new(client.grpc_client_config().unwrap(), name).unwrap();
+            let (cfg, _) = server.grpc_server_config(&[]).unwrap();
+            let mut s = ServerConnection::new(cfg).unwrap();
+            let mut out = Ok(());
+            for _ in 0..10 {
+                let mut buf = Vec::new();
+                while c.wants_write() {
+                    c.write_tls(&mut buf).unwrap();
+                }
+                let mut rd = &buf[..];
+                while !rd.is_empty() {
+                    s.read_tls(&mut rd).unwrap();
+                    s.process_new_packets().unwrap();
+                }
+                let mut buf = Vec::new();
+                while s.wants_write() {
+                    s.write_tls(&mut buf).unwrap();
+                }
+                let mut rd = &buf[..];
+                while !rd.is_empty() {
+                    c.read_tls(&mut rd).unwrap();
+                    if let Err(e) = c.process_new_packets() {
+                        out = Err(e);
+                        break;
+                    }
+                }
+                if out.is_err() || !c.is_handshaking() {
+                    break;
+                }
+            }
+            out
+        };
+        assert!(grpc(&edge, &controller).is_ok());
+        let msg = wrong_role(grpc(&edge, &origin).unwrap_err());
+        assert!(msg.contains("no controller identity"), "{msg}");
+        // Development certificates are every role (standalone is all three).
+        let dev = generate_dev(None, &[]).unwrap();
+        assert_eq!(handshake(&dev, &dev).unwrap(), RELAY_ALPN);
     }
 
     #[test]

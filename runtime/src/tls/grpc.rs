@@ -9,6 +9,7 @@
 //! `cert:NAME`. The operator CA is separate from the cluster CA, so a node's certificate
 //! never makes its holder an operator.
 
+use super::der::tlv;
 use super::{
     config_err, provider, read_certs, read_key, ClusterServerVerifier, ClusterTls, TlsError,
 };
@@ -181,13 +182,15 @@ impl ClusterTls {
         Ok((Arc::new(cfg), classifier))
     }
 
-    /// A node's client configuration for the controller: trusts the cluster CA (the name
-    /// is not checked, as on the relay), presents this node's certificate, ALPN `h2`.
+    /// A node's client configuration for the controller: trusts the cluster CA and only a
+    /// certificate that names a controller (the DNS name is not checked, as on the
+    /// relay), presents this node's certificate, ALPN `h2`.
     pub fn grpc_client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let provider = provider();
         let verifier = Arc::new(ClusterServerVerifier {
             roots: roots(&self.ca)?,
             provider: provider.clone(),
+            role: super::identity::NodeRole::Controller,
         });
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -326,28 +329,6 @@ pub fn subject_common_name(cert: &[u8]) -> Option<String> {
     None
 }
 
-/// One DER tag-length-value: (tag, contents, the bytes after it).
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,7 +376,7 @@ mod tests {
         let node = cluster.cert().current().cert.clone();
         assert_eq!(
             subject_common_name(&node[0]).as_deref(),
-            Some("ferrocast node")
+            Some("ferrocast development node")
         );
         assert_eq!(classifier.classify(Some(&node)), Peer::Node);
         assert_eq!(classifier.classify(None), Peer::Anonymous);
