@@ -153,6 +153,8 @@ for role in ("origin", "edge"):
     check(url.startswith("https://" if tls_on else "http://"), f"{role}: controller URL {url!r} matches the controller's TLS")
 if name == "defaults":
     check(tls_on, "controller: --tls-dir (gRPC TLS on by default)")
+# A plaintext node API must be asked for by name (the controller refuses it otherwise).
+check(("--insecure-node-api" in ctrl_main["args"]) == (not tls_on), "controller: --insecure-node-api exactly when gRPC TLS is off")
 # Followers redirect writes to the leader's advertised address: the pod IP, never 0.0.0.0.
 check("--advertise-host=$(POD_IP)" in ctrl_main["args"], "controller: --advertise-host=$(POD_IP)")
 check(env_of(ctrl_main).get("POD_IP", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.podIP",
