@@ -986,7 +986,15 @@ mod tests {
 
     #[test]
     fn every_viewer_node_has_an_admin_port() {
-        let edge = ["--origin", "127.0.0.1:4433", "--tls-dir", "/x"];
+        let certs =
+            std::env::temp_dir().join(format!("ferrocast-cfg-admin-{}", std::process::id()));
+        ferrocast_runtime::tls::generate_dev(Some(&certs), &[]).expect("certs");
+        let edge = [
+            "--origin",
+            "127.0.0.1:4433",
+            "--tls-dir",
+            certs.to_str().expect("utf-8"),
+        ];
         let s = Settings::resolve(args(&[]), Role::Origin).expect("valid");
         assert_eq!(s.origin.admin_listen, Some("0.0.0.0:9081".parse().unwrap()));
         let s = Settings::resolve(args(&edge), Role::Edge).expect("valid");
@@ -1038,6 +1046,7 @@ mod tests {
         )
         .expect_err("not for the controller");
         assert!(format!("{err:#}").contains("admin-listen"), "{err:#}");
+        let _ = std::fs::remove_dir_all(&certs);
     }
 
     #[test]
@@ -1229,6 +1238,9 @@ mod tests {
                 "0.0.0.0:6000",
                 "--advertise-host",
                 "10.0.0.9",
+                "--insecure-node-api",
+                "--operator-token",
+                "t0k",
             ]),
             Role::Controller,
         )
@@ -1500,16 +1512,36 @@ mod tests {
             .expect_err("plaintext node API on the network");
         assert!(format!("{err:#}").contains("grpc-listen"), "{err:#}");
         let s = Settings::resolve(
-            args(&["--grpc-listen", "0.0.0.0:50051", "--insecure-node-api"]),
+            args(&[
+                "--grpc-listen",
+                "0.0.0.0:50051",
+                "--insecure-node-api",
+                "--operator-token",
+                "t0k",
+            ]),
             Role::Controller,
         )
         .expect("explicitly insecure");
         assert!(s.controller.insecure_node_api);
+        // An operator API beyond loopback is never open: it needs a credential.
+        let err = Settings::resolve(
+            args(&["--grpc-listen", "0.0.0.0:50051", "--insecure-node-api"]),
+            Role::Controller,
+        )
+        .expect_err("an open operator API on the network");
+        assert!(format!("{err:#}").contains("operator-token"), "{err:#}");
         // With certificates, the default faces the network.
         let dir = std::env::temp_dir().join(format!("ferrocast-cfg-grpc-{}", std::process::id()));
         ferrocast_runtime::tls::generate_dev(Some(&dir), &[]).expect("certs");
         let d = dir.to_str().expect("utf-8");
-        let s = Settings::resolve(args(&["--tls-dir", d]), Role::Controller).expect("valid");
+        let err = Settings::resolve(args(&["--tls-dir", d]), Role::Controller)
+            .expect_err("no operator credential");
+        assert!(format!("{err:#}").contains("operator-token"), "{err:#}");
+        let s = Settings::resolve(
+            args(&["--tls-dir", d, "--operator-token", "t0k"]),
+            Role::Controller,
+        )
+        .expect("valid");
         assert_eq!(s.controller.grpc_listen, "0.0.0.0:50051".parse().unwrap());
         let _ = std::fs::remove_dir_all(&dir);
     }

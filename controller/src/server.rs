@@ -207,6 +207,17 @@ impl ControllerConfig {
                  on a network only cluster nodes reach",
             );
         }
+        let operator_credential = self.operator_token.is_some()
+            || self.tls.as_ref().is_some_and(|t| !t.operator_ca.is_empty());
+        if !operator_credential && !self.grpc_listen.ip().is_loopback() {
+            // Closed by default: an operator API reachable from the network with no
+            // credential would let anyone drain nodes, kick publishers and mint keys.
+            return invalid(
+                "operator-token",
+                "the operator API listens beyond loopback, so it needs a credential: \
+                 --operator-token (or FERROCAST_OPERATOR_TOKEN) or --operator-ca",
+            );
+        }
         Ok(())
     }
 }

@@ -362,7 +362,13 @@ impl pb::node_service_server::NodeService for Scripted {
         &self,
         _: Request<pb::WatchAccessRequest>,
     ) -> Result<Response<Self::WatchAccessStream>, Status> {
-        Ok(Response::new(Box::pin(tokio_stream::pending())))
+        // One snapshot with no rules (every stream open), so the origin's viewer port
+        // serves the playlists the test reads; then nothing changes.
+        use tokio_stream::StreamExt as _;
+        let first = tokio_stream::once(Ok(pb::AccessSnapshot::default()));
+        Ok(Response::new(Box::pin(
+            first.chain(tokio_stream::pending()),
+        )))
     }
 }
 
