@@ -224,6 +224,19 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// Waits until the node's log holds `needle`; panics with the log after `within`.
+    pub fn wait_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not logged within {within:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `rtmp://127.0.0.1:PORT/live/KEY`.
     pub fn rtmp_url(&self, key: &str) -> String {
         format!("rtmp://{}/live/{key}", self.rtmp)

@@ -51,20 +51,6 @@ fn assert_refused(url: &str, origin: &Node, tag: &str) {
     assert!(!status.success(), "{tag}: ffmpeg succeeded");
 }
 
-fn wait_log(node: &Node, needle: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if node.log().contains(needle) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "{needle:?} not logged within {within:?}; log:\n{}",
-        node.log()
-    );
-}
-
 #[test]
 fn publishers_need_a_key_or_a_signed_token_and_operators_need_roles() {
     let (ctl_node, grpc) = controller();
@@ -76,7 +62,7 @@ fn publishers_need_a_key_or_a_signed_token_and_operators_need_roles() {
         "origin",
         &["--node-id", "o1", "--controller", &format!("http://{grpc}")],
     );
-    wait_log(&ctl_node, "node registered", Duration::from_secs(20));
+    ctl_node.wait_log("node registered", Duration::from_secs(20));
 
     // Operators: no token is refused, the read-only token reads but may not change.
     let out = ctl(grpc, None, &["nodes"]);
@@ -101,7 +87,7 @@ fn publishers_need_a_key_or_a_signed_token_and_operators_need_roles() {
     let key = ctl_ok(grpc, Some(ADMIN), &["keys", "create", "cam"]);
     let secret = key["secret"].as_str().expect("a secret").to_owned();
     let key_id = key["key_id"].as_str().expect("an id").to_owned();
-    wait_log(&ctl_node, "CreatePublishKey", Duration::from_secs(5));
+    ctl_node.wait_log("CreatePublishKey", Duration::from_secs(5));
     assert!(
         ctl_node.log().contains("who=admin@127.0.0.1"),
         "audit names the caller"
@@ -116,23 +102,19 @@ fn publishers_need_a_key_or_a_signed_token_and_operators_need_roles() {
 
     // No credential, a wrong one, another stream's: refused with a reason in the log.
     assert_refused(&origin.rtmp_url("cam"), &origin, "ffmpeg-none");
-    wait_log(&origin, "no publish credential", Duration::from_secs(5));
+    origin.wait_log("no publish credential", Duration::from_secs(5));
     assert_refused(
         &format!("{}?key={key_id}.wrong", origin.rtmp_url("cam")),
         &origin,
         "ffmpeg-wrong",
     );
-    wait_log(
-        &origin,
-        "wrong secret for publish key",
-        Duration::from_secs(5),
-    );
+    origin.wait_log("wrong secret for publish key", Duration::from_secs(5));
     assert_refused(
         &format!("{}?key={secret}", origin.rtmp_url("other")),
         &origin,
         "ffmpeg-foreign",
     );
-    wait_log(&origin, "is not for this stream", Duration::from_secs(5));
+    origin.wait_log("is not for this stream", Duration::from_secs(5));
     assert!(origin.log().contains("publisher refused: unauthorized"));
     assert!(
         !origin.log().contains(&secret),

@@ -254,20 +254,6 @@ fn assert_refused(url: &str, node: &Node, tag: &str) {
     assert!(!status.success(), "{tag}: ffmpeg succeeded");
 }
 
-fn wait_log(node: &Node, needle: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if node.log().contains(needle) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "{needle:?} not logged within {within:?}; log:\n{}",
-        node.log()
-    );
-}
-
 fn status(node: &Node, path: &str) -> u16 {
     http_get(node.http, path, Duration::from_secs(10))
         .map(|r| r.status)
@@ -324,7 +310,7 @@ fn publishers_are_admitted_or_refused_by_the_webhook_and_its_silence_follows_the
 
     // Denied: an RTMP error, a log line with the webhook's reason, the others go on.
     assert_refused(&o1.rtmp_url("deny-cam"), &o1, "ffmpeg-denied");
-    wait_log(&o1, "publisher refused: admission", Duration::from_secs(5));
+    o1.wait_log("publisher refused: admission", Duration::from_secs(5));
     assert!(o1.log().contains("not on the list"), "the reason is logged");
     assert_eq!(status(&o1, "/live/deny-cam/index.m3u8"), 404);
     assert_eq!(status(&o1, "/live/cam/index.m3u8"), 200);
@@ -345,7 +331,7 @@ fn publishers_are_admitted_or_refused_by_the_webhook_and_its_silence_follows_the
     let o3 = origin(&hook, "o3", &["--admission-timeout", "0.5"]);
     hook.set_delay(Duration::from_secs(3));
     assert_refused(&o3.rtmp_url("slow"), &o3, "ffmpeg-slow-closed");
-    wait_log(&o3, "admission webhook unavailable", Duration::from_secs(5));
+    o3.wait_log("admission webhook unavailable", Duration::from_secs(5));
     let _slow = publish(&o2, "slow", "ffmpeg-slow-open");
     o2.wait_live("slow", Duration::from_secs(30));
     assert!(o2.log().contains("admission webhook error"));
@@ -630,8 +616,7 @@ fn a_webhook_certificate_from_another_ca_is_an_error_that_follows_the_fail_mode(
     // Failing closed: the publisher is refused, the log names the TLS reason.
     let closed = origin(&hook, "o-closed", &tls_args);
     assert_refused(&closed.rtmp_url("cam"), &closed, "ffmpeg-closed");
-    wait_log(
-        &closed,
+    closed.wait_log(
         "TLS handshake with localhost failed: invalid peer certificate: UnknownIssuer",
         Duration::from_secs(5),
     );
@@ -656,7 +641,7 @@ fn a_webhook_certificate_from_another_ca_is_an_error_that_follows_the_fail_mode(
     let _pub = publish(&open, "cam", "ffmpeg-open");
     open.wait_live("cam", Duration::from_secs(30));
     assert_eq!(status(&open, "/t/ann/live/cam/index.m3u8"), 200);
-    wait_log(&open, "admission webhook error", Duration::from_secs(5));
+    open.wait_log("admission webhook error", Duration::from_secs(5));
     assert!(
         open.log().contains("UnknownIssuer"),
         "the TLS reason is logged"

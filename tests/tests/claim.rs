@@ -41,20 +41,6 @@ fn ctl_ok(grpc: SocketAddr, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("ctl prints JSON")
 }
 
-fn wait_log(node: &Node, needle: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if node.log().contains(needle) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "{needle:?} not logged within {within:?}; log:\n{}",
-        node.log()
-    );
-}
-
 /// How many times `needle` is in the node's log.
 fn count_log(node: &Node, needle: &str) -> usize {
     node.log().matches(needle).count()
@@ -160,7 +146,7 @@ fn with_the_controller_stopped_only_the_winning_credential_continues_a_held_stre
             GRACE_S,
         ],
     );
-    wait_log(&controller, "node registered", Duration::from_secs(20));
+    controller.wait_log("node registered", Duration::from_secs(20));
     let cam = ctl_ok(grpc, &["keys", "create", "cam"]);
     let secret = cam["secret"].as_str().expect("a secret").to_owned();
     let other = ctl_ok(grpc, &["keys", "create", "other"]);
@@ -173,9 +159,9 @@ fn with_the_controller_stopped_only_the_winning_credential_continues_a_held_stre
         &format!("cam?key={}", "k".repeat(5000)),
         "oversized query",
     );
-    wait_log(&origin, "publish query of", Duration::from_secs(5));
+    origin.wait_log("publish query of", Duration::from_secs(5));
     assert_bad_name(&origin, &"n".repeat(65), "oversized name");
-    wait_log(&origin, "stream name of 65 bytes", Duration::from_secs(5));
+    origin.wait_log("stream name of 65 bytes", Duration::from_secs(5));
 
     let query = format!("key={secret}");
     let mut real = ffmpeg_publish_live(
@@ -401,11 +387,7 @@ fn with_the_controller_answering_errors_no_publisher_continues_a_held_stream_and
             GRACE_S,
         ],
     );
-    wait_log(
-        &origin,
-        "registered with the controller",
-        Duration::from_secs(20),
-    );
+    origin.wait_log("registered with the controller", Duration::from_secs(20));
     let mut real = ffmpeg_publish_live(
         &format!("{}?{}", origin.rtmp_url("cam"), Scripted::KEY),
         120,

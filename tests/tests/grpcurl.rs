@@ -5,13 +5,11 @@
 //! log with who made it.
 
 use ferrocast_tests::tls::grpcurl;
-use ferrocast_tests::{
-    ferrocast_bin, make_certs, run_with_timeout, start_controller, Node, TempDir,
-};
+use ferrocast_tests::{ferrocast_bin, make_certs, run_with_timeout, start_controller, TempDir};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ADMIN: &str = "admin-secret-7";
 const READER: &str = "read-secret-7";
@@ -58,18 +56,6 @@ fn assert_code(o: &Output, code: &str) {
         "{code} expected: {}",
         text(o)
     );
-}
-
-fn wait_log(node: &Node, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !node.log().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} not logged; log:\n{}",
-            node.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn drain(node_id: &str) -> String {
@@ -141,7 +127,7 @@ fn grpcurl_needs_a_token_for_reads_and_the_admin_token_for_changes() {
         &grpcurl_call(&as_reader, grpc, &create_key, Some(r#"{"stream":"cam"}"#)),
         "PermissionDenied",
     );
-    wait_log(&controller, "refused: read-only operator");
+    controller.wait_log("refused: read-only operator", Duration::from_secs(10));
 
     // The admin token: changes too.
     assert_ok(&grpcurl_call(
@@ -160,7 +146,10 @@ fn grpcurl_needs_a_token_for_reads_and_the_admin_token_for_changes() {
         key.to_string().contains("cam"),
         "the key is for the stream: {key}"
     );
-    wait_log(&controller, "op=\"CreatePublishKey\" what=\"stream=cam");
+    controller.wait_log(
+        "op=\"CreatePublishKey\" what=\"stream=cam",
+        Duration::from_secs(10),
+    );
     let log = controller.log();
     let audited = |op: &str| {
         log.lines().any(|l| {
@@ -290,9 +279,9 @@ fn grpcurl_and_ctl_over_mutual_tls_with_operator_certificates() {
         "foreign certificate accepted: {}",
         text(&foreign)
     );
-    wait_log(
-        &controller,
+    controller.wait_log(
         "gRPC TLS handshake refused: client certificate",
+        Duration::from_secs(10),
     );
 
     // ferrocast ctl with a certificate.
@@ -340,7 +329,7 @@ fn grpcurl_and_ctl_over_mutual_tls_with_operator_certificates() {
     );
 
     // The audit log names the certificate identities.
-    wait_log(&controller, "who=cert:alice@127.0.0.1");
+    controller.wait_log("who=cert:alice@127.0.0.1", Duration::from_secs(10));
     let log = controller.log();
     let audit: Vec<&str> = log
         .lines()

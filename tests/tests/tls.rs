@@ -23,18 +23,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
-fn wait_log(node: &Node, needle: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    while !node.log().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} not logged within {within:?}; log:\n{}",
-            node.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The node ids `ferrocast ctl --ca CA nodes` lists.
 fn node_ids(grpc: SocketAddr, ca: &Path) -> Vec<String> {
     let out = run_with_timeout(
@@ -183,8 +171,7 @@ fn nodes_join_a_tls_controller_with_cluster_certificates_and_strangers_are_refus
             ],
         )
     });
-    wait_log(
-        &controller,
+    controller.wait_log(
         "gRPC TLS handshake refused: client certificate",
         Duration::from_secs(15),
     );
@@ -560,13 +547,11 @@ fn an_edge_certificate_is_that_edge_and_nothing_more_on_the_controller() {
             .await
             .expect("o1 releases its stream");
     });
-    wait_log(
-        &controller,
+    controller.wait_log(
         "node call refused: the cluster certificate names no node",
         T,
     );
-    wait_log(
-        &controller,
+    controller.wait_log(
         "node call refused: not what the caller's certificate names",
         T,
     );
@@ -616,7 +601,7 @@ fn an_origins_certificate_cannot_act_as_an_edge_on_the_relay() {
         r.status,
         r.text()
     );
-    wait_log(&origin, "relay handshake failed; edge refused", T);
+    origin.wait_log("relay handshake failed; edge refused", T);
 
     // A node with an edge's certificate serving the relay: edges refuse it.
     let fake_quic = free_udp_addr();
@@ -642,7 +627,7 @@ fn an_origins_certificate_cannot_act_as_an_edge_on_the_relay() {
         r.status,
         r.text()
     );
-    wait_log(&fooled, "no origin identity", T);
+    fooled.wait_log("no origin identity", T);
 
     // The real edge plays from the real origin.
     let edge = as_edge("edge-e1", &dir("edge-e1"), quic);
