@@ -525,7 +525,7 @@ impl Settings {
             max_header_bytes: args.http_max_header_bytes.or(file.http_max_header_bytes),
             listen_backlog: args.http_listen_backlog.or(file.http_listen_backlog),
         };
-        for http in [&mut origin.http, &mut edge.http] {
+        for http in [&mut origin.http, &mut edge.http, &mut controller.http] {
             limits.apply(http)?;
         }
         let grpc_listen_given = args.grpc_listen.or(file.grpc_listen);
@@ -1088,6 +1088,13 @@ mod tests {
             assert_eq!(http.listen_backlog, 4096);
             assert_eq!(http.fair_share_from_percent, 75);
         }
+        // The controller's admin port: the same timeouts, a small cap (operators and
+        // probes, not viewers).
+        let c = &s.controller.http;
+        assert!(c.max_connections <= 1024);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.name, "controller");
         let s = Settings::resolve(
             args(&[
                 "--http-max-connections",
@@ -1112,7 +1119,7 @@ mod tests {
             Role::Standalone,
         )
         .expect("valid");
-        for http in [&s.origin.http, &s.edge.http] {
+        for http in [&s.origin.http, &s.edge.http, &s.controller.http] {
             assert_eq!(http.max_connections, 100);
             assert_eq!(http.fair_share_from_percent, 50);
             assert_eq!(http.header_read_timeout, Duration::from_millis(500));

@@ -83,6 +83,10 @@ pub struct ControllerConfig {
     /// How often the leader compacts the store's history, keeping one period of it
     /// (default 5 minutes, as kube-apiserver compacts its etcd).
     pub compact_every: Duration,
+    /// Connection limits and timeouts of the admin HTTP port (`/play`, probes,
+    /// `/metrics`): the `--http-*` flags origins and edges take, with a smaller
+    /// connection cap by default (operators, probes and `/play` redirects, not viewers).
+    pub http: ServerLimits,
 }
 
 /// TLS on the controller's gRPC port.
@@ -104,6 +108,15 @@ impl Default for ControllerConfig {
             etcd: Vec::new(),
             lease_ttl: Duration::from_secs(5),
             compact_every: Duration::from_secs(300),
+            http: {
+                let defaults = ServerLimits::default();
+                ServerLimits {
+                    max_connections: defaults.max_connections.min(1024),
+                    drain_grace: Duration::from_secs(5),
+                    name: "controller",
+                    ..defaults
+                }
+            },
             operator_token: None,
             operator_read_token: None,
             publish_auth: crate::access::PublishAuth::Open,
@@ -206,6 +219,12 @@ impl ControllerConfig {
                  certificates: ferrocast certs DIR --node ROLE:ID), or --insecure-node-api \
                  on a network only cluster nodes reach",
             );
+        }
+        if let Err(e) = self.http.validate() {
+            return Err(ConfigError::Invalid {
+                field: "http",
+                reason: e.to_string(),
+            });
         }
         let operator_credential = self.operator_token.is_some()
             || self.tls.as_ref().is_some_and(|t| !t.operator_ca.is_empty());
@@ -499,17 +518,9 @@ impl Controller {
                 let admin = admin_state.clone();
                 async move { admin.handle(req) }
             },
-            {
-                let defaults = ServerLimits::default();
-                ServerLimits {
-                    // Operators and probes only: a small cap, still below the
-                    // descriptor limit when that is lower.
-                    max_connections: defaults.max_connections.min(1024),
-                    drain_grace: Duration::from_secs(5),
-                    metrics: Some(ferrocast_runtime::http::HttpMetrics::shared(&registry)),
-                    name: "controller",
-                    ..defaults
-                }
+            ServerLimits {
+                metrics: Some(ferrocast_runtime::http::HttpMetrics::shared(&registry)),
+                ..cfg.http.clone()
             },
             http_token.clone(),
         ));
