@@ -685,6 +685,21 @@ impl AssignmentTable {
             .cloned()
     }
 
+    /// The streams a live origin holds now, sorted: what an edge can offer viewers
+    /// before any of them asked for one.
+    pub fn live_streams(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|a| a.state() == pb::AssignmentState::Live)
+            .map(|a| a.stream.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Number of streams known.
     pub fn len(&self) -> usize {
         self.map.read().unwrap_or_else(|p| p.into_inner()).len()
@@ -777,6 +792,21 @@ mod tests {
         });
         assert!(t.get("s2").is_none());
         assert_eq!(*changes.borrow(), 3);
+    }
+
+    #[test]
+    fn live_streams_are_the_ones_a_live_origin_holds_sorted() {
+        let t = AssignmentTable::default();
+        let orphaned = pb::Assignment {
+            state: pb::AssignmentState::Orphaned.into(),
+            ..a("s0", "o1", 1)
+        };
+        t.apply(pb::AssignmentEvent {
+            kind: Some(Kind::Snapshot(pb::AssignmentSnapshot {
+                assignments: vec![a("s3", "o1", 1), orphaned, a("s1", "o2", 1)],
+            })),
+        });
+        assert_eq!(t.live_streams(), ["s1", "s3"]);
     }
 
     #[test]

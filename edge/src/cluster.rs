@@ -37,6 +37,10 @@ impl OriginResolver for ControllerOrigins {
     fn ready(&self) -> bool {
         self.0.is_live()
     }
+
+    fn streams(&self) -> Vec<String> {
+        self.0.live_streams()
+    }
 }
 
 /// The edge's load for the controller.

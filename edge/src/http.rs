@@ -528,7 +528,7 @@ enum Listing {
 }
 
 fn api_streams(state: &HttpState, listing: Listing) -> Response {
-    let list: Vec<serde_json::Value> = state
+    let mut list: Vec<serde_json::Value> = state
         .streams
         .list()
         .iter()
@@ -555,6 +555,28 @@ fn api_streams(state: &HttpState, listing: Listing) -> Response {
             Some(v)
         })
         .collect();
+    // Streams the cluster has that nobody here watches yet: listed from the controller's
+    // assignments (live at an origin), so the player page offers them from the start.
+    let held: std::collections::HashSet<String> = state
+        .streams
+        .list()
+        .iter()
+        .map(|s| s.name().to_string())
+        .collect();
+    for name in state.streams.upstream().streams() {
+        if held.contains(&name) {
+            continue;
+        }
+        let open = open_to_anyone(state, &name);
+        if listing == Listing::Viewers && !open {
+            continue;
+        }
+        let mut v = serde_json::json!({ "name": name, "live": true, "ended": false });
+        if listing == Listing::Operators {
+            v["protected"] = (!open).into();
+        }
+        list.push(v);
+    }
     let body = serde_json::json!({ "streams": list }).to_string();
     respond::admin_only(respond::json(body))
 }

@@ -651,6 +651,10 @@ impl Upstream for OnHome {
         self.inner.changes()
     }
 
+    fn streams(&self) -> Vec<String> {
+        self.inner.streams()
+    }
+
     fn subscribe<'a>(
         &'a self,
         stream: &'a str,

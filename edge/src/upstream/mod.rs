@@ -38,6 +38,12 @@ pub trait Upstream: Send + Sync + std::fmt::Debug + 'static {
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+
+    /// The streams that could be subscribed to now (the cluster's live streams), for
+    /// listings; empty when the upstream cannot tell.
+    fn streams(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A live subscription: a bounded stream of events.

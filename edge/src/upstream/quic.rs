@@ -70,6 +70,12 @@ pub trait OriginResolver: Send + Sync + Debug {
     fn ready(&self) -> bool {
         true
     }
+
+    /// Every stream a live origin holds now, as far as the resolver knows (none for a
+    /// resolver that only answers per stream).
+    fn streams(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Why `resolver` names no origin for a stream: unknown, or not known yet.
@@ -261,6 +267,10 @@ impl Drop for QuicUpstream {
 impl Upstream for QuicUpstream {
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.resolver.changes()
+    }
+
+    fn streams(&self) -> Vec<String> {
+        self.inner.resolver.streams()
     }
 
     fn subscribe<'a>(
