@@ -19,9 +19,10 @@ use ferrocast_runtime::tls::{generate_dev, TlsFiles};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Ferrocast: RTMP in, Low-Latency HLS out, on a cluster of origins and edges.
+/// Ferrocast: RTMP in, Low-Latency HLS out, on a cluster of origins, edges and
+/// controllers. One binary, a subcommand per role.
 #[derive(Debug, Parser)]
-#[command(name = "ferrocast", version, about)]
+#[command(name = "ferrocast", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,8 +40,9 @@ enum Command {
     },
     /// Run an edge: pulls streams from an origin over QUIC, serves viewers over HTTP (8080).
     Edge(config::NodeArgs),
-    /// Run origin and edge in one process on loopback with generated certificates:
-    /// publish to rtmp://127.0.0.1:1935/live/KEY, watch at http://127.0.0.1:8080/.
+    /// Run an origin, an edge and an embedded controller (in-memory state) in one process
+    /// on loopback with generated certificates: publish to rtmp://127.0.0.1:1935/live/KEY,
+    /// watch at http://127.0.0.1:8080/, operate with `ferrocast ctl` (127.0.0.1:50051).
     Standalone {
         #[command(flatten)]
         node: config::NodeArgs,
@@ -51,7 +53,8 @@ enum Command {
     /// Run a controller: node and operator gRPC API (50051), admin HTTP (8090); state on
     /// etcd (`--etcd`) or in memory.
     Controller(config::NodeArgs),
-    /// Operator CLI: nodes, streams, drain, kick, resolve, events (over the controller's gRPC API).
+    /// Operator CLI over the controller's gRPC API: nodes, streams, drain, kick, resolve,
+    /// events, publish keys, signing keys, tokens and playback policies.
     Ctl(ctl::CtlArgs),
     /// Issue node certificates from the cluster CA in DIR (ca.pem, ca-key.pem; created
     /// when both are missing, only read when present), one per --node ROLE:ID, each
