@@ -367,7 +367,11 @@ impl Controller {
                 Some(_) => "mutual TLS for nodes and operator certificates",
             },
             "controller listening");
-        if cfg.tls.is_none() {
+        if cfg.tls.is_none() && cfg.grpc_listen.ip().is_loopback() {
+            // Loopback only (standalone, one machine): said, not shouted.
+            tracing::info!(grpc = %cfg.grpc_listen,
+                "node API without identity on loopback (no --tls-dir): local processes may act as any node");
+        } else if cfg.tls.is_none() {
             // NodeService has no identity without TLS (controller/src/identity.rs).
             tracing::warn!(grpc = %grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
                 insecure_node_api = cfg.insecure_node_api,
