@@ -583,8 +583,14 @@ mod tests {
     /// Runs a TLS handshake in memory; the first error either side raises.
     fn handshake(client: &ClusterTls, server: &ClusterTls) -> Result<Vec<u8>, rustls::Error> {
         let name = ServerName::try_from("localhost").unwrap();
-        let mut c = ClientConnection::new(client.client_config().unwrap(), name)?;
-        let mut s = ServerConnection::new(server.server_config().unwrap())?;
+        let c = ClientConnection::new(client.client_config().unwrap(), name)?;
+        let s = ServerConnection::new(server.server_config().unwrap())?;
+        pump(c, s)
+    }
+
+    /// Moves TLS records between `c` and `s` until both finished the handshake: the
+    /// server's ALPN choice, or the first error either side raises.
+    fn pump(mut c: ClientConnection, mut s: ServerConnection) -> Result<Vec<u8>, rustls::Error> {
         for _ in 0..10 {
             let mut buf = Vec::new();
             while c.wants_write() {
@@ -687,37 +693,9 @@ mod tests {
         // Nodes take only a controller as their gRPC server.
         let grpc = |client: &ClusterTls, server: &ClusterTls| {
             let name = ServerName::try_from("localhost").unwrap();
-            let mut c = ClientConnection::new(client.grpc_client_config().unwrap(), name).unwrap();
+            let c = ClientConnection::new(client.grpc_client_config().unwrap(), name).unwrap();
             let (cfg, _) = server.grpc_server_config(&[]).unwrap();
-            let mut s = ServerConnection::new(cfg).unwrap();
-            let mut out = Ok(());
-            for _ in 0..10 {
-                let mut buf = Vec::new();
-                while c.wants_write() {
-                    c.write_tls(&mut buf).unwrap();
-                }
-                let mut rd = &buf[..];
-                while !rd.is_empty() {
-                    s.read_tls(&mut rd).unwrap();
-                    s.process_new_packets().unwrap();
-                }
-                let mut buf = Vec::new();
-                while s.wants_write() {
-                    s.write_tls(&mut buf).unwrap();
-                }
-                let mut rd = &buf[..];
-                while !rd.is_empty() {
-                    c.read_tls(&mut rd).unwrap();
-                    if let Err(e) = c.process_new_packets() {
-                        out = Err(e);
-                        break;
-                    }
-                }
-                if out.is_err() || !c.is_handshaking() {
-                    break;
-                }
-            }
-            out
+            pump(c, ServerConnection::new(cfg).unwrap()).map(|_| ())
         };
         assert!(grpc(&edge, &controller).is_ok());
         let msg = wrong_role(grpc(&edge, &origin).unwrap_err());
