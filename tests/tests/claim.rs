@@ -86,6 +86,20 @@ fn wait_goes_on(origin: &Node, key: &str, msn: u64, within: Duration) {
     }
 }
 
+/// A real encoder without a key (ffmpeg) tries the held stream `cam` and gives up.
+fn keyless_ffmpeg_is_refused(origin: &Node) {
+    let mut intruder = ffmpeg_publish_live(
+        &origin.rtmp_url("cam"),
+        30,
+        &origin.dir.0,
+        "ffmpeg-intruder",
+    );
+    let status = intruder
+        .wait_timeout(Duration::from_secs(20))
+        .expect("the keyless ffmpeg was not refused");
+    assert!(!status.success());
+}
+
 /// Kills the encoder publishing `key` and waits until the origin holds the stream for
 /// its return.
 fn encoder_drops(origin: &Node, encoder: &mut Proc) {
@@ -200,16 +214,7 @@ fn with_the_controller_stopped_only_the_winning_credential_continues_a_held_stre
     );
     let (id, _) = secret.split_once('.').expect("ID.SECRET");
     assert_bad_name(&origin, &format!("cam?key={id}.wrong"), "a wrong secret");
-    let mut intruder = ffmpeg_publish_live(
-        &origin.rtmp_url("cam"),
-        30,
-        &origin.dir.0,
-        "ffmpeg-intruder",
-    );
-    let status = intruder
-        .wait_timeout(Duration::from_secs(20))
-        .expect("the keyless ffmpeg was not refused");
-    assert!(!status.success());
+    keyless_ffmpeg_is_refused(&origin);
     assert!(
         count_log(&origin, "not the credential that won the stream") >= 4,
         "{}",
@@ -432,16 +437,7 @@ fn with_the_controller_answering_errors_no_publisher_continues_a_held_stream_and
         !log.contains("controller unreachable"),
         "an answer is never an outage: {log}"
     );
-    let mut intruder = ffmpeg_publish_live(
-        &origin.rtmp_url("cam"),
-        30,
-        &origin.dir.0,
-        "ffmpeg-intruder",
-    );
-    let status = intruder
-        .wait_timeout(Duration::from_secs(20))
-        .expect("the keyless ffmpeg was not refused");
-    assert!(!status.success());
+    keyless_ffmpeg_is_refused(&origin);
 
     // A replica that answers UNAVAILABLE naming no leader ("no leader elected yet", its
     // store down) has decided nothing about this publisher: as in an outage, the held
