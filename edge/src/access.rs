@@ -24,12 +24,12 @@ pub fn gate<'a>(access: &EdgeAccess, uri: &'a Uri) -> Result<Cow<'a, str>, Box<R
 #[cfg(test)]
 mod tests {
     use crate::http::respond;
-    use crate::testing::{part_bytes, playlist, MemoryUpstream};
     use crate::{Edge, EdgeConfig};
     use bytes::Bytes;
     use ferrocast_agent::pb;
     use ferrocast_media::hls::names::Object;
     use ferrocast_runtime::metrics::Metrics;
+    use ferrocast_serve::testing::{part_bytes, playlist, MemoryUpstream};
     use http::{Method, StatusCode, Uri};
     use std::sync::Arc;
     use std::time::Duration;

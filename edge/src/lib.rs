@@ -12,7 +12,6 @@ pub mod cluster;
 pub mod http;
 pub mod metrics;
 pub mod state;
-pub mod testing;
 pub mod upstream;
 
 #[cfg(test)]

@@ -737,7 +737,7 @@ fn unix_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::playlist;
+    use ferrocast_serve::testing::playlist;
 
     #[test]
     fn parts_are_located_like_the_origin_does() {

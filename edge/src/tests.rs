@@ -1,16 +1,16 @@
-//! In-process edge tests against the in-memory upstream ([`crate::testing`]):
+//! In-process edge tests against the in-memory upstream ([`ferrocast_serve::testing`]):
 //! coalescing, negative caching, blocking reload, idle unsubscribe, cache bounds,
 //! playlist parity with the origin's renderer, and drain over a real socket.
 
 use crate::cache::ObjectCache;
 use crate::http::{respond, HttpState};
 use crate::metrics::EdgeMetrics;
-use crate::testing::{part_bytes, playlist, MemoryUpstream};
 use crate::upstream::UpstreamError;
 use crate::{Edge, EdgeConfig};
 use bytes::Bytes;
 use ferrocast_media::hls::{self, names::Object, RenderOptions};
 use ferrocast_runtime::metrics::Metrics;
+use ferrocast_serve::testing::{part_bytes, playlist, MemoryUpstream};
 use http::{Method, StatusCode, Uri};
 use http_body_util::BodyExt;
 use std::sync::Arc;

@@ -6,7 +6,6 @@ use bytes::{Bytes, BytesMut};
 use ferrocast_edge::upstream::quic::{
     OriginChoice, OriginResolver, QuicConfig, QuicUpstream, StaticOrigin,
 };
-use ferrocast_edge::upstream::{Subscription, Upstream, UpstreamError, UpstreamEvent};
 use ferrocast_media::flv::{self, FlvTag};
 use ferrocast_media::hls::names::Object;
 use ferrocast_origin::metrics::{KindLabels, OriginMetrics, ReasonLabels};
@@ -14,6 +13,7 @@ use ferrocast_origin::package::{PackagerConfig, PartLookup};
 use ferrocast_origin::relay::{self, RelayConfig};
 use ferrocast_origin::stream::{StreamConfig, Streams};
 use ferrocast_runtime::tls::{generate_dev, ClusterTls, TlsFiles};
+use ferrocast_serve::upstream::{Subscription, Upstream, UpstreamError, UpstreamEvent};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -136,7 +136,7 @@ async fn next(sub: &mut Subscription) -> UpstreamEvent {
 struct Consumer {
     objects: HashMap<Object, Bytes>,
     arrived_at: HashMap<Object, Instant>,
-    playlists: Vec<Arc<ferrocast_edge::upstream::EdgePlaylist>>,
+    playlists: Vec<Arc<ferrocast_serve::upstream::EdgePlaylist>>,
     made_lag_ms: Vec<i64>,
 }
 
