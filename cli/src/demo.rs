@@ -36,7 +36,46 @@ struct LoopPlan {
     audio_ms: f64,
 }
 
+/// The endless sequence of (timestamp ms, tag) a [`LoopPlan`] sends: the headers at 0,
+/// then round after round of the media tags.
+#[derive(Debug)]
+struct Schedule<'a> {
+    plan: &'a LoopPlan,
+    headers_left: std::slice::Iter<'a, FlvTag>,
+    round: u64,
+    next: usize,
+}
+
+impl<'a> Iterator for Schedule<'a> {
+    type Item = (u64, &'a FlvTag);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(h) = self.headers_left.next() {
+            return Some((0, h));
+        }
+        if self.next == self.plan.tags.len() {
+            self.next = 0;
+            self.round += 1;
+        }
+        let tag = self.plan.tags.get(self.next)?;
+        self.next += 1;
+        Some((
+            self.round * self.plan.loop_ms + u64::from(tag.timestamp_ms),
+            tag,
+        ))
+    }
+}
+
 impl LoopPlan {
+    fn schedule(&self) -> Schedule<'_> {
+        Schedule {
+            plan: self,
+            headers_left: self.headers.iter(),
+            round: 0,
+            next: 0,
+        }
+    }
+
     fn new(all: Vec<FlvTag>) -> Result<Self, String> {
         // Byte 1 of an AVC/AAC tag: 0 a sequence header, 1 a frame, 2 (AVC) the end of
         // the sequence, which a loop must not send.
@@ -137,33 +176,21 @@ pub async fn run(streams: Arc<Streams>, shutdown: CancellationToken) {
         }
     };
     let start = tokio::time::Instant::now();
-    // The headers once (in round 0), then the media tags every round.
-    let mut round = 0u64;
-    let mut tags: &[FlvTag] = &plan.headers;
-    let mut headers_sent = false;
-    loop {
-        for tag in tags {
-            let ts = round * plan.loop_ms + u64::from(tag.timestamp_ms);
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep_until(start + Duration::from_millis(ts)) => {}
-            }
-            let ts32 = ts as u32; // RTMP timestamps wrap; the origin unwraps them
-            let result = match tag.tag_type {
-                8 => publisher.audio(ts32, &tag.body),
-                9 => publisher.video(ts32, &tag.body),
-                _ => Ok(()),
-            };
-            if let Err(error) = result {
-                tracing::error!(%error, "demo publisher stopped");
-                return;
-            }
+    for (ts, tag) in plan.schedule() {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(start + Duration::from_millis(ts)) => {}
         }
-        if headers_sent {
-            round += 1;
+        let ts32 = ts as u32; // RTMP timestamps wrap; the origin unwraps them
+        let result = match tag.tag_type {
+            8 => publisher.audio(ts32, &tag.body),
+            9 => publisher.video(ts32, &tag.body),
+            _ => Ok(()),
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "demo publisher stopped");
+            return;
         }
-        headers_sent = true;
-        tags = &plan.tags;
     }
 }
 
@@ -201,5 +228,42 @@ mod tests {
             .tags
             .iter()
             .all(|t| u64::from(t.timestamp_ms) < plan.loop_ms));
+    }
+
+    /// The origin counts AAC frames and re-anchors audio only when the publisher's clock
+    /// strays from the count by more than 100 ms (a hole players stall on). Over an hour
+    /// of loops the demo's audio timestamps stay within a millisecond of the count, and
+    /// its video timestamps only go forward, by about a frame each.
+    #[test]
+    fn an_hour_of_loops_keeps_audio_on_the_frame_count_and_video_frame_spaced() {
+        let plan =
+            LoopPlan::new(flv::read_file(&Bytes::from_static(CLIP)).expect("clip")).expect("plan");
+        let frame_ms = 1024.0 * 1000.0 / 48_000.0;
+        let hour = 3_600_000;
+        let (mut audio, mut last_video) = (0u64, None::<u64>);
+        let media = plan.schedule().skip(plan.headers.len());
+        for (ts, tag) in media.take_while(|(ts, _)| *ts < hour) {
+            match tag.tag_type {
+                8 => {
+                    let expected = audio as f64 * frame_ms;
+                    assert!(
+                        (ts as f64 - expected).abs() <= 1.0,
+                        "audio frame {audio} at {ts} ms, its count says {expected:.1} ms"
+                    );
+                    audio += 1;
+                }
+                9 => {
+                    if let Some(prev) = last_video {
+                        assert!(
+                            (33..=34).contains(&(ts - prev)),
+                            "video frame at {ts} ms after {prev} ms"
+                        );
+                    }
+                    last_video = Some(ts);
+                }
+                _ => {}
+            }
+        }
+        assert!(audio > 160_000, "{audio} audio frames in an hour");
     }
 }
