@@ -7,7 +7,8 @@
 //! How one type carries three sources: every role type (and every group it flattens,
 //! [`shared`]) derives both `clap::Args` and `serde::Deserialize` (kebab-case, so TOML
 //! keys are the flag names; unknown keys refused by the role type, so a key another role
-//! reads is refused too). Every field means "not given" when unset (`Option`, an empty
+//! reads is refused too, as clap refuses its flag; a `FERROCAST_*` variable of another
+//! role is ignored, so one environment may serve several roles). Every field means "not given" when unset (`Option`, an empty
 //! list, `false`), so clap fills flags over environment, the file parses into the same
 //! type, and [`Layer::under`] lays the first over the second field by field. The
 //! `layered!` impls build a struct literal, so a field added to a group without its

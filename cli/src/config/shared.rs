@@ -26,9 +26,9 @@ pub struct NodeArgs {
     /// This node's id (default: the host name).
     #[arg(long, env = "FERROCAST_NODE_ID")]
     pub node_id: Option<String>,
-    /// HTTP address for playlists, media, the player page and admin endpoints
-    /// (origin default 0.0.0.0:8081, edge and standalone 0.0.0.0:8080, controller
-    /// 0.0.0.0:8090 with the admin endpoints only).
+    /// HTTP address: playlists, media, the player page and the probes (origin default
+    /// 0.0.0.0:8081, edge 0.0.0.0:8080, standalone's edge 127.0.0.1:8080); a
+    /// controller's admin endpoints and `/play` (default 0.0.0.0:8090).
     #[arg(long, env = "FERROCAST_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
     /// The host or IP other nodes and viewers reach this node at (default: the listen
