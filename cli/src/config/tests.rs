@@ -1057,6 +1057,8 @@ fn flags_beat_the_environment_which_beats_the_file_in_every_group() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Also shows that a role ignores another role's variables: standalone runs with
+/// `FERROCAST_CONTROLLER` set, the origin with `FERROCAST_ETCD` and `FERROCAST_LEASE_TTL`.
 #[test]
 #[ignore = "run by flags_beat_the_environment_which_beats_the_file_in_every_group, which sets its environment"]
 fn the_environment_lies_between_flags_and_file() {
