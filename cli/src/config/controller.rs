@@ -107,7 +107,8 @@ pub struct EtcdArgs {
 layered!(EtcdArgs { etcd });
 
 impl EtcdArgs {
-    /// Sets what was given on `controller`.
+    /// Sets what was given on `controller`. Fallible for what joins this group: the
+    /// etcd client's certificate files and credentials are checked here.
     pub fn apply(&self, controller: &mut ControllerConfig) -> anyhow::Result<()> {
         if !self.etcd.is_empty() {
             controller.etcd = self.etcd.clone();
