@@ -7,7 +7,7 @@ pub mod cluster;
 pub mod ingest;
 pub mod metrics;
 pub mod package;
-pub mod relay;
+mod relay_source;
 pub mod serve;
 pub mod stream;
 
@@ -142,17 +142,18 @@ impl Origin {
         cfg.validate()?;
         cfg.http.metrics = Some(ferrocast_runtime::http::HttpMetrics::shared(&registry));
         cfg.http.name = "origin";
-        let quic =
-            match tls {
-                Some(tls) => Some(relay::server_endpoint(cfg.quic_listen, tls).map_err(
+        let quic = match tls {
+            Some(tls) => Some(
+                ferrocast_relay::server::server_endpoint(cfg.quic_listen, tls).map_err(
                     |source| ConfigError::Bind {
                         what: "quic",
                         addr: cfg.quic_listen,
                         source,
                     },
-                )?),
-                None => None,
-            };
+                )?,
+            ),
+            None => None,
+        };
         let rtmp =
             TcpListener::bind(cfg.rtmp_listen)
                 .await
@@ -311,10 +312,10 @@ impl Origin {
         });
         let relay_token = CancellationToken::new();
         let relay_task = quic.map(|ep| {
-            tokio::spawn(relay::serve(
+            tokio::spawn(ferrocast_relay::server::serve(
                 ep,
                 streams.clone(),
-                state.metrics.clone(),
+                state.metrics.relay.clone(),
                 relay_token.clone(),
             ))
         });

@@ -1,7 +1,8 @@
-//! The origin side of the origin ↔ edge relay (protocol: `proto/relay.proto`): a QUIC
-//! server with mutual TLS that answers subscriptions by pushing every new init segment
-//! and part on its own unidirectional stream, followed by the playlist state that names
-//! them, and answers fetches of older objects.
+//! The serving end of the relay (protocol: `relay/relay.proto`): a QUIC server with
+//! mutual TLS that answers subscriptions by pushing every new init segment and part on
+//! its own unidirectional stream, followed by the playlist state that names them, and
+//! answers fetches of older objects. It serves any [`Source`] (an origin's streams), so
+//! it knows nothing of how snapshots are made.
 //!
 //! Memory per edge is bounded: a connection has at most `max_pushes_in_flight` pushes
 //! started and unwritten; a subscription that cannot push waits (the stream's `watch`
@@ -9,18 +10,22 @@
 //! more than `skip_after_parts` parts behind, skips ahead to the live tail. The edge
 //! fetches what it lacks.
 
-use crate::metrics::{KindLabels, OriginMetrics, ReasonLabels, ResultLabels};
-use crate::package::{PartLookup, Snapshot};
-use crate::stream::{valid_key, Stream, Streams};
-use bytes::Bytes;
-use ferrocast_media::hls::names::{self, Object};
-use ferrocast_proto::frame::{self, FrameError, MAX_CONTROL_MESSAGE};
-use ferrocast_proto::relay::{
-    code, request, Fetch, FetchReply, FetchStatus, ObjectHeader, PlaylistState, Request, Subscribe,
-    SubscribeReply, VariantInfo,
+mod cursor;
+pub mod metrics;
+pub mod source;
+
+use crate::frame::{self, FrameError, MAX_CONTROL_MESSAGE};
+use crate::wire::{
+    code, object_name, request, Fetch, FetchReply, FetchStatus, ObjectHeader, PlaylistState,
+    Request, Subscribe, SubscribeReply,
 };
+use bytes::Bytes;
+use cursor::Cursor;
+use ferrocast_media::hls::names::{self, Object};
 use ferrocast_runtime::tls::ClusterTls;
+use metrics::{KindLabels, ReasonLabels, RelayMetrics, ResultLabels};
 use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream, VarInt};
+use source::{Lookup, Snapshot, Source, SourceStream};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -30,6 +35,9 @@ use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
+
+/// A snapshot of a stream of source `S`.
+type SnapshotOf<S> = <<S as Source>::Stream as SourceStream>::Snapshot;
 
 /// Limits and deadlines of the relay server.
 #[derive(Debug, Clone)]
@@ -98,35 +106,44 @@ pub fn server_endpoint_with(
     Endpoint::server(server, addr)
 }
 
-struct Ctx {
-    streams: Arc<Streams>,
-    metrics: Arc<OriginMetrics>,
+struct Ctx<S> {
+    source: Arc<S>,
+    metrics: Arc<RelayMetrics>,
     cfg: RelayConfig,
 }
 
-/// Serves edges on `endpoint` until `shutdown` is cancelled, then closes every
-/// connection and waits (bounded) for the tasks to end.
-pub async fn serve(
+impl<S: Source> Ctx<S> {
+    /// The stream named `name`; a name no stream could have never reaches the source.
+    fn get(&self, name: &str) -> Option<Arc<S::Stream>> {
+        names::valid_stream_key(name)
+            .then(|| self.source.get(name))
+            .flatten()
+    }
+}
+
+/// Serves edges the streams of `source` on `endpoint` until `shutdown` is cancelled,
+/// then closes every connection and waits (bounded) for the tasks to end.
+pub async fn serve<S: Source>(
     endpoint: Endpoint,
-    streams: Arc<Streams>,
-    metrics: Arc<OriginMetrics>,
+    source: Arc<S>,
+    metrics: Arc<RelayMetrics>,
     shutdown: CancellationToken,
 ) {
-    serve_with(endpoint, streams, metrics, RelayConfig::default(), shutdown).await
+    serve_with(endpoint, source, metrics, RelayConfig::default(), shutdown).await
 }
 
 /// [`serve`] with explicit limits.
-pub async fn serve_with(
+pub async fn serve_with<S: Source>(
     endpoint: Endpoint,
-    streams: Arc<Streams>,
-    metrics: Arc<OriginMetrics>,
+    source: Arc<S>,
+    metrics: Arc<RelayMetrics>,
     cfg: RelayConfig,
     shutdown: CancellationToken,
 ) {
     let local = endpoint.local_addr().ok();
     tracing::info!(addr = ?local, "relay listening");
     let ctx = Arc::new(Ctx {
-        streams,
+        source,
         metrics,
         cfg,
     });
@@ -142,7 +159,7 @@ pub async fn serve_with(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             ctx.metrics
-                .relay_refused
+                .refused
                 .get_or_create(&ReasonLabels { reason: "busy" })
                 .inc();
             tracing::warn!(peer = %incoming.remote_address(), "relay connection refused: too many connections");
@@ -160,7 +177,7 @@ pub async fn serve_with(
                     Err(e) => {
                         let reason = handshake_reason(&e);
                         ctx.metrics
-                            .relay_refused
+                            .refused
                             .get_or_create(&ReasonLabels { reason })
                             .inc();
                         tracing::warn!(error = %e, reason, "relay handshake failed; edge refused");
@@ -199,9 +216,9 @@ fn handshake_reason(e: &ConnectionError) -> &'static str {
     }
 }
 
-async fn connection(ctx: Arc<Ctx>, conn: Connection, token: CancellationToken) {
-    ctx.metrics.relay_connections.inc();
-    ctx.metrics.relay_connections_open.inc();
+async fn connection<S: Source>(ctx: Arc<Ctx<S>>, conn: Connection, token: CancellationToken) {
+    ctx.metrics.connections.inc();
+    ctx.metrics.connections_open.inc();
     tracing::info!(conn = conn.stable_id(), "edge connected");
     let pushes = Arc::new(Semaphore::new(ctx.cfg.max_pushes_in_flight.max(1)));
     let tracker = TaskTracker::new();
@@ -229,7 +246,7 @@ async fn connection(ctx: Arc<Ctx>, conn: Connection, token: CancellationToken) {
     token.cancel();
     tracker.close();
     tracker.wait().await;
-    ctx.metrics.relay_connections_open.dec();
+    ctx.metrics.connections_open.dec();
     match conn.close_reason() {
         Some(ConnectionError::ApplicationClosed(c))
             if c.error_code == VarInt::from_u32(code::DONE) =>
@@ -244,8 +261,8 @@ async fn connection(ctx: Arc<Ctx>, conn: Connection, token: CancellationToken) {
 }
 
 /// One request stream.
-struct RequestCtx {
-    ctx: Arc<Ctx>,
+struct RequestCtx<S> {
+    ctx: Arc<Ctx<S>>,
     conn: Connection,
     pushes: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -269,7 +286,7 @@ enum RequestError {
     Cancelled,
 }
 
-impl RequestCtx {
+impl<S: Source> RequestCtx<S> {
     async fn run(self, mut send: SendStream, mut recv: RecvStream) {
         let first = timeout(
             self.ctx.cfg.request_timeout,
@@ -299,7 +316,7 @@ impl RequestCtx {
                 if violation {
                     self.ctx
                         .metrics
-                        .relay_refused
+                        .refused
                         .get_or_create(&ReasonLabels { reason: "protocol" })
                         .inc();
                     tracing::warn!(error = %e, "relay request refused");
@@ -319,9 +336,7 @@ impl RequestCtx {
         send: &mut SendStream,
         recv: &mut RecvStream,
     ) -> Result<(), RequestError> {
-        let stream = valid_key(&req.stream)
-            .then(|| self.ctx.streams.get(&req.stream))
-            .flatten();
+        let stream = self.ctx.get(&req.stream);
         let span = tracing::info_span!("subscription", stream = %req.stream.chars().take(64).collect::<String>(), id = req.subscription);
         let Some(stream) = stream else {
             frame::write_msg(
@@ -345,24 +360,24 @@ impl RequestCtx {
         // Hold the stream weakly so its end (the watch sender dropping) is seen.
         let weak = Arc::downgrade(&stream);
         drop(stream);
-        self.ctx.metrics.relay_subscriptions.inc();
+        self.ctx.metrics.subscriptions.inc();
         let r = self
             .follow(req, weak, rx, send, recv)
             .instrument(span.clone())
             .await;
-        self.ctx.metrics.relay_subscriptions.dec();
+        self.ctx.metrics.subscriptions.dec();
         r
     }
 
     async fn follow(
         &self,
         req: Subscribe,
-        weak: Weak<Stream>,
-        mut rx: watch::Receiver<Arc<Snapshot>>,
+        weak: Weak<S::Stream>,
+        mut rx: watch::Receiver<Arc<SnapshotOf<S>>>,
         send: &mut SendStream,
         recv: &mut RecvStream,
     ) -> Result<(), RequestError> {
-        let mut cursor = Cursor::new(&req, &rx.borrow_and_update());
+        let mut cursor = Cursor::new(&req, &**rx.borrow_and_update());
         tracing::info!(next = ?cursor.next_part, "edge subscribed");
         let mut sent_version = None;
         let mut gone_check = tokio::time::interval(Duration::from_secs(1));
@@ -372,9 +387,9 @@ impl RequestCtx {
             let snap = rx.borrow_and_update().clone();
             last = snap.clone();
             let now = now_ms();
-            let batch = cursor.take_new(&snap, self.ctx.cfg.skip_after_parts);
+            let batch = cursor.take_new(&*snap, self.ctx.cfg.skip_after_parts);
             if batch.skipped > 0 {
-                self.ctx.metrics.relay_parts_skipped.inc_by(batch.skipped);
+                self.ctx.metrics.parts_skipped.inc_by(batch.skipped);
                 tracing::info!(
                     skipped = batch.skipped,
                     "edge too far behind; skipping ahead"
@@ -382,13 +397,17 @@ impl RequestCtx {
             }
             let mut written = Vec::with_capacity(batch.objects.len());
             for (object, bytes, made_at_ms) in batch.objects {
+                // The cursor yields inits and parts, which always have a name.
+                let Some(name) = object_name(object) else {
+                    continue;
+                };
                 let permit = tokio::select! {
                     p = self.pushes.clone().acquire_owned() => p.expect("never closed"),
                     _ = self.token.cancelled() => return Err(RequestError::Cancelled),
                 };
                 let header = ObjectHeader {
                     stream: req.stream.clone(),
-                    name: object_name(object),
+                    name,
                     // A part's own cut time; inits when sent.
                     made_at_ms: made_at_ms.unwrap_or(now),
                     len: bytes.len() as u64,
@@ -417,13 +436,13 @@ impl RequestCtx {
                     break;
                 }
             }
-            if sent_version != Some(snap.version) {
-                let state = playlist_state(&snap);
+            if sent_version != Some(snap.version()) {
+                let state = playlist_state(&*snap);
                 tokio::select! {
                     r = frame::write_msg(send, &state) => r?,
                     _ = self.token.cancelled() => return Err(RequestError::Cancelled),
                 }
-                sent_version = Some(snap.version);
+                sent_version = Some(snap.version());
             }
             let gone = loop {
                 tokio::select! {
@@ -443,7 +462,7 @@ impl RequestCtx {
                         }
                     },
                     _ = gone_check.tick() => {
-                        if !still_held(&self.ctx.streams, &weak, &req.stream) {
+                        if !still_held(self.ctx.source.as_ref(), &weak, &req.stream) {
                             break true;
                         }
                     }
@@ -454,7 +473,7 @@ impl RequestCtx {
             }
         }
         // The origin no longer holds the stream: a final ended state, then a clean end.
-        let mut state = playlist_state(&last);
+        let mut state = playlist_state(&*last);
         state.ended = true;
         frame::write_msg(send, &state).await?;
         send.finish()?;
@@ -472,7 +491,7 @@ impl RequestCtx {
         };
         self.ctx
             .metrics
-            .relay_fetches
+            .fetches
             .get_or_create(&ResultLabels { result })
             .inc();
         let reply = FetchReply {
@@ -491,14 +510,12 @@ impl RequestCtx {
             } => r?,
             _ = self.token.cancelled() => return Err(RequestError::Cancelled),
         }
-        self.ctx.metrics.relay_bytes_sent.inc_by(len);
+        self.ctx.metrics.bytes_sent.inc_by(len);
         Ok(())
     }
 
     async fn lookup(&self, f: &Fetch) -> (FetchStatus, Vec<Bytes>) {
-        let stream = valid_key(&f.stream)
-            .then(|| self.ctx.streams.get(&f.stream))
-            .flatten();
+        let stream = self.ctx.get(&f.stream);
         let Some(stream) = stream else {
             return (FetchStatus::NoStream, Vec::new());
         };
@@ -510,10 +527,10 @@ impl RequestCtx {
         let deadline = Instant::now() + self.ctx.cfg.fetch_wait;
         loop {
             let snap = rx.borrow_and_update().clone();
-            match find(&snap, object) {
-                Found::Yes(parts) => return (FetchStatus::Ok, parts),
-                Found::Never => return (FetchStatus::NotFound, Vec::new()),
-                Found::Soon => {}
+            match snap.lookup(object) {
+                Lookup::Found(parts) => return (FetchStatus::Ok, parts),
+                Lookup::Never => return (FetchStatus::NotFound, Vec::new()),
+                Lookup::Soon => {}
             }
             tokio::select! {
                 r = tokio::time::timeout_at(deadline, rx.changed()) => match r {
@@ -529,7 +546,7 @@ impl RequestCtx {
 /// One object push on its own unidirectional stream.
 struct Push {
     conn: Connection,
-    metrics: Arc<OriginMetrics>,
+    metrics: Arc<RelayMetrics>,
     token: CancellationToken,
     kind: &'static str,
 }
@@ -542,7 +559,7 @@ impl Push {
         permit: OwnedSemaphorePermit,
         done: tokio::sync::oneshot::Sender<()>,
     ) {
-        self.metrics.relay_pushes_in_flight.inc();
+        self.metrics.pushes_in_flight.inc();
         let len = bytes.len() as u64;
         let r = tokio::select! {
             r = async {
@@ -554,15 +571,15 @@ impl Push {
             } => r,
             _ = self.token.cancelled() => Err(RequestError::Cancelled),
         };
-        self.metrics.relay_pushes_in_flight.dec();
+        self.metrics.pushes_in_flight.dec();
         drop(permit);
         match r {
             Ok(()) => {
                 self.metrics
-                    .relay_objects_sent
+                    .objects_sent
                     .get_or_create(&KindLabels { kind: self.kind })
                     .inc();
-                self.metrics.relay_bytes_sent.inc_by(len);
+                self.metrics.bytes_sent.inc_by(len);
                 let _ = done.send(());
             }
             Err(e) => tracing::debug!(error = %e, object = header.name, "push failed"),
@@ -570,56 +587,16 @@ impl Push {
     }
 }
 
-/// Whether the registry still holds this very stream.
-fn still_held(streams: &Streams, weak: &Weak<Stream>, name: &str) -> bool {
-    match (weak.upgrade(), streams.get(name)) {
+/// Whether the source still holds this very stream (not a newer one of the same name).
+fn still_held<S: Source>(source: &S, weak: &Weak<S::Stream>, name: &str) -> bool {
+    match (weak.upgrade(), source.get(name)) {
         (Some(ours), Some(current)) => Arc::ptr_eq(&ours, &current),
         _ => false,
     }
 }
 
-fn playlist_state(snap: &Snapshot) -> PlaylistState {
-    PlaylistState::new(
-        snap.version,
-        &snap.playlist,
-        VariantInfo {
-            codecs: snap.info.codecs.clone(),
-            resolution: snap.info.resolution,
-            frame_rate: snap.info.frame_rate,
-            bandwidth: snap.info.bandwidth,
-        },
-    )
-}
-
-fn object_name(o: Object) -> String {
-    match o {
-        Object::Init(id) => names::init(id),
-        Object::Part(msn, i) => names::part(msn, i),
-        Object::Segment(msn) => names::segment(msn),
-        Object::MediaPlaylist => names::MEDIA_PLAYLIST.to_owned(),
-        Object::Multivariant => names::MULTIVARIANT.to_owned(),
-    }
-}
-
-enum Found {
-    Yes(Vec<Bytes>),
-    Soon,
-    Never,
-}
-
-fn find(snap: &Snapshot, object: Object) -> Found {
-    match object {
-        Object::Init(id) => snap.init(id).map_or(Found::Never, |b| Found::Yes(vec![b])),
-        Object::Part(msn, i) => match snap.part(msn, i) {
-            PartLookup::Found(b) => Found::Yes(vec![b]),
-            PartLookup::Soon => Found::Soon,
-            PartLookup::Never => Found::Never,
-        },
-        Object::Segment(msn) => snap.segment(msn).map_or(Found::Never, |s| {
-            Found::Yes(s.parts.iter().map(|p| p.bytes.clone()).collect())
-        }),
-        Object::MediaPlaylist | Object::Multivariant => Found::Never,
-    }
+fn playlist_state(snap: &impl Snapshot) -> PlaylistState {
+    PlaylistState::new(snap.version(), snap.playlist(), snap.variant())
 }
 
 fn now_ms() -> i64 {
@@ -627,213 +604,4 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// What a subscription has pushed so far.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Cursor {
-    /// First init id not pushed yet.
-    next_init: u64,
-    /// First part (msn, index) not pushed yet.
-    next_part: (u64, u32),
-}
-
-/// New objects to push, oldest first.
-#[derive(Debug, Default)]
-struct Batch {
-    /// Objects with the time parts were cut (none for inits).
-    objects: Vec<(Object, Bytes, Option<i64>)>,
-    skipped: u64,
-}
-
-impl Cursor {
-    /// Starts after the edge's markers; without them (or with markers this origin
-    /// cannot make sense of) at the segment being built.
-    fn new(req: &Subscribe, snap: &Snapshot) -> Self {
-        let live = snap.building_msn.unwrap_or(snap.playlist.next_msn);
-        let next_part = match (req.have_msn, req.have_part) {
-            (Some(m), Some(p)) => (m, p.saturating_add(1)),
-            (Some(m), None) => (m.saturating_add(1), 0),
-            _ => (live, 0),
-        };
-        // Markers ahead of what exists (another origin's numbering) restart at the tail.
-        let next_part = if next_part.0 > live.saturating_add(1) {
-            (live, 0)
-        } else {
-            next_part
-        };
-        Self {
-            next_init: req.have_init_id.map_or(0, |i| i.saturating_add(1)),
-            next_part,
-        }
-    }
-
-    fn take_new(&mut self, snap: &Snapshot, skip_after: usize) -> Batch {
-        let mut batch = Batch::default();
-        for (id, bytes) in &snap.inits {
-            if *id >= self.next_init {
-                batch.objects.push((Object::Init(*id), bytes.clone(), None));
-                self.next_init = id + 1;
-            }
-        }
-        let mut parts = Vec::new();
-        let next = self.next_part;
-        let complete = snap
-            .segments
-            .iter()
-            .filter(|s| s.msn >= next.0)
-            .flat_map(|s| s.parts.iter().enumerate().map(move |(i, p)| (s.msn, i, p)));
-        let pending = snap
-            .building_msn
-            .into_iter()
-            .flat_map(|m| snap.pending.iter().enumerate().map(move |(i, p)| (m, i, p)));
-        for (msn, i, p) in complete.chain(pending) {
-            let Ok(i) = u32::try_from(i) else { continue };
-            if (msn, i) >= next {
-                parts.push((
-                    Object::Part(msn, i),
-                    p.bytes.clone(),
-                    p.made_at_ms,
-                    (msn, i),
-                ));
-            }
-        }
-        if parts.len() > skip_after {
-            let skipped = parts.len() - skip_after;
-            batch.skipped = skipped as u64;
-            parts.drain(..skipped);
-        }
-        if let Some((_, _, _, (msn, i))) = parts.last() {
-            self.next_part = (*msn, i + 1);
-        }
-        batch
-            .objects
-            .extend(parts.into_iter().map(|(o, b, at, _)| (o, b, Some(at))));
-        batch
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::package::{Packager, PackagerConfig};
-    use ferrocast_media::flv::{self, FlvTag};
-
-    fn demo_tags() -> Vec<FlvTag> {
-        let data = Bytes::from(
-            std::fs::read(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../cli/assets/demo.flv"
-            ))
-            .unwrap(),
-        );
-        flv::read_file(&data).unwrap()
-    }
-
-    /// Feeds tags until `until` holds for the snapshot.
-    fn feed(
-        p: &mut Packager,
-        tags: &mut impl Iterator<Item = FlvTag>,
-        until: impl Fn(&Snapshot) -> bool,
-    ) {
-        for t in tags.by_ref() {
-            let r = match t.tag_type {
-                8 => p.push_audio(
-                    i64::from(t.timestamp_ms),
-                    flv::parse_audio(&t.body).unwrap(),
-                    0,
-                ),
-                9 => p.push_video(
-                    i64::from(t.timestamp_ms),
-                    flv::parse_video(&t.body).unwrap(),
-                    0,
-                ),
-                _ => Ok(()),
-            };
-            r.unwrap();
-            if until(&p.snapshot()) {
-                return;
-            }
-        }
-    }
-
-    fn names_of(b: &Batch) -> Vec<Object> {
-        b.objects.iter().map(|(o, _, _)| *o).collect()
-    }
-
-    #[test]
-    fn cursor_pushes_each_object_once_and_resumes_after_markers() {
-        let mut p = Packager::new(PackagerConfig::default(), None);
-        p.begin_session();
-        let mut tags = demo_tags().into_iter();
-        feed(&mut p, &mut tags, |s| {
-            s.playlist.segments.len() >= 2 && s.pending.len() >= 2
-        });
-        let snap = p.snapshot();
-        let fresh = Subscribe::default();
-        let mut c = Cursor::new(&fresh, &snap);
-        let first = c.take_new(&snap, 100);
-        let building = snap.building_msn.unwrap();
-        let mut want = vec![Object::Init(0)];
-        want.extend((0..snap.pending.len() as u32).map(|i| Object::Part(building, i)));
-        assert_eq!(
-            names_of(&first),
-            want,
-            "fresh: init + the live segment's parts"
-        );
-        assert!(c.take_new(&snap, 100).objects.is_empty(), "nothing twice");
-
-        feed(&mut p, &mut tags, |s| {
-            s.building_msn != Some(building) && !s.pending.is_empty()
-        });
-        let snap2 = p.snapshot();
-        let next = c.take_new(&snap2, 100);
-        let got = names_of(&next);
-        assert_eq!(
-            got.first(),
-            Some(&Object::Part(building, snap.pending.len() as u32))
-        );
-        assert_eq!(
-            got.last(),
-            Some(&Object::Part(
-                snap2.building_msn.unwrap(),
-                snap2.pending.len() as u32 - 1
-            ))
-        );
-
-        // A resumed subscription starts right after the markers, init not repeated.
-        let resumed = Subscribe {
-            have_init_id: Some(0),
-            have_msn: Some(building),
-            have_part: Some(0),
-            ..Default::default()
-        };
-        let mut r = Cursor::new(&resumed, &snap2);
-        let got = names_of(&r.take_new(&snap2, 100));
-        assert_eq!(got.first(), Some(&Object::Part(building, 1)));
-        assert!(!got.contains(&Object::Init(0)));
-
-        // Far behind: only the newest parts, the rest counted as skipped.
-        let mut far = Cursor::new(
-            &Subscribe {
-                have_msn: Some(0),
-                have_part: Some(0),
-                ..Default::default()
-            },
-            &snap2,
-        );
-        let b = far.take_new(&snap2, 3);
-        assert_eq!(b.objects.len(), 4, "init + 3 newest parts");
-        assert!(b.skipped > 0);
-
-        // Markers from the future restart at the live tail.
-        let future = Cursor::new(
-            &Subscribe {
-                have_msn: Some(1_000_000),
-                ..Default::default()
-            },
-            &snap2,
-        );
-        assert_eq!(future.next_part, (snap2.building_msn.unwrap(), 0));
-    }
 }

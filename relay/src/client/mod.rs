@@ -1,4 +1,5 @@
-//! [`Upstream`] over QUIC to origins (protocol: `proto/relay.proto`).
+//! The pulling end of the relay: an [`Upstream`] over QUIC to origins (protocol:
+//! `relay/relay.proto`), asking an [`OriginResolver`] which origin holds each stream.
 //!
 //! One connection per origin, opened on first use, with exponential backoff after a
 //! failure (callers get `Unavailable` at once while backing off, so a dead origin is
@@ -16,16 +17,19 @@
 //! that stops reading stops the reading of its pushes, which the origin sees as flow
 //! control and answers by skipping ahead.
 
-use super::{BoxFuture, EdgePlaylist, Subscription, Upstream, UpstreamError, UpstreamEvent};
+use crate::frame::{self, FrameError, MAX_CONTROL_MESSAGE, MAX_OBJECT_LEN};
+use crate::wire::{
+    code, object_name, request, Fetch, FetchReply, FetchStatus, ObjectHeader, PlaylistState,
+    Request, Subscribe, SubscribeReply,
+};
 use bytes::Bytes;
+use ferrocast_agent::origins::{OriginChoice, OriginResolver};
 use ferrocast_media::hls::names::{self, Object};
 use ferrocast_media::hls::MediaPlaylist;
-use ferrocast_proto::frame::{self, FrameError, MAX_CONTROL_MESSAGE, MAX_OBJECT_LEN};
-use ferrocast_proto::relay::{
-    code, request, Fetch, FetchReply, FetchStatus, ObjectHeader, PlaylistState, Request, Subscribe,
-    SubscribeReply,
-};
 use ferrocast_runtime::tls::ClusterTls;
+use ferrocast_serve::upstream::{
+    BoxFuture, EdgePlaylist, Subscription, Upstream, UpstreamError, UpstreamEvent,
+};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
@@ -40,63 +44,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-/// Where a stream is: the holding origin's relay address and the epoch it holds the
-/// stream under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OriginChoice {
-    /// The origin's QUIC relay address.
-    pub addr: SocketAddr,
-    /// The assignment's epoch: an origin answering with a lower one lost the stream
-    /// (it is fenced) and is ignored. 0 accepts any origin (no controller).
-    pub epoch: u64,
-}
-
-/// Which origin holds a stream: the controller's assignments
-/// ([`crate::cluster::ControllerOrigins`]), or [`StaticOrigin`] without a controller.
-pub trait OriginResolver: Send + Sync + Debug {
-    /// The origin holding `stream`, or `None` when no live origin holds it.
-    fn resolve(&self, stream: &str) -> Option<OriginChoice>;
-
-    /// A counter bumped whenever an answer of [`resolve`](Self::resolve) may have
-    /// changed, so subscriptions move to a new holder at once; `None` if answers never
-    /// change.
-    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        None
-    }
-
-    /// Whether the resolver knows the cluster's assignments yet: until then a stream it
-    /// cannot name is unavailable for now (the viewer retries), not unknown (which the
-    /// edge would remember as absent).
-    fn ready(&self) -> bool {
-        true
-    }
-
-    /// Every stream a live origin holds now, as far as the resolver knows (none for a
-    /// resolver that only answers per stream).
-    fn streams(&self) -> Vec<String> {
-        Vec::new()
-    }
-}
-
 /// Why `resolver` names no origin for a stream: unknown, or not known yet.
 fn unresolved(resolver: &dyn OriginResolver) -> UpstreamError {
     if resolver.ready() {
         UpstreamError::NotFound
     } else {
         UpstreamError::Unavailable("origin assignments not known yet".into())
-    }
-}
-
-/// Every stream is on one origin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StaticOrigin(pub SocketAddr);
-
-impl OriginResolver for StaticOrigin {
-    fn resolve(&self, _stream: &str) -> Option<OriginChoice> {
-        Some(OriginChoice {
-            addr: self.0,
-            epoch: 0,
-        })
     }
 }
 
@@ -483,13 +436,8 @@ impl Inner {
         stream: &str,
         object: Object,
     ) -> Result<Bytes, UpstreamError> {
-        let name = match object {
-            Object::Init(id) => names::init(id),
-            Object::Part(msn, i) => names::part(msn, i),
-            Object::Segment(msn) => names::segment(msn),
-            Object::MediaPlaylist | Object::Multivariant => {
-                return Err(UpstreamError::NoSuchObject)
-            }
+        let Some(name) = object_name(object) else {
+            return Err(UpstreamError::NoSuchObject);
         };
         let req = Request {
             kind: Some(request::Kind::Fetch(Fetch {
@@ -1158,8 +1106,8 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::VariantInfo;
     use ferrocast_media::hls::{PartInfo, SegmentInfo};
-    use ferrocast_proto::relay::VariantInfo;
 
     fn part() -> PartInfo {
         PartInfo {
