@@ -16,3 +16,10 @@ pub mod client;
 pub mod frame;
 pub mod server;
 pub mod wire;
+
+/// Wall clock in unix milliseconds, the unit `made_at_ms` travels in (0 before 1970).
+pub(crate) fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -29,7 +29,7 @@ use source::{Lookup, Snapshot, Source, SourceStream};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
@@ -386,7 +386,7 @@ impl<S: Source> RequestCtx<S> {
         loop {
             let snap = rx.borrow_and_update().clone();
             last = snap.clone();
-            let now = now_ms();
+            let now = crate::unix_ms();
             let batch = cursor.take_new(&*snap, self.ctx.cfg.skip_after_parts);
             if batch.skipped > 0 {
                 self.ctx.metrics.parts_skipped.inc_by(batch.skipped);
@@ -597,11 +597,4 @@ fn still_held<S: Source>(source: &S, weak: &Weak<S::Stream>, name: &str) -> bool
 
 fn playlist_state(snap: &impl Snapshot) -> PlaylistState {
     PlaylistState::new(snap.version(), snap.playlist(), snap.variant())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
