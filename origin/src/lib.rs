@@ -11,6 +11,7 @@ mod relay_source;
 pub mod serve;
 pub mod stream;
 
+use ferrocast_relay::server as relay;
 use ferrocast_runtime::http::ServerLimits;
 use ferrocast_runtime::metrics::Metrics;
 use ferrocast_runtime::tls::ClusterTls;
@@ -142,18 +143,17 @@ impl Origin {
         cfg.validate()?;
         cfg.http.metrics = Some(ferrocast_runtime::http::HttpMetrics::shared(&registry));
         cfg.http.name = "origin";
-        let quic = match tls {
-            Some(tls) => Some(
-                ferrocast_relay::server::server_endpoint(cfg.quic_listen, tls).map_err(
+        let quic =
+            match tls {
+                Some(tls) => Some(relay::server_endpoint(cfg.quic_listen, tls).map_err(
                     |source| ConfigError::Bind {
                         what: "quic",
                         addr: cfg.quic_listen,
                         source,
                     },
-                )?,
-            ),
-            None => None,
-        };
+                )?),
+                None => None,
+            };
         let rtmp =
             TcpListener::bind(cfg.rtmp_listen)
                 .await
@@ -312,7 +312,7 @@ impl Origin {
         });
         let relay_token = CancellationToken::new();
         let relay_task = quic.map(|ep| {
-            tokio::spawn(ferrocast_relay::server::serve(
+            tokio::spawn(relay::serve(
                 ep,
                 streams.clone(),
                 state.metrics.relay.clone(),
