@@ -1,7 +1,8 @@
 //! The relay's messages, generated from `relay/relay.proto` into `src/gen/` (committed;
 //! `tests/codegen.rs` keeps them current), the application error codes of the protocol,
-//! and the lossless conversion between a [`MediaPlaylist`] and a [`PlaylistState`]: the
-//! one place where the wire shape of a playlist meets the media crate's.
+//! the names objects travel under, and the lossless conversion between a
+//! [`MediaPlaylist`] and a [`PlaylistState`]: the one place where the wire shape of a
+//! playlist meets the media crate's.
 
 use ferrocast_media::hls::names::{self, Object};
 use ferrocast_media::hls::{self, MediaPlaylist};
