@@ -8,7 +8,9 @@
 //!   publisher, and hands the stream back with its continuity when the stream ends.
 //! - [`Agent::watch_assignments`]: edges keep an [`AssignmentTable`] (which origin holds
 //!   each stream, under which epoch) fed by the controller's watch; the table survives
-//!   any controller outage unchanged, so the data path keeps flowing.
+//!   any controller outage unchanged, so the data path keeps flowing; [`origins`] reads
+//!   it as the answer to "which origin holds this stream" (or names one fixed origin
+//!   without a controller).
 //! - [`Agent::watch_access`] and [`access`]: the playback rules every viewer-serving node
 //!   (edge, and origin on its HTTP port) checks requests with, closed until the first
 //!   snapshot and never rolled back by a lagging replica.
@@ -20,6 +22,7 @@
 
 pub mod access;
 mod endpoints;
+pub mod origins;
 
 pub use endpoints::LEADER_METADATA;
 pub use ferrocast_proto::controller::v1 as pb;

@@ -1,47 +1,11 @@
-//! The edge in a cluster: which origin holds each stream comes from the controller's
-//! assignments ([`ControllerOrigins`], an [`OriginResolver`]), and the edge's load
-//! (viewers per stream, egress) goes to the controller with every heartbeat
-//! ([`EdgeHooks`]) for viewer placement.
+//! The edge in a cluster: its load (viewers per stream, egress) goes to the controller
+//! with every heartbeat ([`EdgeHooks`]) for viewer placement. Which origin holds each
+//! stream is the agent's answer (`ferrocast_agent::origins::ControllerOrigins`).
 
 use crate::http::HttpState;
-use crate::upstream::quic::{OriginChoice, OriginResolver};
-use ferrocast_agent::{pb, AssignmentTable, NodeHooks};
-use std::net::SocketAddr;
+use ferrocast_agent::{pb, NodeHooks};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
-
-/// Origins as the controller assigns them: a live assignment names the origin's relay
-/// address and epoch; an orphaned (holder's lease expired) or released one names none.
-#[derive(Debug, Clone)]
-pub struct ControllerOrigins(pub Arc<AssignmentTable>);
-
-impl OriginResolver for ControllerOrigins {
-    fn resolve(&self, stream: &str) -> Option<OriginChoice> {
-        let a = self.0.get(stream)?;
-        if a.state() != pb::AssignmentState::Live {
-            return None;
-        }
-        let addr: SocketAddr = a.origin_relay.parse().ok()?;
-        Some(OriginChoice {
-            addr,
-            epoch: a.epoch,
-        })
-    }
-
-    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        Some(self.0.changes())
-    }
-
-    /// Only once a watch delivered the assignments (and while it is open) is a stream
-    /// without one known to be absent.
-    fn ready(&self) -> bool {
-        self.0.is_live()
-    }
-
-    fn streams(&self) -> Vec<String> {
-        self.0.live_streams()
-    }
-}
 
 /// The edge's load for the controller.
 #[derive(Debug)]
@@ -93,59 +57,5 @@ impl NodeHooks for EdgeHooks {
         }
         *last = (bytes, now);
         report
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use pb::assignment_event::Kind;
-
-    #[test]
-    fn only_live_assignments_name_an_origin() {
-        let table = Arc::new(AssignmentTable::default());
-        let r = ControllerOrigins(table.clone());
-        let mut changes = r.changes().unwrap();
-        assert!(!r.ready(), "nothing is known before the first snapshot");
-        let a = |stream: &str, relay: &str, epoch, state: pb::AssignmentState| pb::Assignment {
-            stream: stream.into(),
-            origin_id: "o1".into(),
-            origin_relay: relay.into(),
-            epoch,
-            continuity: None,
-            state: state.into(),
-        };
-        table.apply(pb::AssignmentEvent {
-            kind: Some(Kind::Snapshot(pb::AssignmentSnapshot {
-                assignments: vec![
-                    a("live", "127.0.0.1:4433", 2, pb::AssignmentState::Live),
-                    a("orphan", "127.0.0.1:4433", 1, pb::AssignmentState::Orphaned),
-                    a("bad", "not an address", 1, pb::AssignmentState::Live),
-                ],
-            })),
-        });
-        assert!(changes.has_changed().unwrap());
-        changes.mark_unchanged();
-        assert_eq!(
-            r.resolve("live"),
-            Some(OriginChoice {
-                addr: "127.0.0.1:4433".parse().unwrap(),
-                epoch: 2
-            })
-        );
-        assert_eq!(r.resolve("orphan"), None);
-        assert_eq!(r.resolve("bad"), None);
-        assert_eq!(r.resolve("unknown"), None);
-        assert!(r.ready(), "a snapshot makes the table authoritative");
-        table.apply(pb::AssignmentEvent {
-            kind: Some(Kind::Upsert(a(
-                "orphan",
-                "127.0.0.2:4433",
-                2,
-                pb::AssignmentState::Live,
-            ))),
-        });
-        assert!(changes.has_changed().unwrap());
-        assert_eq!(r.resolve("orphan").unwrap().epoch, 2);
     }
 }

@@ -7,10 +7,11 @@ pub mod cluster;
 pub mod ingest;
 pub mod metrics;
 pub mod package;
-pub mod relay;
+mod relay_source;
 pub mod serve;
 pub mod stream;
 
+use ferrocast_relay::server as relay;
 use ferrocast_runtime::http::ServerLimits;
 use ferrocast_runtime::metrics::Metrics;
 use ferrocast_runtime::tls::ClusterTls;
@@ -314,7 +315,7 @@ impl Origin {
             tokio::spawn(relay::serve(
                 ep,
                 streams.clone(),
-                state.metrics.clone(),
+                state.metrics.relay.clone(),
                 relay_token.clone(),
             ))
         });

@@ -1,10 +1,12 @@
 //! The origin's Prometheus metrics (`ferrocast_<area>_<what>_<unit>`).
 
+use ferrocast_relay::server::metrics::RelayMetrics;
 use ferrocast_runtime::metrics::Metrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use std::sync::Arc;
 
 /// Labels of an HTTP request counter: what was asked for and how it ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -22,17 +24,10 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
-/// Labels of a relay object counter.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    /// init or part.
-    pub kind: &'static str,
-}
-
-/// Labels of a relay fetch counter (and of claims during a controller outage).
+/// Labels of a claim counter during a controller outage.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
-    /// ok, not_found, no_stream or error (continued or refused for outage claims).
+    /// continued or refused.
     pub result: &'static str,
 }
 
@@ -56,24 +51,8 @@ pub struct OriginMetrics {
     pub http_requests: Family<RequestLabels, Counter>,
     /// HTTP response body bytes sent.
     pub http_response_bytes: Counter,
-    /// Objects pushed to edges, by kind.
-    pub relay_objects_sent: Family<KindLabels, Counter>,
-    /// Object bytes sent to edges (pushes and fetches).
-    pub relay_bytes_sent: Counter,
-    /// Edge subscriptions open now.
-    pub relay_subscriptions: Gauge,
-    /// Fetches answered, by result.
-    pub relay_fetches: Family<ResultLabels, Counter>,
-    /// Edge connections established.
-    pub relay_connections: Counter,
-    /// Edge connections open now.
-    pub relay_connections_open: Gauge,
-    /// Edge connections refused (tls, busy, ...) or closed for a protocol violation.
-    pub relay_refused: Family<ReasonLabels, Counter>,
-    /// Pushes started but not yet written, across connections.
-    pub relay_pushes_in_flight: Gauge,
-    /// Parts not pushed because a subscriber was too far behind (it fetches them).
-    pub relay_parts_skipped: Counter,
+    /// The relay server's metrics (`ferrocast_relay_*`).
+    pub relay: Arc<RelayMetrics>,
 }
 
 impl OriginMetrics {
@@ -126,51 +105,7 @@ impl OriginMetrics {
                 "HTTP response body bytes",
                 self.http_response_bytes.clone(),
             );
-            r.register(
-                "relay_objects_sent",
-                "Objects pushed to edges, by kind",
-                self.relay_objects_sent.clone(),
-            );
-            r.register(
-                "relay_bytes_sent",
-                "Object bytes sent to edges (pushes and fetches)",
-                self.relay_bytes_sent.clone(),
-            );
-            r.register(
-                "relay_subscriptions",
-                "Edge subscriptions open now",
-                self.relay_subscriptions.clone(),
-            );
-            r.register(
-                "relay_fetches",
-                "Edge fetches answered, by result",
-                self.relay_fetches.clone(),
-            );
-            r.register(
-                "relay_connections",
-                "Edge connections established",
-                self.relay_connections.clone(),
-            );
-            r.register(
-                "relay_connections_open",
-                "Edge connections open now",
-                self.relay_connections_open.clone(),
-            );
-            r.register(
-                "relay_refused",
-                "Edge connections refused or closed for a violation, by reason",
-                self.relay_refused.clone(),
-            );
-            r.register(
-                "relay_pushes_in_flight",
-                "Object pushes started and not yet written",
-                self.relay_pushes_in_flight.clone(),
-            );
-            r.register(
-                "relay_parts_skipped",
-                "Parts not pushed to an edge that fell too far behind",
-                self.relay_parts_skipped.clone(),
-            );
         });
+        self.relay.register(metrics);
     }
 }

@@ -1,17 +1,18 @@
-//! The origin ↔ edge relay over real QUIC on loopback with real certificates: the
-//! origin's relay server (`ferrocast_origin::relay`) fed by a real packager, and the
-//! edge's `QuicUpstream`.
+//! The origin's streams through the relay over real QUIC on loopback with real
+//! certificates: the relay server (`ferrocast_relay::server`) serving the origin's
+//! `Streams` fed by a real packager, and the relay client an edge pulls with
+//! (`ferrocast_relay::client::QuicUpstream`).
 
 use bytes::{Bytes, BytesMut};
-use ferrocast_edge::upstream::quic::{
-    OriginChoice, OriginResolver, QuicConfig, QuicUpstream, StaticOrigin,
-};
+use ferrocast_agent::origins::{OriginChoice, OriginResolver, StaticOrigin};
 use ferrocast_media::flv::{self, FlvTag};
 use ferrocast_media::hls::names::Object;
-use ferrocast_origin::metrics::{KindLabels, OriginMetrics, ReasonLabels};
+use ferrocast_origin::metrics::OriginMetrics;
 use ferrocast_origin::package::{PackagerConfig, PartLookup};
-use ferrocast_origin::relay::{self, RelayConfig};
 use ferrocast_origin::stream::{StreamConfig, Streams};
+use ferrocast_relay::client::{QuicConfig, QuicUpstream};
+use ferrocast_relay::server::metrics::{KindLabels, ReasonLabels};
+use ferrocast_relay::server::{self as relay, RelayConfig};
 use ferrocast_runtime::tls::{generate_dev, ClusterTls, TlsFiles};
 use ferrocast_serve::upstream::{Subscription, Upstream, UpstreamError, UpstreamEvent};
 use std::collections::{HashMap, HashSet};
@@ -107,7 +108,7 @@ fn start_relay(
     let task = tokio::spawn(relay::serve_with(
         endpoint,
         streams.clone(),
-        metrics.clone(),
+        metrics.relay.clone(),
         cfg,
         stop.clone(),
     ));
@@ -268,7 +269,7 @@ async fn subscribe_receives_objects_before_playlists_and_fetch_serves_the_rest()
     while c.last_msn() < 12 {
         c.take(next(&mut sub).await);
     }
-    assert!(metrics.relay_subscriptions.get() == 1);
+    assert!(metrics.relay.subscriptions.get() == 1);
 
     // Every part received is byte-identical to the origin's.
     let snap = streams.get("s").unwrap().snapshot();
@@ -350,7 +351,8 @@ async fn subscribe_receives_objects_before_playlists_and_fetch_serves_the_rest()
     );
     assert!(p99 < 100.0, "p99 {p99} ms");
     let parts_sent = metrics
-        .relay_objects_sent
+        .relay
+        .objects_sent
         .get_or_create(&KindLabels { kind: "part" })
         .get();
     assert!(parts_sent >= 10);
@@ -358,7 +360,7 @@ async fn subscribe_receives_objects_before_playlists_and_fetch_serves_the_rest()
     // Unsubscribing is seen by the origin.
     drop(sub);
     let deadline = Instant::now() + T;
-    while metrics.relay_subscriptions.get() != 0 {
+    while metrics.relay.subscriptions.get() != 0 {
         assert!(Instant::now() < deadline, "subscription not released");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -418,7 +420,8 @@ async fn an_edge_with_a_certificate_from_another_ca_is_refused() {
 
     let refused = || {
         metrics
-            .relay_refused
+            .relay
+            .refused
             .get_or_create(&ReasonLabels { reason: "tls" })
             .get()
     };
@@ -432,7 +435,7 @@ async fn an_edge_with_a_certificate_from_another_ca_is_refused() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        metrics.relay_connections.get(),
+        metrics.relay.connections.get(),
         0,
         "no connection established"
     );
@@ -484,7 +487,7 @@ async fn subscription_resumes_after_the_relay_restarts() {
                 let task = tokio::spawn(relay::serve(
                     ep,
                     streams.clone(),
-                    metrics.clone(),
+                    metrics.relay.clone(),
                     stop.clone(),
                 ));
                 relay2 = Some((stop, task));
@@ -527,7 +530,7 @@ async fn subscription_resumes_after_the_relay_restarts() {
         msns.contains(&(c.last_msn() - 1)),
         "the newest complete segment arrived as parts"
     );
-    assert!(metrics.relay_connections.get() >= 2, "reconnected");
+    assert!(metrics.relay.connections.get() >= 2, "reconnected");
 
     stop.cancel();
     feeder.await.unwrap();
@@ -564,7 +567,7 @@ async fn a_slow_consumer_is_skipped_ahead_with_bounded_pushes() {
         tokio::spawn(async move {
             let mut max = 0;
             while !stop.is_cancelled() {
-                max = max.max(metrics.relay_pushes_in_flight.get());
+                max = max.max(metrics.relay.pushes_in_flight.get());
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             max
@@ -579,10 +582,10 @@ async fn a_slow_consumer_is_skipped_ahead_with_bounded_pushes() {
                 9 => publisher.video(ts, &t.body).unwrap(),
                 _ => {}
             }
-            max_in_flight = max_in_flight.max(metrics.relay_pushes_in_flight.get());
+            max_in_flight = max_in_flight.max(metrics.relay.pushes_in_flight.get());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        max_in_flight = max_in_flight.max(metrics.relay_pushes_in_flight.get());
+        max_in_flight = max_in_flight.max(metrics.relay.pushes_in_flight.get());
     }
     stop.cancel();
     max_in_flight = max_in_flight.max(sampler.await.unwrap());
@@ -590,15 +593,16 @@ async fn a_slow_consumer_is_skipped_ahead_with_bounded_pushes() {
     let total_parts: usize =
         snap.segments.iter().map(|s| s.parts.len()).sum::<usize>() + snap.pending.len();
     let sent = metrics
-        .relay_objects_sent
+        .relay
+        .objects_sent
         .get_or_create(&KindLabels { kind: "part" })
         .get();
     eprintln!(
         "slow consumer: {total_parts}+ parts made, {sent} pushed, {} skipped, max in flight {max_in_flight}",
-        metrics.relay_parts_skipped.get()
+        metrics.relay.parts_skipped.get()
     );
     assert!(max_in_flight <= 4, "in flight {max_in_flight}");
-    assert!(metrics.relay_parts_skipped.get() > 0, "nothing skipped");
+    assert!(metrics.relay.parts_skipped.get() > 0, "nothing skipped");
     assert!(
         (sent as usize) < total_parts,
         "everything was pushed to a consumer that reads nothing"
@@ -670,8 +674,8 @@ fn tracing_subscriber_init() -> Result<(), ()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_refused_and_the_connection_goes_on() {
-    use ferrocast_proto::frame;
-    use ferrocast_proto::relay::{request, Fetch, FetchReply, FetchStatus, Request, Subscribe};
+    use ferrocast_relay::frame;
+    use ferrocast_relay::wire::{request, Fetch, FetchReply, FetchStatus, Request, Subscribe};
 
     let _ = tracing_subscriber_init();
     let tls = generate_dev(None, &[]).unwrap();
@@ -727,7 +731,8 @@ async fn malformed_requests_are_refused_and_the_connection_goes_on() {
     // A frame cut short.
     assert_eq!(refused_with(vec![0, 0, 0, 9, 1]).await, protocol);
     let refused = metrics
-        .relay_refused
+        .relay
+        .refused
         .get_or_create(&ReasonLabels { reason: "protocol" })
         .get();
     assert_eq!(refused, 4);
@@ -741,7 +746,7 @@ async fn malformed_requests_are_refused_and_the_connection_goes_on() {
         })),
     };
     frame::write_msg(&mut send, &sub).await.unwrap();
-    let reply: ferrocast_proto::relay::SubscribeReply =
+    let reply: ferrocast_relay::wire::SubscribeReply =
         frame::read_msg(&mut recv, 1024).await.unwrap().unwrap();
     assert!(!reply.found);
     for (name, want) in [
@@ -852,7 +857,7 @@ async fn an_origin_under_a_stale_epoch_is_ignored_and_a_move_is_followed() {
     );
     // The ignored session is closed, not left open at the fenced origin.
     let deadline = Instant::now() + T;
-    while metrics_a.relay_subscriptions.get() != 0 {
+    while metrics_a.relay.subscriptions.get() != 0 {
         assert!(
             Instant::now() < deadline,
             "the session with the fenced origin stayed open"
@@ -865,15 +870,15 @@ async fn an_origin_under_a_stale_epoch_is_ignored_and_a_move_is_followed() {
     resolver.choice.lock().unwrap().epoch = 0;
     let mut sub = up.subscribe("s").await.unwrap();
     while !matches!(next(&mut sub).await, UpstreamEvent::Playlist(_)) {}
-    assert_eq!(metrics_a.relay_subscriptions.get(), 1);
-    assert_eq!(metrics_b.relay_subscriptions.get(), 0);
+    assert_eq!(metrics_a.relay.subscriptions.get(), 1);
+    assert_eq!(metrics_b.relay.subscriptions.get(), 0);
     *resolver.choice.lock().unwrap() = OriginChoice {
         addr: relay_b.addr,
         epoch: 0,
     };
     resolver.changes.send_modify(|n| *n += 1);
     let deadline = Instant::now() + T;
-    while metrics_b.relay_subscriptions.get() != 1 || metrics_a.relay_subscriptions.get() != 0 {
+    while metrics_b.relay.subscriptions.get() != 1 || metrics_a.relay.subscriptions.get() != 0 {
         assert!(Instant::now() < deadline, "the subscription did not move");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

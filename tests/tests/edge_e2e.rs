@@ -335,7 +335,7 @@ fn unknown_stream_flood_asks_upstream_once_per_key_per_ttl() {
         args: Cluster::origin_flags(&tls, quic, &[]),
         env: vec![(
             "RUST_LOG".to_owned(),
-            "info,ferrocast_origin::relay=debug".to_owned(),
+            "info,ferrocast_relay::server=debug".to_owned(),
         )],
         ..Launch::new("origin", &[])
     });

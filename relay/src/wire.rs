@@ -1,214 +1,18 @@
-//! The origin ↔ edge relay messages, written by hand to match `proto/relay.proto`
-//! field by field (tags, types, optionality), and the lossless conversion between a
-//! [`MediaPlaylist`] and a [`PlaylistState`].
+//! The relay's messages, generated from `relay/relay.proto` into `src/gen/` (committed;
+//! `tests/codegen.rs` keeps them current), the application error codes of the protocol,
+//! the names objects travel under, and the lossless conversion between a
+//! [`MediaPlaylist`] and a [`PlaylistState`]: the one place where the wire shape of a
+//! playlist meets the media crate's.
 
+use ferrocast_media::hls::names::{self, Object};
 use ferrocast_media::hls::{self, MediaPlaylist};
 
-/// First frame of every bidirectional stream.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Request {
-    /// What the edge asks for.
-    #[prost(oneof = "request::Kind", tags = "1, 2")]
-    pub kind: Option<request::Kind>,
+#[allow(missing_docs, clippy::all, clippy::pedantic, rust_2018_idioms)]
+mod generated {
+    include!("gen/ferrocast.relay.v1.rs");
 }
 
-/// Nested types of [`Request`].
-pub mod request {
-    /// The request kinds.
-    #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum Kind {
-        /// Follow a stream's live tail.
-        #[prost(message, tag = "1")]
-        Subscribe(super::Subscribe),
-        /// One object.
-        #[prost(message, tag = "2")]
-        Fetch(super::Fetch),
-    }
-}
-
-/// Subscribe to a stream's live tail, resuming after the `have_*` markers.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Subscribe {
-    /// The stream key.
-    #[prost(string, tag = "1")]
-    pub stream: String,
-    /// Edge-chosen id, unique on the connection, echoed in every pushed ObjectHeader.
-    #[prost(uint64, tag = "2")]
-    pub subscription: u64,
-    /// Highest init id the edge holds.
-    #[prost(uint64, optional, tag = "3")]
-    pub have_init_id: Option<u64>,
-    /// Media sequence number of the last part the edge holds.
-    #[prost(uint64, optional, tag = "4")]
-    pub have_msn: Option<u64>,
-    /// Index of the last part held within `have_msn`; absent: the whole segment.
-    #[prost(uint32, optional, tag = "5")]
-    pub have_part: Option<u32>,
-}
-
-/// The origin's answer to [`Subscribe`].
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct SubscribeReply {
-    /// The origin holds the stream; PlaylistState frames follow.
-    #[prost(bool, tag = "1")]
-    pub found: bool,
-    /// The epoch under which the origin holds the stream (0 without a controller); an
-    /// edge ignores an origin whose epoch is below the assignment's.
-    #[prost(uint64, tag = "2")]
-    pub epoch: u64,
-}
-
-/// One partial segment.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PartInfo {
-    /// Seconds.
-    #[prost(double, tag = "1")]
-    pub duration: f64,
-    /// Starts with an independent frame.
-    #[prost(bool, tag = "2")]
-    pub independent: bool,
-}
-
-/// One complete segment.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct SegmentInfo {
-    /// Media sequence number.
-    #[prost(uint64, tag = "1")]
-    pub msn: u64,
-    /// Seconds.
-    #[prost(double, tag = "2")]
-    pub duration: f64,
-    /// Wall-clock time of the first sample, unix ms.
-    #[prost(int64, tag = "3")]
-    pub program_date_time_ms: i64,
-    /// Starts a discontinuity.
-    #[prost(bool, tag = "4")]
-    pub discontinuity: bool,
-    /// Init generation.
-    #[prost(uint64, tag = "5")]
-    pub init_id: u64,
-    /// Its parts; empty once too old to list.
-    #[prost(message, repeated, tag = "6")]
-    pub parts: Vec<PartInfo>,
-}
-
-/// Video size.
-#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
-pub struct Resolution {
-    /// Pixels.
-    #[prost(uint32, tag = "1")]
-    pub width: u32,
-    /// Pixels.
-    #[prost(uint32, tag = "2")]
-    pub height: u32,
-}
-
-/// A media playlist's state plus what the multivariant playlist needs.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PlaylistState {
-    /// Packager version; grows with every visible change.
-    #[prost(uint64, tag = "1")]
-    pub version: u64,
-    /// EXT-X-TARGETDURATION.
-    #[prost(uint32, tag = "2")]
-    pub target_duration: u32,
-    /// PART-TARGET.
-    #[prost(double, tag = "3")]
-    pub part_target: f64,
-    /// EXT-X-MEDIA-SEQUENCE.
-    #[prost(uint64, tag = "4")]
-    pub media_sequence: u64,
-    /// EXT-X-DISCONTINUITY-SEQUENCE.
-    #[prost(uint64, tag = "5")]
-    pub discontinuity_sequence: u64,
-    /// Complete segments, oldest first.
-    #[prost(message, repeated, tag = "6")]
-    pub segments: Vec<SegmentInfo>,
-    /// Segment being built.
-    #[prost(uint64, tag = "7")]
-    pub next_msn: u64,
-    /// Its init generation.
-    #[prost(uint64, tag = "8")]
-    pub next_init_id: u64,
-    /// It starts a discontinuity.
-    #[prost(bool, tag = "9")]
-    pub next_discontinuity: bool,
-    /// Its first sample's wall-clock time.
-    #[prost(int64, optional, tag = "10")]
-    pub next_program_date_time_ms: Option<i64>,
-    /// Its parts so far.
-    #[prost(message, repeated, tag = "11")]
-    pub pending_parts: Vec<PartInfo>,
-    /// EXT-X-ENDLIST.
-    #[prost(bool, tag = "12")]
-    pub ended: bool,
-    /// RFC 6381 codecs list.
-    #[prost(string, tag = "13")]
-    pub codecs: String,
-    /// Video size.
-    #[prost(message, optional, tag = "14")]
-    pub resolution: Option<Resolution>,
-    /// Frames per second.
-    #[prost(double, optional, tag = "15")]
-    pub frame_rate: Option<f64>,
-    /// Peak bits per second.
-    #[prost(uint64, tag = "16")]
-    pub bandwidth: u64,
-}
-
-/// Header of a pushed object; `len` raw bytes follow.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ObjectHeader {
-    /// The stream key.
-    #[prost(string, tag = "1")]
-    pub stream: String,
-    /// `init-{id}.mp4` or `part-{msn}.{i}.m4s`.
-    #[prost(string, tag = "2")]
-    pub name: String,
-    /// Origin wall clock (unix ms) when the object was made.
-    #[prost(int64, tag = "3")]
-    pub made_at_ms: i64,
-    /// Bytes that follow.
-    #[prost(uint64, tag = "4")]
-    pub len: u64,
-    /// The subscription this push belongs to.
-    #[prost(uint64, tag = "5")]
-    pub subscription: u64,
-}
-
-/// Fetch one object.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Fetch {
-    /// The stream key.
-    #[prost(string, tag = "1")]
-    pub stream: String,
-    /// `init-{id}.mp4`, `part-{msn}.{i}.m4s` or `seg-{msn}.m4s`.
-    #[prost(string, tag = "2")]
-    pub name: String,
-}
-
-/// How a fetch ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-#[repr(i32)]
-pub enum FetchStatus {
-    /// The bytes follow.
-    Ok = 0,
-    /// The stream exists, the object does not (or no longer).
-    NotFound = 1,
-    /// The origin does not hold the stream.
-    NoStream = 2,
-}
-
-/// The origin's answer to [`Fetch`].
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct FetchReply {
-    /// How it ended.
-    #[prost(enumeration = "FetchStatus", tag = "1")]
-    pub status: i32,
-    /// Bytes that follow (0 unless OK).
-    #[prost(uint64, tag = "2")]
-    pub len: u64,
-}
+pub use generated::*;
 
 /// Application error codes for connection close and stream reset / stop.
 pub mod code {
@@ -222,6 +26,17 @@ pub mod code {
     pub const UNSUBSCRIBED: u32 = 3;
     /// The origin holds as many connections as it may.
     pub const BUSY: u32 = 4;
+}
+
+/// The name an object travels under in `ObjectHeader.name` and `Fetch.name`; playlists
+/// never travel (edges render them from `PlaylistState`).
+pub fn object_name(object: Object) -> Option<String> {
+    match object {
+        Object::Init(id) => Some(names::init(id)),
+        Object::Part(msn, i) => Some(names::part(msn, i)),
+        Object::Segment(msn) => Some(names::segment(msn)),
+        Object::MediaPlaylist | Object::Multivariant => None,
+    }
 }
 
 impl From<&hls::PartInfo> for PartInfo {
@@ -505,5 +320,112 @@ mod tests {
             })),
         };
         assert_eq!(f.encode_to_vec(), [0x12, 3, 0x12, 1, b'x']);
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The bytes below were produced by the hand-written prost structs these generated
+    /// ones replaced (issue 14): every field number, wire type and optionality is the
+    /// same, so origins and edges of either build understand each other.
+    #[test]
+    fn encoding_is_byte_compatible_with_the_hand_written_messages() {
+        let subscribe = Request {
+            kind: Some(request::Kind::Subscribe(Subscribe {
+                stream: "cam".into(),
+                subscription: 300,
+                have_init_id: Some(2),
+                have_msn: Some(70000),
+                have_part: Some(3),
+            })),
+        };
+        assert_eq!(
+            hex(&subscribe.encode_to_vec()),
+            "0a100a0363616d10ac02180220f0a2042803"
+        );
+        let fetch = Request {
+            kind: Some(request::Kind::Fetch(Fetch {
+                stream: "cam".into(),
+                name: "seg-9.m4s".into(),
+            })),
+        };
+        assert_eq!(
+            hex(&fetch.encode_to_vec()),
+            "12100a0363616d12097365672d392e6d3473"
+        );
+        let reply = SubscribeReply {
+            found: true,
+            epoch: 129,
+        };
+        assert_eq!(hex(&reply.encode_to_vec()), "0801108101");
+        let state = PlaylistState {
+            version: 5,
+            target_duration: 2,
+            part_target: 0.25,
+            media_sequence: 17,
+            discontinuity_sequence: 1,
+            segments: vec![SegmentInfo {
+                msn: 17,
+                duration: 1.5,
+                program_date_time_ms: -3,
+                discontinuity: true,
+                init_id: 1,
+                parts: vec![
+                    PartInfo {
+                        duration: 0.5,
+                        independent: true,
+                    },
+                    PartInfo {
+                        duration: 1.0,
+                        independent: false,
+                    },
+                ],
+            }],
+            next_msn: 18,
+            next_init_id: 1,
+            next_discontinuity: true,
+            next_program_date_time_ms: Some(1_700_000_000_000),
+            pending_parts: vec![PartInfo {
+                duration: 0.25,
+                independent: true,
+            }],
+            ended: true,
+            codecs: "avc1.64001f".into(),
+            resolution: Some(Resolution {
+                width: 1280,
+                height: 720,
+            }),
+            frame_rate: Some(30.0),
+            bandwidth: 2_500_000,
+        };
+        assert_eq!(
+            hex(&state.encode_to_vec()),
+            "0805100219000000000000d03f201128013232081111000000000000f83f18fdffffffffffffffff01\
+             20012801320b09000000000000e03f1001320909000000000000f03f3812400148015080d095ffbc31\
+             5a0b09000000000000d03f100160016a0b617663312e363430303166720608800a10d0057900000000\
+             00003e408001a0cb9801"
+        );
+        let header = ObjectHeader {
+            stream: "cam".into(),
+            name: "part-18.0.m4s".into(),
+            made_at_ms: 1_700_000_000_001,
+            len: 4096,
+            subscription: 300,
+        };
+        assert_eq!(
+            hex(&header.encode_to_vec()),
+            "0a0363616d120d706172742d31382e302e6d34731881d095ffbc3120802028ac02"
+        );
+        let no_stream = FetchReply {
+            status: FetchStatus::NoStream as i32,
+            len: 0,
+        };
+        assert_eq!(hex(&no_stream.encode_to_vec()), "0802");
+        let ok = FetchReply {
+            status: FetchStatus::Ok as i32,
+            len: 1234,
+        };
+        assert_eq!(hex(&ok.encode_to_vec()), "10d209");
     }
 }

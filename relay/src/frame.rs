@@ -126,7 +126,7 @@ async fn read_exact<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay::{Fetch, SubscribeReply};
+    use crate::wire::{Fetch, SubscribeReply};
 
     #[tokio::test]
     async fn frames_round_trip_and_end_cleanly() {
