@@ -10,14 +10,14 @@
 //! to someone else.
 
 use crate::metrics::EdgeMetrics;
-use crate::state::{
-    locate_part, locate_segment, Closed, EdgeSnapshot, PartPlace, SegmentPlace, StreamState,
-    Streams,
-};
+use crate::state::{Closed, EdgeSnapshot, StreamState, Streams};
 use crate::upstream::UpstreamError;
 use bytes::Bytes;
 use ferrocast_media::hls::names::valid_stream_key;
-use ferrocast_media::hls::{self, names::Object, BlockDecision, SkipRequest};
+use ferrocast_media::hls::{
+    self, locate_part, locate_segment, names::Object, BlockDecision, PartPlace, SegmentPlace,
+    SkipRequest,
+};
 use ferrocast_runtime::http::{Request, Response};
 use ferrocast_runtime::metrics::Metrics;
 use ferrocast_runtime::respond::{self, error, media, media_chunks};
@@ -356,14 +356,11 @@ async fn media_playlist(stream: &Arc<StreamState>, query: &str) -> Response {
         None
     };
     let waited = wait_for(stream, |snap| match &snap.playlist {
-        Some(p) if snap.live() || p.playlist.ended => match q.msn {
-            Some(_) => match hls::blocking_decision(&p.playlist, &q) {
-                BlockDecision::Wait => Step::Wait,
-                d => Step::Done(d),
-            },
-            None => Step::Done(BlockDecision::Ready),
+        Some(p) => match hls::playlist_request(&p.playlist, &q) {
+            BlockDecision::Wait => Step::Wait,
+            d => Step::Done(d),
         },
-        _ => Step::Wait,
+        None => Step::Wait,
     })
     .await;
     match waited {

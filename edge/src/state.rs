@@ -14,7 +14,7 @@ use crate::metrics::{EdgeMetrics, StreamLabels};
 use crate::upstream::{EdgePlaylist, Subscription, Upstream, UpstreamError, UpstreamEvent};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use ferrocast_media::hls::{self, MediaPlaylist, RenderOptions, SegmentInfo};
+use ferrocast_media::hls::{self, RenderOptions};
 use ferrocast_runtime::respond::Prepared;
 use moka::future::Cache;
 use moka::ops::compute::Op;
@@ -27,13 +27,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
-
-/// How many segments older than the playlist window may still be fetched upstream (the
-/// origin retains a few; asking for anything older would only load the origin).
-const OLDER_SEGMENTS: u64 = 8;
-
-/// How long a blocking request is held when no playlist is known yet.
-const DEFAULT_BLOCK: Duration = Duration::from_secs(6);
 
 /// Why a stream's state ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,92 +88,9 @@ impl EdgeSnapshot {
     }
 
     /// How long a blocking request may be held: about three target durations
-    /// (rfc8216bis §6.2.5.2 suggests 503 after that), as on the origin.
+    /// (see [`hls::hold_limit`]).
     pub fn block_timeout(&self) -> Duration {
-        match &self.playlist {
-            Some(p) => Duration::from_secs_f64(3.0 * f64::from(p.playlist.target_duration.max(1))),
-            None => DEFAULT_BLOCK,
-        }
-    }
-}
-
-/// Where a requested part stands against a playlist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PartPlace {
-    /// Listed: pushed to this edge before the playlist named it (or fetch it).
-    Listed,
-    /// Not listed but maybe still held upstream (an old segment's part): fetch it.
-    Fetch,
-    /// The hinted part or close to it: worth holding the request.
-    Soon,
-    /// Does not exist and never will.
-    Never,
-}
-
-/// Where a requested segment stands against a playlist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SegmentPlace {
-    /// Complete and listed with this many parts: serve the parts back to back.
-    Parts(usize),
-    /// Complete but its parts are not listed (or it slid out of the window): fetch it.
-    Fetch,
-    /// The segment being built: wait for it.
-    Soon,
-    /// Does not exist and never will.
-    Never,
-}
-
-fn listed_segment(p: &MediaPlaylist, msn: u64) -> Option<&SegmentInfo> {
-    let idx = usize::try_from(msn.checked_sub(p.media_sequence)?).ok()?;
-    p.segments.get(idx).filter(|s| s.msn == msn)
-}
-
-fn recently_dropped(p: &MediaPlaylist, msn: u64) -> bool {
-    msn < p.media_sequence && msn.saturating_add(OLDER_SEGMENTS) >= p.media_sequence
-}
-
-/// Mirrors the origin's `Snapshot::part` with only what the playlist says.
-pub fn locate_part(p: &MediaPlaylist, msn: u64, i: u32) -> PartPlace {
-    let i = i as usize;
-    if msn < p.next_msn {
-        return match listed_segment(p, msn) {
-            Some(s) if s.parts.is_empty() => PartPlace::Fetch,
-            Some(s) if i < s.parts.len() => PartPlace::Listed,
-            Some(_) => PartPlace::Never,
-            None if recently_dropped(p, msn) => PartPlace::Fetch,
-            None => PartPlace::Never,
-        };
-    }
-    let pending = p.pending_parts.len();
-    if msn == p.next_msn {
-        if i < pending {
-            PartPlace::Listed
-        } else if !p.ended && i <= pending + 1 {
-            // Only the hinted part and the one after are worth holding a request for.
-            PartPlace::Soon
-        } else {
-            PartPlace::Never
-        }
-    } else if !p.ended && msn == p.next_msn + 1 && i == 0 {
-        PartPlace::Soon
-    } else {
-        PartPlace::Never
-    }
-}
-
-/// Mirrors the origin's segment lookup with only what the playlist says.
-pub fn locate_segment(p: &MediaPlaylist, msn: u64) -> SegmentPlace {
-    if msn < p.next_msn {
-        match listed_segment(p, msn) {
-            Some(s) if !s.parts.is_empty() => SegmentPlace::Parts(s.parts.len()),
-            Some(_) => SegmentPlace::Fetch,
-            None if recently_dropped(p, msn) => SegmentPlace::Fetch,
-            None => SegmentPlace::Never,
-        }
-    } else if msn == p.next_msn && !p.ended {
-        SegmentPlace::Soon
-    } else {
-        SegmentPlace::Never
+        hls::hold_limit(self.playlist.as_deref().map(|p| &p.playlist))
     }
 }
 
@@ -738,43 +648,6 @@ fn unix_ms() -> i64 {
 mod tests {
     use super::*;
     use ferrocast_serve::testing::playlist;
-
-    #[test]
-    fn parts_are_located_like_the_origin_does() {
-        // Segments 10..12 complete (4 parts each), 2 parts of 12 so far.
-        let p = playlist(10, 2, 4, 2).playlist;
-        assert_eq!(locate_part(&p, 10, 3), PartPlace::Listed);
-        assert_eq!(locate_part(&p, 10, 4), PartPlace::Never);
-        assert_eq!(locate_part(&p, 12, 1), PartPlace::Listed);
-        // The hinted part and the one after are held; further ones are not.
-        assert_eq!(locate_part(&p, 12, 2), PartPlace::Soon);
-        assert_eq!(locate_part(&p, 12, 3), PartPlace::Soon);
-        assert_eq!(locate_part(&p, 12, 4), PartPlace::Never);
-        assert_eq!(locate_part(&p, 13, 0), PartPlace::Soon);
-        assert_eq!(locate_part(&p, 13, 1), PartPlace::Never);
-        assert_eq!(locate_part(&p, 14, 0), PartPlace::Never);
-        // Slid out of the window: maybe still upstream, within reason.
-        assert_eq!(locate_part(&p, 9, 0), PartPlace::Fetch);
-        assert_eq!(locate_part(&p, 2, 0), PartPlace::Fetch);
-        assert_eq!(locate_part(&p, 1, 0), PartPlace::Never);
-        let mut ended = p.clone();
-        ended.ended = true;
-        assert_eq!(locate_part(&ended, 12, 2), PartPlace::Never);
-        assert_eq!(locate_part(&ended, 13, 0), PartPlace::Never);
-    }
-
-    #[test]
-    fn segments_are_located_like_the_origin_does() {
-        let mut p = playlist(10, 2, 4, 2).playlist;
-        assert_eq!(locate_segment(&p, 11), SegmentPlace::Parts(4));
-        assert_eq!(locate_segment(&p, 12), SegmentPlace::Soon);
-        assert_eq!(locate_segment(&p, 13), SegmentPlace::Never);
-        assert_eq!(locate_segment(&p, 5), SegmentPlace::Fetch);
-        p.segments[0].parts.clear();
-        assert_eq!(locate_segment(&p, 10), SegmentPlace::Fetch);
-        p.ended = true;
-        assert_eq!(locate_segment(&p, 12), SegmentPlace::Never);
-    }
 
     #[test]
     fn viewers_are_blocking_requests_plus_recent_reloads() {
