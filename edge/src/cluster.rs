@@ -3,9 +3,9 @@
 //! (viewers per stream, egress) goes to the controller with every heartbeat
 //! ([`EdgeHooks`]) for viewer placement.
 
-use crate::http::HttpState;
 use crate::upstream::quic::{OriginChoice, OriginResolver};
 use ferrocast_agent::{pb, AssignmentTable, NodeHooks};
+use ferrocast_serve::http::HttpState;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;

@@ -1,19 +1,22 @@
 //! The Ferrocast origin: accepts RTMP publishers, packages each stream into CMAF parts
-//! and segments, and serves LL-HLS over HTTP (checking playback tokens exactly as an
-//! edge does, see [`serve`]). `Origin::bind` validates and binds;
+//! and segments, and serves LL-HLS over HTTP with the handler every node serves viewers
+//! with ([`ferrocast_serve::http`], fed in process by the packager: [`local`]), behind
+//! the same playback gate as an edge. `Origin::bind` validates and binds;
 //! `Origin::run` serves until cancelled, then drains in order.
 
 pub mod cluster;
 pub mod ingest;
+pub mod local;
 pub mod metrics;
 pub mod package;
 pub mod relay;
-pub mod serve;
 pub mod stream;
 
 use ferrocast_runtime::http::ServerLimits;
 use ferrocast_runtime::metrics::Metrics;
 use ferrocast_runtime::tls::ClusterTls;
+use ferrocast_serve::http::HttpState;
+use ferrocast_serve::metrics::{Role, ServeMetrics};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -128,7 +131,56 @@ pub struct Origin {
     admin: Option<TcpListener>,
     quic: Option<quinn::Endpoint>,
     streams: Arc<stream::Streams>,
-    state: Arc<serve::HttpState>,
+    metrics: Arc<metrics::OriginMetrics>,
+    state: Arc<HttpState>,
+}
+
+/// Bytes the viewer path's object cache may hold. It holds references to the bytes the
+/// packager holds anyway, for parts viewers asked for lately; what it drops is answered
+/// from the packager's snapshot again.
+const SERVE_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A cached object untouched this long is dropped: short, so that parts the packager
+/// has already let go of are not kept alive for long by the cache.
+const SERVE_CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The viewer path's state over the origin's own streams (what [`Origin::bind`] builds;
+/// in-process tests drive it directly).
+pub fn serving_state(
+    streams: &Arc<stream::Streams>,
+    limits: &ServerLimits,
+    access: Arc<ferrocast_agent::access::PlaybackAccess>,
+    registry: Arc<Metrics>,
+) -> Arc<HttpState> {
+    let metrics = Arc::new(ServeMetrics::new());
+    metrics.register(&registry, Role::Origin);
+    let cache = ferrocast_serve::cache::ObjectCache::new(
+        SERVE_CACHE_BYTES,
+        SERVE_CACHE_IDLE,
+        metrics.clone(),
+    );
+    let served = ferrocast_serve::state::Streams::new(
+        ferrocast_serve::state::StreamsConfig {
+            // Unsubscribing costs nothing here; the edge's default.
+            idle_unsubscribe: std::time::Duration::from_secs(30),
+            // Only until the next stream is added: `LocalUpstream::changes`.
+            negative_ttl: std::time::Duration::from_secs(2),
+            max_streams: streams.config().max_streams,
+            requests_off_runtime: limits.io_threads.is_some(),
+        },
+        local::LocalUpstream::new(streams.clone()),
+        cache,
+        metrics.clone(),
+    );
+    Arc::new(HttpState {
+        streams: served,
+        metrics,
+        registry,
+        ready: false.into(),
+        cluster: Default::default(),
+        access,
+        admission: None,
+    })
 }
 
 impl Origin {
@@ -219,13 +271,7 @@ impl Origin {
             "origin",
             &registry,
         ));
-        let state = Arc::new(serve::HttpState {
-            streams: streams.clone(),
-            metrics,
-            registry,
-            ready: false.into(),
-            access,
-        });
+        let state = serving_state(&streams, &cfg.http, access, registry);
         Ok(Self {
             cfg,
             rtmp,
@@ -234,6 +280,7 @@ impl Origin {
             admin,
             quic,
             streams,
+            metrics,
             state,
         })
     }
@@ -285,6 +332,7 @@ impl Origin {
             admin,
             quic,
             streams,
+            metrics,
             state,
         } = self;
         tracing::info!(rtmp = %rtmp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -293,7 +341,7 @@ impl Origin {
         let handler_state = state.clone();
         let http_task = tokio::spawn(ferrocast_runtime::http::serve(
             http,
-            move |req| serve::handle(handler_state.clone(), req),
+            move |req| ferrocast_serve::http::handle(handler_state.clone(), req),
             cfg.http.clone(),
             http_token.clone(),
         ));
@@ -304,7 +352,7 @@ impl Origin {
             let admin_state = state.clone();
             tokio::spawn(ferrocast_runtime::http::serve(
                 listener,
-                move |req| serve::admin(admin_state.clone(), req),
+                move |req| ferrocast_serve::http::admin(admin_state.clone(), req),
                 ferrocast_runtime::respond::admin_limits(&cfg.http),
                 admin_token.clone(),
             ))
@@ -314,7 +362,7 @@ impl Origin {
             tokio::spawn(relay::serve(
                 ep,
                 streams.clone(),
-                state.metrics.clone(),
+                metrics.clone(),
                 relay_token.clone(),
             ))
         });
@@ -326,7 +374,7 @@ impl Origin {
             rtmps,
             cfg.ingest.clone(),
             streams,
-            state.metrics.clone(),
+            metrics.clone(),
             shutdown.clone(),
         ));
         state.ready.store(true, Ordering::Relaxed);
@@ -335,6 +383,7 @@ impl Origin {
         let _ = ingest_task.await;
         http_token.cancel();
         let _ = http_task.await;
+        state.streams.shutdown().await;
         persist_token.cancel();
         let _ = persist_task.await;
         // Edges last: they resubscribe elsewhere once this origin is gone.

@@ -1,19 +1,11 @@
-//! The origin's Prometheus metrics (`ferrocast_<area>_<what>_<unit>`).
+//! The origin's Prometheus metrics (`ferrocast_<area>_<what>_<unit>`); those of its
+//! viewer HTTP are the serving path's (`ferrocast_serve::metrics`).
 
 use ferrocast_runtime::metrics::Metrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-
-/// Labels of an HTTP request counter: what was asked for and how it ended.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    /// playlist, part, segment, init, page, api, admin, other.
-    pub kind: &'static str,
-    /// HTTP status code.
-    pub status: u16,
-}
 
 /// Labels naming why an ingest connection was closed.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,10 +44,6 @@ pub struct OriginMetrics {
     /// Publishers claimed while the controller could not be reached, by result
     /// (`continued`: the credential that won the stream; `refused`: anyone else).
     pub outage_claims: Family<ResultLabels, Counter>,
-    /// HTTP requests by kind and status.
-    pub http_requests: Family<RequestLabels, Counter>,
-    /// HTTP response body bytes sent.
-    pub http_response_bytes: Counter,
     /// Objects pushed to edges, by kind.
     pub relay_objects_sent: Family<KindLabels, Counter>,
     /// Object bytes sent to edges (pushes and fetches).
@@ -115,16 +103,6 @@ impl OriginMetrics {
                 "origin_outage_claims",
                 "Publishers claimed while the controller could not be reached, by result",
                 self.outage_claims.clone(),
-            );
-            r.register(
-                "http_requests",
-                "HTTP requests by kind and status",
-                self.http_requests.clone(),
-            );
-            r.register(
-                "http_response_bytes",
-                "HTTP response body bytes",
-                self.http_response_bytes.clone(),
             );
             r.register(
                 "relay_objects_sent",

@@ -929,4 +929,4 @@ impl Snapshot {
 
 #[cfg(test)]
 #[path = "package_tests.rs"]
-mod tests;
+pub(crate) mod tests;

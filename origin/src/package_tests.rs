@@ -29,7 +29,7 @@ const AUDIO_RATE: u32 = 44_100;
 const NOW: i64 = 1_700_000_000_000;
 const TICKS: f64 = 90_000.0;
 
-fn cfg() -> PackagerConfig {
+pub(crate) fn cfg() -> PackagerConfig {
     // A window large enough that cutting tests see every segment.
     PackagerConfig {
         window_segments: 10_000,
@@ -61,7 +61,7 @@ fn audio(p: &mut Packager, ts: i64) -> Result<(), PackageError> {
 /// A synthetic publisher: timestamps as ffmpeg's FLV muxer writes them (milliseconds,
 /// rounded), interleaved in timestamp order, video first on ties.
 #[derive(Debug, Clone, Copy)]
-struct Clip {
+pub(crate) struct Clip {
     fps: f64,
     /// Frames per GOP.
     gop: u64,
@@ -73,7 +73,7 @@ struct Clip {
 }
 
 impl Clip {
-    fn av(fps: f64, gop: u64, seconds: f64) -> Self {
+    pub(crate) fn av(fps: f64, gop: u64, seconds: f64) -> Self {
         Self {
             fps,
             gop,
@@ -139,7 +139,7 @@ impl Clip {
         Ok(())
     }
 
-    fn feed(&self, p: &mut Packager) {
+    pub(crate) fn feed(&self, p: &mut Packager) {
         self.headers(p);
         self.media(p).expect("packaging");
     }

@@ -2,5 +2,3 @@
 //! events live with the serving path ([`ferrocast_serve::upstream`]).
 
 pub mod quic;
-
-pub use ferrocast_serve::upstream::*;

@@ -16,7 +16,6 @@
 //! that stops reading stops the reading of its pushes, which the origin sees as flow
 //! control and answers by skipping ahead.
 
-use super::{BoxFuture, EdgePlaylist, Subscription, Upstream, UpstreamError, UpstreamEvent};
 use bytes::Bytes;
 use ferrocast_media::hls::names::{self, Object};
 use ferrocast_media::hls::MediaPlaylist;
@@ -26,6 +25,9 @@ use ferrocast_proto::relay::{
     SubscribeReply,
 };
 use ferrocast_runtime::tls::ClusterTls;
+use ferrocast_serve::upstream::{
+    BoxFuture, EdgePlaylist, Subscription, Upstream, UpstreamError, UpstreamEvent,
+};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;

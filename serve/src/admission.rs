@@ -51,12 +51,12 @@ impl moka::Expiry<Key, Arc<Decision>> for Lifetime {
 
 /// The webhook client and the viewers' decisions.
 #[derive(Debug)]
-pub struct EdgeAdmission {
+pub struct ViewerAdmission {
     hook: Admission,
     decisions: Cache<Key, Arc<Decision>>,
 }
 
-impl EdgeAdmission {
+impl ViewerAdmission {
     /// A webhook client for `cfg` (validated before) with its decision cache.
     pub fn new(cfg: AdmissionConfig, registry: &Metrics) -> Self {
         let decisions = Cache::builder()

@@ -1,5 +1,5 @@
 //! Per-stream state: the one upstream subscription per stream, the task that consumes
-//! its events (objects into the cache, playlists into a watch of [`EdgeSnapshot`]), idle
+//! its events (objects into the cache, playlists into a watch of [`ServeSnapshot`]), idle
 //! unsubscribe, and the negative cache of unknown streams.
 //!
 //! Coalescing of subscriptions: the stream map is a moka cache used only for its
@@ -10,7 +10,7 @@
 //! reaches the upstream at most once per key per TTL.
 
 use crate::cache::ObjectCache;
-use crate::metrics::{EdgeMetrics, StreamLabels};
+use crate::metrics::{ServeMetrics, StreamLabels};
 use crate::upstream::{EdgePlaylist, Subscription, Upstream, UpstreamError, UpstreamEvent};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -44,7 +44,7 @@ pub enum Closed {
 /// What viewers of one stream read: the playlist as the origin published it, and its
 /// renderings, made once per change however many viewers ask.
 #[derive(Debug, Default)]
-pub struct EdgeSnapshot {
+pub struct ServeSnapshot {
     /// Bumped on every change.
     pub version: u64,
     /// The latest playlist; None until the first one arrives.
@@ -55,7 +55,7 @@ pub struct EdgeSnapshot {
     rendered_skip: OnceLock<Prepared>,
 }
 
-impl EdgeSnapshot {
+impl ServeSnapshot {
     /// At least one part exists (the origin's notion of a live stream).
     pub fn live(&self) -> bool {
         self.playlist.as_ref().is_some_and(|p| {
@@ -176,7 +176,7 @@ impl Drop for BlockingGuard {
 #[derive(Debug)]
 pub struct StreamState {
     name: Arc<str>,
-    tx: watch::Sender<Arc<EdgeSnapshot>>,
+    tx: watch::Sender<Arc<ServeSnapshot>>,
     closed: AtomicBool,
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` of the last viewer request.
@@ -190,7 +190,7 @@ impl StreamState {
     fn new(name: Arc<str>, epoch: Instant, cancel: CancellationToken) -> Arc<Self> {
         let st = Arc::new(Self {
             name,
-            tx: watch::Sender::new(Arc::new(EdgeSnapshot::default())),
+            tx: watch::Sender::new(Arc::new(ServeSnapshot::default())),
             closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             last_seen_ms: AtomicU64::new(0),
@@ -208,12 +208,12 @@ impl StreamState {
     }
 
     /// A receiver of every snapshot change.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<EdgeSnapshot>> {
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ServeSnapshot>> {
         self.tx.subscribe()
     }
 
     /// The current snapshot.
-    pub fn snapshot(&self) -> Arc<EdgeSnapshot> {
+    pub fn snapshot(&self) -> Arc<ServeSnapshot> {
         self.tx.borrow().clone()
     }
 
@@ -262,7 +262,7 @@ impl StreamState {
 
     fn publish(&self, playlist: Arc<EdgePlaylist>) {
         self.tx.send_modify(|s| {
-            *s = Arc::new(EdgeSnapshot {
+            *s = Arc::new(ServeSnapshot {
                 version: s.version + 1,
                 playlist: Some(playlist),
                 closed: None,
@@ -275,7 +275,7 @@ impl StreamState {
     fn close(&self, why: Closed) {
         self.closed.store(true, Ordering::Release);
         self.tx.send_modify(|s| {
-            *s = Arc::new(EdgeSnapshot {
+            *s = Arc::new(ServeSnapshot {
                 version: s.version + 1,
                 playlist: s.playlist.clone(),
                 closed: Some(why),
@@ -327,7 +327,7 @@ pub struct Streams {
     live: ArcSwap<HashMap<Arc<str>, Arc<StreamState>>>,
     upstream: Arc<dyn Upstream>,
     cache: ObjectCache,
-    metrics: Arc<EdgeMetrics>,
+    metrics: Arc<ServeMetrics>,
     cfg: StreamsConfig,
     tasks: TaskTracker,
     cancel: CancellationToken,
@@ -344,7 +344,7 @@ impl Streams {
         cfg: StreamsConfig,
         upstream: Arc<dyn Upstream>,
         cache: ObjectCache,
-        metrics: Arc<EdgeMetrics>,
+        metrics: Arc<ServeMetrics>,
     ) -> Arc<Self> {
         let home = cfg
             .requests_off_runtime
@@ -647,7 +647,7 @@ fn unix_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrocast_serve::testing::playlist;
+    use crate::testing::playlist;
 
     #[test]
     fn viewers_are_blocking_requests_plus_recent_reloads() {
@@ -671,10 +671,10 @@ mod tests {
 
     #[test]
     fn a_version_is_rendered_once_for_every_viewer() {
-        let snap = EdgeSnapshot {
+        let snap = ServeSnapshot {
             version: 1,
             playlist: Some(Arc::new(playlist(10, 2, 4, 2))),
-            ..EdgeSnapshot::default()
+            ..ServeSnapshot::default()
         };
         let a = snap.prepared(false).expect("rendered").response();
         let b = snap.prepared(false).expect("rendered").response();
@@ -690,7 +690,7 @@ mod tests {
         );
         let skip = snap.rendered(true).unwrap();
         assert_ne!(skip.as_ptr(), pa.as_ptr());
-        assert!(EdgeSnapshot::default().prepared(false).is_none());
+        assert!(ServeSnapshot::default().prepared(false).is_none());
     }
 
     #[test]
