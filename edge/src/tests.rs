@@ -1,6 +1,7 @@
 //! In-process edge tests against the in-memory upstream ([`ferrocast_serve::testing`]):
 //! coalescing, negative caching, blocking reload, idle unsubscribe, cache bounds,
-//! playlist parity with the origin's renderer, and drain over a real socket.
+//! playlists as `render_media` makes them (that an origin answers alike is one code path
+//! fed two ways: `ferrocast_origin::local`'s tests), and drain over a real socket.
 
 use crate::{Edge, EdgeConfig};
 use bytes::Bytes;

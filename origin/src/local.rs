@@ -279,4 +279,112 @@ mod tests {
             [UpstreamEvent::Playlist(_)]
         ));
     }
+
+    /// One handler fed two ways: the origin's viewer path over its packager, and an
+    /// edge's over an upstream that was pushed the same objects and playlist, answer
+    /// every URL of the same moment with the same status, headers and bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn origin_and_edge_answer_the_same_moment_byte_for_byte() {
+        use crate::metrics::OriginMetrics;
+        use crate::stream::StreamConfig;
+        use ferrocast_agent::access::{PlaybackAccess, RulesSource};
+        use ferrocast_media::hls::names;
+        use ferrocast_runtime::metrics::Metrics;
+        use ferrocast_serve::testing::{open_state, MemoryUpstream};
+        use http::{Method, Uri};
+        use std::time::Duration;
+
+        let streams = Streams::new(StreamConfig::default(), Arc::new(OriginMetrics::new()));
+        let publisher = streams.claim("s").expect("claim");
+        publisher
+            .stream()
+            .with_packager(|p| Clip::av(30.0, 60, 9.5).feed(p));
+        let origin = crate::serving_state(
+            &streams,
+            &Default::default(),
+            Arc::new(PlaybackAccess::new(RulesSource::None, "origin")),
+            Arc::new(Metrics::new()),
+        );
+        origin
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let snap = publisher.stream().snapshot();
+        let up = MemoryUpstream::new();
+        up.add_stream("s");
+        for ev in Cursor::default().events(&snap) {
+            match ev {
+                UpstreamEvent::Object {
+                    object,
+                    bytes,
+                    made_at_ms,
+                } => up.push_object("s", object, bytes, made_at_ms),
+                UpstreamEvent::Playlist(p) => up.push_playlist("s", (*p).clone()),
+                UpstreamEvent::Gone => unreachable!("a live stream"),
+            }
+        }
+        // What an edge fetches on demand (older segments) is what the origin answers.
+        let local = LocalUpstream::new(streams.clone());
+        for seg in &snap.segments {
+            let object = Object::Segment(seg.msn);
+            let bytes = local.fetch("s", object).await.expect("a complete segment");
+            up.store("s", object, bytes);
+        }
+        let edge = open_state(up);
+
+        let p = &snap.playlist;
+        let next = p.next_msn;
+        let mut paths: Vec<String> = [
+            "index.m3u8",
+            "index.m3u8?_HLS_skip=YES",
+            "master.m3u8",
+            "index.m3u8?_HLS_msn=1",
+            "index.m3u8?_HLS_msn=99",
+            "index.m3u8?_HLS_part=1",
+        ]
+        .iter()
+        .map(|q| format!("/live/s/{q}"))
+        .collect();
+        paths.push(format!("/live/s/index.m3u8?_HLS_msn={next}&_HLS_part=0"));
+        paths.push(format!("/live/s/{}", names::init(0)));
+        paths.push(format!("/live/s/{}", names::init(7)));
+        for s in &p.segments {
+            paths.push(format!("/live/s/{}", names::segment(s.msn)));
+            for i in 0..s.parts.len() as u32 + 1 {
+                paths.push(format!("/live/s/{}", names::part(s.msn, i)));
+            }
+        }
+        for i in 0..p.pending_parts.len() as u32 {
+            paths.push(format!("/live/s/{}", names::part(next, i)));
+        }
+        paths.push(format!("/live/s/{}", names::part(next + 2, 0)));
+        paths.push(format!("/live/s/{}", names::segment(next + 2)));
+        paths.push("/live/nothing/index.m3u8".to_owned());
+        paths.push("/api/streams".to_owned());
+        assert!(paths.len() > 20);
+
+        for path in paths {
+            let uri: Uri = path.parse().expect("uri");
+            let answer = |state: Arc<ferrocast_serve::http::HttpState>| {
+                let uri = uri.clone();
+                async move {
+                    let resp = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        ferrocast_serve::http::respond(&state, &Method::GET, &uri),
+                    )
+                    .await
+                    .expect("answered at once");
+                    let (parts, body) = resp.into_parts();
+                    let body = http_body_util::BodyExt::collect(body)
+                        .await
+                        .expect("infallible")
+                        .to_bytes();
+                    (parts.status, parts.headers, body)
+                }
+            };
+            let (at_origin, at_edge) = (answer(origin.clone()).await, answer(edge.clone()).await);
+            assert_eq!(at_origin.0, at_edge.0, "{path}: status");
+            assert_eq!(at_origin.1, at_edge.1, "{path}: headers");
+            assert_eq!(at_origin.2, at_edge.2, "{path}: body");
+        }
+    }
 }

@@ -261,7 +261,7 @@ impl Stream {
         lock(&self.packager).continuity()
     }
 
-    fn with_packager<R>(&self, f: impl FnOnce(&mut Packager) -> R) -> R {
+    pub(crate) fn with_packager<R>(&self, f: impl FnOnce(&mut Packager) -> R) -> R {
         let mut p = lock(&self.packager);
         let before = p.version();
         let r = f(&mut p);
