@@ -15,7 +15,7 @@ mod tests;
 use ferrocast_runtime::http::ServerLimits;
 use ferrocast_runtime::metrics::Metrics;
 use ferrocast_serve::upstream::Upstream;
-use ferrocast_serve::{access, admission, cache, http, metrics, state};
+use ferrocast_serve::{access, admission, http, metrics, state};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -119,20 +119,6 @@ impl EdgeConfig {
         registry: Arc<Metrics>,
         upstream: Arc<dyn Upstream>,
     ) -> Arc<http::HttpState> {
-        let metrics = Arc::new(metrics::ServeMetrics::new());
-        metrics.register(&registry, metrics::Role::Edge);
-        let cache = cache::ObjectCache::new(self.cache_capacity, self.cache_idle, metrics.clone());
-        let streams = state::Streams::new(
-            state::StreamsConfig {
-                idle_unsubscribe: self.idle_unsubscribe,
-                negative_ttl: self.negative_ttl,
-                max_streams: self.max_streams,
-                requests_off_runtime: self.http.io_threads.is_some(),
-            },
-            upstream,
-            cache,
-            metrics.clone(),
-        );
         let admission = self
             .admission
             .clone()
@@ -142,15 +128,20 @@ impl EdgeConfig {
             "edge",
             &registry,
         ));
-        Arc::new(http::HttpState {
-            streams,
-            metrics,
-            registry,
-            ready: false.into(),
-            cluster: Default::default(),
+        let cfg = http::ServeConfig {
+            role: metrics::Role::Edge,
+            cache_capacity: self.cache_capacity,
+            cache_idle: self.cache_idle,
+            streams: state::StreamsConfig {
+                idle_unsubscribe: self.idle_unsubscribe,
+                negative_ttl: self.negative_ttl,
+                max_streams: self.max_streams,
+                requests_off_runtime: self.http.io_threads.is_some(),
+            },
             access,
             admission,
-        })
+        };
+        http::HttpState::new(cfg, upstream, registry)
     }
 }
 

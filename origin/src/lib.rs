@@ -15,8 +15,8 @@ pub mod stream;
 use ferrocast_runtime::http::ServerLimits;
 use ferrocast_runtime::metrics::Metrics;
 use ferrocast_runtime::tls::ClusterTls;
-use ferrocast_serve::http::HttpState;
-use ferrocast_serve::metrics::{Role, ServeMetrics};
+use ferrocast_serve::http::{HttpState, ServeConfig};
+use ferrocast_serve::metrics::Role;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -152,15 +152,11 @@ pub fn serving_state(
     access: Arc<ferrocast_agent::access::PlaybackAccess>,
     registry: Arc<Metrics>,
 ) -> Arc<HttpState> {
-    let metrics = Arc::new(ServeMetrics::new());
-    metrics.register(&registry, Role::Origin);
-    let cache = ferrocast_serve::cache::ObjectCache::new(
-        SERVE_CACHE_BYTES,
-        SERVE_CACHE_IDLE,
-        metrics.clone(),
-    );
-    let served = ferrocast_serve::state::Streams::new(
-        ferrocast_serve::state::StreamsConfig {
+    let cfg = ServeConfig {
+        role: Role::Origin,
+        cache_capacity: SERVE_CACHE_BYTES,
+        cache_idle: SERVE_CACHE_IDLE,
+        streams: ferrocast_serve::state::StreamsConfig {
             // Unsubscribing costs nothing here; the edge's default.
             idle_unsubscribe: std::time::Duration::from_secs(30),
             // Only until the next stream is added: `LocalUpstream::changes`.
@@ -168,19 +164,11 @@ pub fn serving_state(
             max_streams: streams.config().max_streams,
             requests_off_runtime: limits.io_threads.is_some(),
         },
-        local::LocalUpstream::new(streams.clone()),
-        cache,
-        metrics.clone(),
-    );
-    Arc::new(HttpState {
-        streams: served,
-        metrics,
-        registry,
-        ready: false.into(),
-        cluster: Default::default(),
         access,
+        // Viewers are admitted at edges; the origin's webhook is asked about publishers.
         admission: None,
-    })
+    };
+    HttpState::new(cfg, local::LocalUpstream::new(streams.clone()), registry)
 }
 
 impl Origin {

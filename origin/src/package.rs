@@ -781,8 +781,6 @@ impl Packager {
             inits: self.inits.iter().cloned().collect(),
             info: self.info(bandwidth),
             live: self.building.is_some() || !self.segments.is_empty(),
-            rendered: Default::default(),
-            rendered_skip: Default::default(),
         }
     }
 
@@ -847,8 +845,8 @@ fn push_video_sample(v: &mut VideoTrack, p: PendingVideo, duration: u32) {
     });
 }
 
-/// An immutable view of a stream published to every reader after each change. Rendered
-/// playlists are cached in it, so any number of viewers cost one rendering per change.
+/// An immutable view of a stream published to every reader after each change (viewers'
+/// renderings are cached once per change on the serving side, `ferrocast_serve::state`).
 #[derive(Debug)]
 pub struct Snapshot {
     /// Packager version this was taken at.
@@ -867,10 +865,6 @@ pub struct Snapshot {
     pub info: StreamInfo,
     /// At least one part exists.
     pub live: bool,
-    /// Cached rendering of the full playlist.
-    pub rendered: std::sync::OnceLock<Bytes>,
-    /// Cached rendering of the delta playlist.
-    pub rendered_skip: std::sync::OnceLock<Bytes>,
 }
 
 /// Where a requested part stands.

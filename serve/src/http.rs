@@ -48,7 +48,48 @@ pub struct HttpState {
     pub admission: Option<crate::admission::ViewerAdmission>,
 }
 
+/// How a node's viewer path is put together; what differs between the roles is here,
+/// as data.
+#[derive(Debug)]
+pub struct ServeConfig {
+    /// Which node serves (the names its metrics are exported under).
+    pub role: crate::metrics::Role,
+    /// Most bytes the object cache holds.
+    pub cache_capacity: u64,
+    /// A cached object untouched for this long is dropped.
+    pub cache_idle: std::time::Duration,
+    /// Limits of the stream registry.
+    pub streams: crate::state::StreamsConfig,
+    /// Playback tokens and policies.
+    pub access: Arc<crate::access::PlaybackAccess>,
+    /// The admission webhook and its viewers' decisions, when configured.
+    pub admission: Option<crate::admission::ViewerAdmission>,
+}
+
 impl HttpState {
+    /// The viewer path over `upstream`, its metrics registered into `registry`; not
+    /// ready until the node says so.
+    pub fn new(
+        cfg: ServeConfig,
+        upstream: Arc<dyn crate::upstream::Upstream>,
+        registry: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let metrics = Arc::new(ServeMetrics::new());
+        metrics.register(&registry, cfg.role);
+        let cache =
+            crate::cache::ObjectCache::new(cfg.cache_capacity, cfg.cache_idle, metrics.clone());
+        let streams = Streams::new(cfg.streams, upstream, cache, metrics.clone());
+        Arc::new(Self {
+            streams,
+            metrics,
+            registry,
+            ready: false.into(),
+            cluster: Default::default(),
+            access: cfg.access,
+            admission: cfg.admission,
+        })
+    }
+
     /// Joins the cluster behind `agent` (set once).
     pub fn set_cluster(&self, agent: ferrocast_agent::Agent) {
         let _ = self.cluster.set(agent);

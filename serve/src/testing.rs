@@ -276,32 +276,26 @@ pub fn part_bytes(msn: u64, i: u32) -> Bytes {
 /// The viewer path of a node with the edge's defaults and no playback rules (every stream
 /// open) over `upstream`, for tests that drive [`crate::http::respond`] directly.
 pub fn open_state(upstream: Arc<dyn Upstream>) -> Arc<crate::http::HttpState> {
-    let registry = Arc::new(ferrocast_runtime::metrics::Metrics::new());
-    let metrics = Arc::new(crate::metrics::ServeMetrics::new());
-    metrics.register(&registry, crate::metrics::Role::Edge);
-    let cache =
-        crate::cache::ObjectCache::new(64 * 1024 * 1024, Duration::from_secs(60), metrics.clone());
-    let streams = crate::state::Streams::new(
-        crate::state::StreamsConfig {
+    let cfg = crate::http::ServeConfig {
+        role: crate::metrics::Role::Edge,
+        cache_capacity: 64 * 1024 * 1024,
+        cache_idle: Duration::from_secs(60),
+        streams: crate::state::StreamsConfig {
             idle_unsubscribe: Duration::from_secs(30),
             negative_ttl: Duration::from_secs(2),
             max_streams: 1000,
             requests_off_runtime: false,
         },
-        upstream,
-        cache,
-        metrics.clone(),
-    );
-    Arc::new(crate::http::HttpState {
-        streams,
-        metrics,
-        registry,
-        ready: true.into(),
-        cluster: Default::default(),
         access: Arc::new(crate::access::PlaybackAccess::new(
             crate::access::RulesSource::None,
             "edge",
         )),
         admission: None,
-    })
+    };
+    let registry = Arc::new(ferrocast_runtime::metrics::Metrics::new());
+    let state = crate::http::HttpState::new(cfg, upstream, registry);
+    state
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    state
 }
