@@ -387,4 +387,73 @@ mod tests {
             assert_eq!(at_origin.2, at_edge.2, "{path}: body");
         }
     }
+
+    /// A held request wakes the moment the packager publishes: the snapshot goes
+    /// through this upstream to the serving side with no polling.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_requests_wake_when_the_packager_publishes() {
+        use crate::metrics::OriginMetrics;
+        use crate::stream::StreamConfig;
+        use ferrocast_agent::access::{PlaybackAccess, RulesSource};
+        use ferrocast_media::hls::names;
+        use ferrocast_runtime::metrics::Metrics;
+        use http::{Method, StatusCode, Uri};
+        use std::time::{Duration, Instant};
+
+        let streams = Streams::new(StreamConfig::default(), Arc::new(OriginMetrics::new()));
+        let publisher = streams.claim("s").expect("claim");
+        publisher
+            .stream()
+            .with_packager(|p| Clip::av(30.0, 60, 4.5).feed(p));
+        let origin = crate::serving_state(
+            &streams,
+            &Default::default(),
+            Arc::new(PlaybackAccess::new(RulesSource::None, "origin")),
+            Arc::new(Metrics::new()),
+        );
+        let p = publisher.stream().snapshot().playlist.clone();
+        let hint = u32::try_from(p.pending_parts.len()).expect("few parts");
+        let held = |path: String| {
+            let state = origin.clone();
+            tokio::spawn(async move {
+                let uri: Uri = path.parse().expect("uri");
+                let resp = ferrocast_serve::http::respond(&state, &Method::GET, &uri).await;
+                (resp.status(), Instant::now())
+            })
+        };
+        let reload = held(format!(
+            "/live/s/index.m3u8?_HLS_msn={}&_HLS_part={hint}",
+            p.next_msn
+        ));
+        let part = held(format!("/live/s/{}", names::part(p.next_msn, hint + 1)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!reload.is_finished() && !part.is_finished(), "both held");
+        let published = Instant::now();
+        publisher.stream().with_packager(|p| p.end());
+        let limit = Duration::from_secs(5);
+        let (status, at) = tokio::time::timeout(limit, reload)
+            .await
+            .expect("woke")
+            .expect("task");
+        assert_eq!(status, StatusCode::OK, "the ended playlist");
+        assert!(
+            at - published < Duration::from_millis(500),
+            "woke {:?} later",
+            at - published
+        );
+        let (status, at) = tokio::time::timeout(limit, part)
+            .await
+            .expect("woke")
+            .expect("task");
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "an ended stream gets no more parts"
+        );
+        assert!(
+            at - published < Duration::from_millis(500),
+            "woke {:?} later",
+            at - published
+        );
+    }
 }
