@@ -132,6 +132,7 @@ pub struct Origin {
     quic: Option<quinn::Endpoint>,
     streams: Arc<stream::Streams>,
     metrics: Arc<metrics::OriginMetrics>,
+    local: Arc<local::LocalUpstream>,
     state: Arc<HttpState>,
 }
 
@@ -147,6 +148,7 @@ const SERVE_CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(10)
 /// The viewer path's state over the origin's own streams (what [`Origin::bind`] builds;
 /// in-process tests drive it directly).
 pub fn serving_state(
+    upstream: Arc<local::LocalUpstream>,
     streams: &Arc<stream::Streams>,
     limits: &ServerLimits,
     access: Arc<ferrocast_agent::access::PlaybackAccess>,
@@ -168,7 +170,7 @@ pub fn serving_state(
         // Viewers are admitted at edges; the origin's webhook is asked about publishers.
         admission: None,
     };
-    HttpState::new(cfg, local::LocalUpstream::new(streams.clone()), registry)
+    HttpState::new(cfg, upstream, registry)
 }
 
 impl Origin {
@@ -259,7 +261,8 @@ impl Origin {
             "origin",
             &registry,
         ));
-        let state = serving_state(&streams, &cfg.http, access, registry);
+        let local = local::LocalUpstream::new(streams.clone());
+        let state = serving_state(local.clone(), &streams, &cfg.http, access, registry);
         Ok(Self {
             cfg,
             rtmp,
@@ -269,6 +272,7 @@ impl Origin {
             quic,
             streams,
             metrics,
+            local,
             state,
         })
     }
@@ -321,6 +325,7 @@ impl Origin {
             quic,
             streams,
             metrics,
+            local,
             state,
         } = self;
         tracing::info!(rtmp = %rtmp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -372,6 +377,7 @@ impl Origin {
         http_token.cancel();
         let _ = http_task.await;
         state.streams.shutdown().await;
+        local.shutdown().await;
         persist_token.cancel();
         let _ = persist_task.await;
         // Edges last: they resubscribe elsewhere once this origin is gone.

@@ -15,6 +15,7 @@ use ferrocast_serve::upstream::{
 };
 use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, watch};
+use tokio_util::task::TaskTracker;
 
 /// Events a subscription may queue. When the serving side falls this far behind, the
 /// forwarding task waits for it: snapshots in between coalesce in the `watch`, and
@@ -25,12 +26,24 @@ const EVENTS: usize = 256;
 #[derive(Debug)]
 pub struct LocalUpstream {
     streams: Arc<Streams>,
+    /// One forwarding task per subscription; each ends with its subscription.
+    tasks: TaskTracker,
 }
 
 impl LocalUpstream {
     /// Serves `streams`.
     pub fn new(streams: Arc<Streams>) -> Arc<Self> {
-        Arc::new(Self { streams })
+        Arc::new(Self {
+            streams,
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// Waits for every forwarding task, once the serving side has dropped its
+    /// subscriptions (`ferrocast_serve::state::Streams::shutdown`).
+    pub async fn shutdown(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }
 
@@ -55,7 +68,8 @@ impl Upstream for LocalUpstream {
             let (tx, rx) = mpsc::channel(EVENTS);
             let snaps = s.subscribe();
             let held = Arc::downgrade(&s);
-            tokio::spawn(forward(self.streams.clone(), held, snaps, tx));
+            self.tasks
+                .spawn(forward(self.streams.clone(), held, snaps, tx));
             Ok(Subscription { events: rx })
         })
     }
@@ -300,6 +314,7 @@ mod tests {
             .stream()
             .with_packager(|p| Clip::av(30.0, 60, 9.5).feed(p));
         let origin = crate::serving_state(
+            LocalUpstream::new(streams.clone()),
             &streams,
             &Default::default(),
             Arc::new(PlaybackAccess::new(RulesSource::None, "origin")),
@@ -406,6 +421,7 @@ mod tests {
             .stream()
             .with_packager(|p| Clip::av(30.0, 60, 4.5).feed(p));
         let origin = crate::serving_state(
+            LocalUpstream::new(streams.clone()),
             &streams,
             &Default::default(),
             Arc::new(PlaybackAccess::new(RulesSource::None, "origin")),
