@@ -343,7 +343,7 @@ enum Waited<T> {
 }
 
 /// Runs `decide` on each snapshot until it is done, the state closes, or the block
-/// timeout (taken from the first snapshot, as on the origin) passes.
+/// timeout (taken from the first snapshot: [`hls::hold_limit`]) passes.
 async fn wait_for<T>(
     stream: &StreamState,
     mut decide: impl FnMut(&ServeSnapshot) -> Step<T>,
@@ -461,7 +461,7 @@ async fn multivariant(stream: &StreamState) -> Response {
 
 async fn init(state: &HttpState, stream: &StreamState, id: u64) -> Response {
     const NONE: &str = "no such init segment";
-    // As on the origin: wait only while the stream has no media yet.
+    // Wait only while the stream has no media yet.
     let waited = wait_for(stream, |snap| match &snap.playlist {
         Some(p) if snap.live() || p.playlist.ended => Step::Done(id <= p.playlist.next_init_id),
         _ => Step::Wait,

@@ -31,7 +31,7 @@ use tracing::Instrument;
 /// Why a stream's state ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Closed {
-    /// The origin no longer holds the stream.
+    /// The upstream no longer holds the stream.
     Gone,
     /// The subscription ended with an error; the next viewer request resubscribes.
     Lost,
@@ -41,7 +41,7 @@ pub enum Closed {
     Shutdown,
 }
 
-/// What viewers of one stream read: the playlist as the origin published it, and its
+/// What viewers of one stream read: the playlist as the upstream published it, and its
 /// renderings, made once per change however many viewers ask.
 #[derive(Debug, Default)]
 pub struct ServeSnapshot {
@@ -56,15 +56,15 @@ pub struct ServeSnapshot {
 }
 
 impl ServeSnapshot {
-    /// At least one part exists (the origin's notion of a live stream).
+    /// At least one part exists ([`hls::locate::has_media`]).
     pub fn live(&self) -> bool {
-        self.playlist.as_ref().is_some_and(|p| {
-            !p.playlist.segments.is_empty() || !p.playlist.pending_parts.is_empty()
-        })
+        self.playlist
+            .as_ref()
+            .is_some_and(|p| hls::locate::has_media(&p.playlist))
     }
 
-    /// The media playlist text (delta update with `skip`), rendered by the same pure
-    /// function as the origin's, so both serve identical bytes for the same state.
+    /// The media playlist text (delta update with `skip`), rendered by the pure
+    /// [`hls::render_media`], so every node serves identical bytes for the same state.
     pub fn rendered(&self, skip: bool) -> Option<Bytes> {
         self.prepared(skip).map(|p| p.body().clone())
     }
