@@ -2,8 +2,8 @@
 //! with every heartbeat ([`EdgeHooks`]) for viewer placement. Which origin holds each
 //! stream is the agent's answer (`ferrocast_agent::origins::ControllerOrigins`).
 
-use crate::http::HttpState;
 use ferrocast_agent::{pb, NodeHooks};
+use ferrocast_serve::http::HttpState;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 

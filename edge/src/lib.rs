@@ -1,31 +1,26 @@
 //! The Ferrocast edge: subscribes to streams upstream (origins over QUIC, see
 //! [`upstream`]) when a viewer first asks, holds every pushed part in a byte-weighted
-//! moka cache, and serves LL-HLS with the origin's URLs and semantics from its own
-//! state. `Edge::bind` validates and binds; `Edge::run` serves (ready once its playback
-//! rules are known, see [`access`]) until cancelled, then drains in order: readiness
-//! off, stop accepting, in-flight requests finish, subscriptions end.
+//! moka cache, and serves LL-HLS through the serving path both roles share
+//! ([`ferrocast_serve`]). `Edge::bind` validates and binds; `Edge::run` serves (ready
+//! once its playback rules are known, see [`ferrocast_serve::access`]) until cancelled,
+//! then drains in order: readiness off, stop accepting, in-flight requests finish,
+//! subscriptions end.
 
-pub mod access;
-pub mod admission;
-pub mod cache;
 pub mod cluster;
-pub mod http;
-pub mod metrics;
-pub mod state;
-pub mod upstream;
 
 #[cfg(test)]
 mod tests;
 
 use ferrocast_runtime::http::ServerLimits;
 use ferrocast_runtime::metrics::Metrics;
+use ferrocast_serve::upstream::Upstream;
+use ferrocast_serve::{access, admission, http, metrics, state};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use upstream::Upstream;
 
 /// Everything an edge needs to start (the upstream is passed to [`Edge::bind`]).
 #[derive(Debug, Clone)]
@@ -123,38 +118,29 @@ impl EdgeConfig {
         registry: Arc<Metrics>,
         upstream: Arc<dyn Upstream>,
     ) -> Arc<http::HttpState> {
-        let metrics = Arc::new(metrics::EdgeMetrics::new());
-        metrics.register(&registry);
-        let cache = cache::ObjectCache::new(self.cache_capacity, self.cache_idle, metrics.clone());
-        let streams = state::Streams::new(
-            state::StreamsConfig {
-                idle_unsubscribe: self.idle_unsubscribe,
-                negative_ttl: self.negative_ttl,
-                max_streams: self.max_streams,
-                requests_off_runtime: self.http.io_threads.is_some(),
-            },
-            upstream,
-            cache,
-            metrics.clone(),
-        );
         let admission = self
             .admission
             .clone()
-            .map(|a| admission::EdgeAdmission::new(a, &registry));
+            .map(|a| admission::ViewerAdmission::new(a, &registry));
         let access = Arc::new(access::PlaybackAccess::with_metrics(
             self.playback_rules,
             "edge",
             &registry,
         ));
-        Arc::new(http::HttpState {
-            streams,
-            metrics,
-            registry,
-            ready: false.into(),
-            cluster: Default::default(),
+        let cfg = http::ServeConfig {
+            role: metrics::Role::Edge,
+            cache_capacity: self.cache_capacity,
+            cache_idle: self.cache_idle,
+            streams: state::StreamsConfig {
+                idle_unsubscribe: self.idle_unsubscribe,
+                negative_ttl: self.negative_ttl,
+                max_streams: self.max_streams,
+                requests_off_runtime: self.http.io_threads.is_some(),
+            },
             access,
             admission,
-        })
+        };
+        http::HttpState::new(cfg, upstream, registry)
     }
 }
 

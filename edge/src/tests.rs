@@ -1,16 +1,17 @@
 //! In-process edge tests against the in-memory upstream ([`ferrocast_serve::testing`]):
 //! coalescing, negative caching, blocking reload, idle unsubscribe, cache bounds,
-//! playlist parity with the origin's renderer, and drain over a real socket.
+//! playlists as `render_media` makes them (that an origin answers alike is one code path
+//! fed two ways: `ferrocast_origin::local`'s tests), and drain over a real socket.
 
-use crate::cache::ObjectCache;
-use crate::http::{respond, HttpState};
-use crate::metrics::EdgeMetrics;
-use crate::upstream::UpstreamError;
 use crate::{Edge, EdgeConfig};
 use bytes::Bytes;
 use ferrocast_media::hls::{self, names::Object, RenderOptions};
 use ferrocast_runtime::metrics::Metrics;
+use ferrocast_serve::cache::ObjectCache;
+use ferrocast_serve::http::{respond, HttpState};
+use ferrocast_serve::metrics::ServeMetrics;
 use ferrocast_serve::testing::{part_bytes, playlist, MemoryUpstream};
+use ferrocast_serve::upstream::UpstreamError;
 use http::{Method, StatusCode, Uri};
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ const T: Duration = Duration::from_secs(20);
 /// `access::tests`).
 fn edge_state(cfg: &EdgeConfig, up: &Arc<MemoryUpstream>) -> Arc<HttpState> {
     let cfg = EdgeConfig {
-        playback_rules: crate::access::RulesSource::None,
+        playback_rules: ferrocast_serve::access::RulesSource::None,
         ..cfg.clone()
     };
     cfg.build_state(Arc::new(Metrics::new()), up.clone())
@@ -326,7 +327,7 @@ async fn a_lost_subscription_is_renewed_and_a_gone_stream_is_dropped() {
 #[tokio::test]
 async fn the_cache_stays_within_its_capacity() {
     let cap = 1024 * 1024;
-    let cache = ObjectCache::new(cap, Duration::from_secs(60), Arc::new(EdgeMetrics::new()));
+    let cache = ObjectCache::new(cap, Duration::from_secs(60), Arc::new(ServeMetrics::new()));
     let s: Arc<str> = Arc::from("s");
     for i in 0..100 {
         cache
@@ -367,7 +368,7 @@ async fn drain_turns_readiness_off_while_in_flight_requests_finish() {
     let cfg = EdgeConfig {
         http_listen: "127.0.0.1:0".parse().unwrap(),
         drain_delay: Duration::from_millis(500),
-        playback_rules: crate::access::RulesSource::None,
+        playback_rules: ferrocast_serve::access::RulesSource::None,
         ..Default::default()
     };
     let edge = Edge::bind(cfg, Arc::new(Metrics::new()), up.clone())
@@ -516,4 +517,86 @@ fn config_is_validated_by_field() {
         }),
         "max-streams"
     );
+}
+
+/// An edge with a controller and its playback gate.
+mod access {
+    use crate::{Edge, EdgeConfig};
+    use bytes::Bytes;
+    use ferrocast_agent::pb;
+    use ferrocast_media::hls::names::Object;
+    use ferrocast_runtime::metrics::Metrics;
+    use ferrocast_serve::http::respond;
+    use ferrocast_serve::testing::{part_bytes, playlist, MemoryUpstream};
+    use http::{Method, StatusCode, Uri};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    const T: Duration = Duration::from_secs(20);
+
+    async fn status(state: &ferrocast_serve::http::HttpState, path: &str) -> StatusCode {
+        let uri: Uri = path.parse().expect("uri");
+        tokio::time::timeout(T, respond(state, &Method::GET, &uri))
+            .await
+            .expect("answered in time")
+            .status()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_edge_with_a_controller_is_not_ready_and_refuses_every_stream_until_its_first_snapshot(
+    ) {
+        let up = MemoryUpstream::new();
+        up.add_stream("s");
+        up.push_object("s", Object::Init(0), Bytes::from_static(b"init;"), 0);
+        for i in 0..4 {
+            up.push_object("s", Object::Part(0, i), part_bytes(0, i), 0);
+        }
+        up.push_playlist("s", playlist(0, 1, 4, 0));
+        let cfg = EdgeConfig {
+            http_listen: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(
+            cfg.playback_rules,
+            ferrocast_serve::access::RulesSource::Controller
+        );
+        let registry = Arc::new(Metrics::new());
+        let edge = Edge::bind(cfg, registry.clone(), up.clone())
+            .await
+            .expect("bind");
+        let state = edge.state();
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(edge.run(shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            status(&state, "/readyz").await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        // A stream with no policy is still unknown: closed, and nothing asked upstream.
+        assert_eq!(
+            status(&state, "/live/s/index.m3u8").await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(up.subscribe_calls("s"), 0);
+        assert!(registry
+            .render()
+            .contains("ferrocast_playback_refused_total{role=\"edge\",reason=\"not_loaded\"} 1"));
+
+        state.access.apply(pb::AccessSnapshot {
+            revision: 3,
+            ..Default::default()
+        });
+        let deadline = tokio::time::Instant::now() + T;
+        while status(&state, "/readyz").await != StatusCode::OK {
+            assert!(tokio::time::Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(status(&state, "/live/s/index.m3u8").await, StatusCode::OK);
+        let metrics = registry.render();
+        assert!(metrics.contains("ferrocast_playback_rules_loaded{role=\"edge\"} 1"));
+        assert!(metrics.contains("ferrocast_playback_rules_revision{role=\"edge\"} 3"));
+        shutdown.cancel();
+        tokio::time::timeout(T, run).await.unwrap().unwrap();
+    }
 }

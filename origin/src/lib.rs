@@ -1,20 +1,23 @@
 //! The Ferrocast origin: accepts RTMP publishers, packages each stream into CMAF parts
-//! and segments, and serves LL-HLS over HTTP (checking playback tokens exactly as an
-//! edge does, see [`serve`]). `Origin::bind` validates and binds;
+//! and segments, and serves LL-HLS over HTTP with the handler every node serves viewers
+//! with ([`ferrocast_serve::http`], fed in process by the packager: [`local`]), behind
+//! the same playback gate as an edge. `Origin::bind` validates and binds;
 //! `Origin::run` serves until cancelled, then drains in order.
 
 pub mod cluster;
 pub mod ingest;
+pub mod local;
 pub mod metrics;
 pub mod package;
 mod relay_source;
-pub mod serve;
 pub mod stream;
 
 use ferrocast_relay::server as relay;
 use ferrocast_runtime::http::ServerLimits;
 use ferrocast_runtime::metrics::Metrics;
 use ferrocast_runtime::tls::ClusterTls;
+use ferrocast_serve::http::{HttpState, ServeConfig};
+use ferrocast_serve::metrics::Role;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -129,7 +132,46 @@ pub struct Origin {
     admin: Option<TcpListener>,
     quic: Option<quinn::Endpoint>,
     streams: Arc<stream::Streams>,
-    state: Arc<serve::HttpState>,
+    metrics: Arc<metrics::OriginMetrics>,
+    local: Arc<local::LocalUpstream>,
+    state: Arc<HttpState>,
+}
+
+/// Bytes the viewer path's object cache may hold. It holds references to the bytes the
+/// packager holds anyway, for parts viewers asked for lately; what it drops is answered
+/// from the packager's snapshot again.
+const SERVE_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A cached object untouched this long is dropped: short, so that parts the packager
+/// has already let go of are not kept alive for long by the cache.
+const SERVE_CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The viewer path's state over the origin's own streams (what [`Origin::bind`] builds;
+/// in-process tests drive it directly).
+pub fn serving_state(
+    upstream: Arc<local::LocalUpstream>,
+    streams: &Arc<stream::Streams>,
+    limits: &ServerLimits,
+    access: Arc<ferrocast_agent::access::PlaybackAccess>,
+    registry: Arc<Metrics>,
+) -> Arc<HttpState> {
+    let cfg = ServeConfig {
+        role: Role::Origin,
+        cache_capacity: SERVE_CACHE_BYTES,
+        cache_idle: SERVE_CACHE_IDLE,
+        streams: ferrocast_serve::state::StreamsConfig {
+            // Unsubscribing costs nothing here; the edge's default.
+            idle_unsubscribe: std::time::Duration::from_secs(30),
+            // Only until the next stream is added: `LocalUpstream::changes`.
+            negative_ttl: std::time::Duration::from_secs(2),
+            max_streams: streams.config().max_streams,
+            requests_off_runtime: limits.io_threads.is_some(),
+        },
+        access,
+        // Viewers are admitted at edges; the origin's webhook is asked about publishers.
+        admission: None,
+    };
+    HttpState::new(cfg, upstream, registry)
 }
 
 impl Origin {
@@ -220,13 +262,8 @@ impl Origin {
             "origin",
             &registry,
         ));
-        let state = Arc::new(serve::HttpState {
-            streams: streams.clone(),
-            metrics,
-            registry,
-            ready: false.into(),
-            access,
-        });
+        let local = local::LocalUpstream::new(streams.clone());
+        let state = serving_state(local.clone(), &streams, &cfg.http, access, registry);
         Ok(Self {
             cfg,
             rtmp,
@@ -235,6 +272,8 @@ impl Origin {
             admin,
             quic,
             streams,
+            metrics,
+            local,
             state,
         })
     }
@@ -286,6 +325,8 @@ impl Origin {
             admin,
             quic,
             streams,
+            metrics,
+            local,
             state,
         } = self;
         tracing::info!(rtmp = %rtmp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -294,7 +335,7 @@ impl Origin {
         let handler_state = state.clone();
         let http_task = tokio::spawn(ferrocast_runtime::http::serve(
             http,
-            move |req| serve::handle(handler_state.clone(), req),
+            move |req| ferrocast_serve::http::handle(handler_state.clone(), req),
             cfg.http.clone(),
             http_token.clone(),
         ));
@@ -305,7 +346,7 @@ impl Origin {
             let admin_state = state.clone();
             tokio::spawn(ferrocast_runtime::http::serve(
                 listener,
-                move |req| serve::admin(admin_state.clone(), req),
+                move |req| ferrocast_serve::http::admin(admin_state.clone(), req),
                 ferrocast_runtime::respond::admin_limits(&cfg.http),
                 admin_token.clone(),
             ))
@@ -315,7 +356,7 @@ impl Origin {
             tokio::spawn(relay::serve(
                 ep,
                 streams.clone(),
-                state.metrics.relay.clone(),
+                metrics.relay.clone(),
                 relay_token.clone(),
             ))
         });
@@ -327,7 +368,7 @@ impl Origin {
             rtmps,
             cfg.ingest.clone(),
             streams,
-            state.metrics.clone(),
+            metrics.clone(),
             shutdown.clone(),
         ));
         state.ready.store(true, Ordering::Relaxed);
@@ -336,6 +377,8 @@ impl Origin {
         let _ = ingest_task.await;
         http_token.cancel();
         let _ = http_task.await;
+        state.streams.shutdown().await;
+        local.shutdown().await;
         persist_token.cancel();
         let _ = persist_task.await;
         // Edges last: they resubscribe elsewhere once this origin is gone.

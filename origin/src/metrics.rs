@@ -1,4 +1,5 @@
-//! The origin's Prometheus metrics (`ferrocast_<area>_<what>_<unit>`).
+//! The origin's Prometheus metrics (`ferrocast_<area>_<what>_<unit>`); those of its
+//! viewer HTTP are the serving path's (`ferrocast_serve::metrics`).
 
 use ferrocast_relay::server::metrics::RelayMetrics;
 use ferrocast_runtime::metrics::Metrics;
@@ -7,15 +8,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
-
-/// Labels of an HTTP request counter: what was asked for and how it ended.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    /// playlist, part, segment, init, page, api, admin, other.
-    pub kind: &'static str,
-    /// HTTP status code.
-    pub status: u16,
-}
 
 /// Labels naming why an ingest connection was closed.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,10 +39,6 @@ pub struct OriginMetrics {
     /// Publishers claimed while the controller could not be reached, by result
     /// (`continued`: the credential that won the stream; `refused`: anyone else).
     pub outage_claims: Family<ResultLabels, Counter>,
-    /// HTTP requests by kind and status.
-    pub http_requests: Family<RequestLabels, Counter>,
-    /// HTTP response body bytes sent.
-    pub http_response_bytes: Counter,
     /// The relay server's metrics (`ferrocast_relay_*`).
     pub relay: Arc<RelayMetrics>,
 }
@@ -94,16 +82,6 @@ impl OriginMetrics {
                 "origin_outage_claims",
                 "Publishers claimed while the controller could not be reached, by result",
                 self.outage_claims.clone(),
-            );
-            r.register(
-                "http_requests",
-                "HTTP requests by kind and status",
-                self.http_requests.clone(),
-            );
-            r.register(
-                "http_response_bytes",
-                "HTTP response body bytes",
-                self.http_response_bytes.clone(),
             );
         });
         self.relay.register(metrics);

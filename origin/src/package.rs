@@ -16,7 +16,7 @@ use bytes::Bytes;
 use ferrocast_media::cmaf::{self, Sample, Track, TrackConfig, TrackRun};
 use ferrocast_media::codec::{AacConfig, AvcConfig, HevcConfig};
 use ferrocast_media::flv::{AudioTag, VideoCodec, VideoTag};
-use ferrocast_media::hls::{MediaPlaylist, PartInfo, SegmentInfo};
+use ferrocast_media::hls::{self, MediaPlaylist, PartInfo, SegmentInfo};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -781,8 +781,6 @@ impl Packager {
             inits: self.inits.iter().cloned().collect(),
             info: self.info(bandwidth),
             live: self.building.is_some() || !self.segments.is_empty(),
-            rendered: Default::default(),
-            rendered_skip: Default::default(),
         }
     }
 
@@ -847,8 +845,8 @@ fn push_video_sample(v: &mut VideoTrack, p: PendingVideo, duration: u32) {
     });
 }
 
-/// An immutable view of a stream published to every reader after each change. Rendered
-/// playlists are cached in it, so any number of viewers cost one rendering per change.
+/// An immutable view of a stream published to every reader after each change (viewers'
+/// renderings are cached once per change on the serving side, `ferrocast_serve::state`).
 #[derive(Debug)]
 pub struct Snapshot {
     /// Packager version this was taken at.
@@ -867,10 +865,6 @@ pub struct Snapshot {
     pub info: StreamInfo,
     /// At least one part exists.
     pub live: bool,
-    /// Cached rendering of the full playlist.
-    pub rendered: std::sync::OnceLock<Bytes>,
-    /// Cached rendering of the delta playlist.
-    pub rendered_skip: std::sync::OnceLock<Bytes>,
 }
 
 /// Where a requested part stands.
@@ -899,36 +893,22 @@ impl Snapshot {
         (s.msn == msn).then_some(s)
     }
 
-    /// Finds part `i` of segment `msn`.
+    /// Finds part `i` of segment `msn`: where it stands is decided from the playlist
+    /// alone ([`hls::locate_part`], the rule every serving node uses), the bytes come
+    /// from this snapshot.
     pub fn part(&self, msn: u64, i: u32) -> PartLookup {
-        let i = i as usize;
-        if let Some(s) = self.segment(msn) {
-            return s
-                .parts
-                .get(i)
-                .map_or(PartLookup::Never, |p| PartLookup::Found(p.bytes.clone()));
-        }
-        match self.building_msn {
-            Some(b) if b == msn => match self.pending.get(i) {
-                Some(p) => PartLookup::Found(p.bytes.clone()),
-                // Only the hinted part and the one after are worth holding a request for.
-                None if i <= self.pending.len() + 1 && !self.playlist.ended => PartLookup::Soon,
-                None => PartLookup::Never,
-            },
-            _ if !self.playlist.ended
-                && msn == self.playlist.next_msn + u64::from(self.building_msn.is_some())
-                && i == 0 =>
-            {
-                PartLookup::Soon
-            }
-            _ if !self.playlist.ended
-                && self.building_msn.is_none()
-                && msn == self.playlist.next_msn
-                && i <= 1 =>
-            {
-                PartLookup::Soon
-            }
-            _ => PartLookup::Never,
+        let bytes = || {
+            let part = if msn == self.playlist.next_msn && self.building_msn == Some(msn) {
+                self.pending.get(i as usize)
+            } else {
+                self.segment(msn).and_then(|s| s.parts.get(i as usize))
+            };
+            part.map_or(PartLookup::Never, |p| PartLookup::Found(p.bytes.clone()))
+        };
+        match hls::locate_part(&self.playlist, msn, i) {
+            hls::PartPlace::Listed | hls::PartPlace::Fetch => bytes(),
+            hls::PartPlace::Soon => PartLookup::Soon,
+            hls::PartPlace::Never => PartLookup::Never,
         }
     }
 
@@ -943,4 +923,4 @@ impl Snapshot {
 
 #[cfg(test)]
 #[path = "package_tests.rs"]
-mod tests;
+pub(crate) mod tests;

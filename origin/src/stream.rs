@@ -261,7 +261,7 @@ impl Stream {
         lock(&self.packager).continuity()
     }
 
-    fn with_packager<R>(&self, f: impl FnOnce(&mut Packager) -> R) -> R {
+    pub(crate) fn with_packager<R>(&self, f: impl FnOnce(&mut Packager) -> R) -> R {
         let mut p = lock(&self.packager);
         let before = p.version();
         let r = f(&mut p);
@@ -296,6 +296,9 @@ pub struct Streams {
     remembered: Mutex<(HashMap<String, Continuity>, VecDeque<String>)>,
     next_session: std::sync::atomic::AtomicU64,
     metrics: Arc<OriginMetrics>,
+    /// Bumped whenever a stream is added or dropped, so viewers' subscriptions to a
+    /// dropped stream end and a "no such stream" learnt before an addition is not kept.
+    changes: watch::Sender<u64>,
 }
 
 impl Streams {
@@ -309,6 +312,7 @@ impl Streams {
             remembered: Mutex::default(),
             next_session: 1.into(),
             metrics,
+            changes: watch::Sender::new(0),
         })
     }
 
@@ -320,6 +324,15 @@ impl Streams {
     /// A stream by key.
     pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
         lock(&self.streams).get(name).cloned()
+    }
+
+    /// A receiver bumped whenever a stream is added or dropped.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// All streams, sorted by key.
@@ -482,6 +495,7 @@ impl Streams {
                     let s = self.new_stream(name, continuity, grant.map_or(0, |g| g.epoch));
                     map.insert(name.to_owned(), s.clone());
                     self.metrics.streams.set(map.len() as i64);
+                    self.changed();
                     s
                 }
             }
@@ -567,6 +581,7 @@ impl Streams {
                 map.remove(stream.name());
                 this.metrics.streams.set(map.len() as i64);
                 drop(map);
+                this.changed();
                 let c = lock(&stream.packager).continuity();
                 this.remember(stream.name(), c);
                 tracing::info!(stream = stream.name(), "stream aged out");
@@ -587,6 +602,7 @@ impl Streams {
             self.metrics.streams.set(map.len() as i64);
             s
         };
+        self.changed();
         stream.fenced.store(true, Ordering::Relaxed);
         let c = stream.continuity();
         self.remember(name, c);

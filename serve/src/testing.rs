@@ -1,6 +1,6 @@
 //! An in-memory [`Upstream`] for tests: streams are created and fed by the test, which
 //! pushes objects and playlists into live subscriptions and counts every `subscribe`
-//! and `fetch` the edge makes.
+//! and `fetch` the edge makes; and [`open_state`], the viewer path over any upstream.
 
 use crate::upstream::{
     BoxFuture, EdgePlaylist, Subscription, Upstream, UpstreamError, UpstreamEvent,
@@ -271,4 +271,31 @@ pub fn playlist(media_sequence: u64, complete: u64, parts: usize, pending: usize
 /// Bytes standing in for part `i` of segment `msn`.
 pub fn part_bytes(msn: u64, i: u32) -> Bytes {
     Bytes::from(format!("part {msn}.{i};"))
+}
+
+/// The viewer path of a node with the edge's defaults and no playback rules (every stream
+/// open) over `upstream`, for tests that drive [`crate::http::respond`] directly.
+pub fn open_state(upstream: Arc<dyn Upstream>) -> Arc<crate::http::HttpState> {
+    let cfg = crate::http::ServeConfig {
+        role: crate::metrics::Role::Edge,
+        cache_capacity: 64 * 1024 * 1024,
+        cache_idle: Duration::from_secs(60),
+        streams: crate::state::StreamsConfig {
+            idle_unsubscribe: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(2),
+            max_streams: 1000,
+            requests_off_runtime: false,
+        },
+        access: Arc::new(crate::access::PlaybackAccess::new(
+            crate::access::RulesSource::None,
+            "edge",
+        )),
+        admission: None,
+    };
+    let registry = Arc::new(ferrocast_runtime::metrics::Metrics::new());
+    let state = crate::http::HttpState::new(cfg, upstream, registry);
+    state
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    state
 }

@@ -43,6 +43,36 @@ pub trait Upstream: Send + Sync + std::fmt::Debug + 'static {
     fn streams(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// The streams that could be subscribed to now, with what the upstream knows of
+    /// each beyond its name (an origin's packager knows everything; a cluster's
+    /// assignments only that the stream is live somewhere). By default [`Self::streams`]
+    /// with nothing more.
+    fn listed(&self) -> Vec<Listed> {
+        self.streams()
+            .into_iter()
+            .map(|name| Listed { name, state: None })
+            .collect()
+    }
+}
+
+/// A stream an upstream could serve, as listings show it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The stream key.
+    pub name: String,
+    /// When the upstream knows it: whether the stream is live (a publisher is on it and
+    /// it has media) and its current playlist.
+    pub state: Option<ListedState>,
+}
+
+/// What an upstream knows of a listed stream.
+#[derive(Debug, Clone)]
+pub struct ListedState {
+    /// A publisher is on it and it has media.
+    pub live: bool,
+    /// Its current playlist.
+    pub playlist: Arc<EdgePlaylist>,
 }
 
 /// A live subscription: a bounded stream of events.

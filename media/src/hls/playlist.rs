@@ -133,7 +133,7 @@ impl MediaPlaylist {
 
     /// The Advance Part Limit of §6.2.5.2: "three divided by the Part Target Duration
     /// if the Part Target Duration is less than one second, or three otherwise".
-    fn advance_part_limit(&self) -> f64 {
+    pub(crate) fn advance_part_limit(&self) -> f64 {
         if self.part_target.is_finite() && self.part_target > 0.0 && self.part_target < 1.0 {
             3.0 / self.part_target
         } else {
@@ -141,7 +141,8 @@ impl MediaPlaylist {
         }
     }
 
-    fn segment(&self, msn: u64) -> Option<&SegmentInfo> {
+    /// The listed segment `msn`, if the playlist shows it.
+    pub fn segment(&self, msn: u64) -> Option<&SegmentInfo> {
         let idx = usize::try_from(msn.checked_sub(self.media_sequence)?).ok()?;
         self.segments.get(idx).filter(|s| s.msn == msn)
     }

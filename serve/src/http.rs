@@ -1,23 +1,26 @@
-//! Edge viewer HTTP: the origin's URLs and LL-HLS semantics (blocking reload, preload
-//! hints, delta updates, multivariant playlist, init, segments, parts), the player page,
-//! the probes and `/api/streams` (streams anyone may watch), all answered from the edge's
-//! own state and cache; and the admin port ([`admin`]: `/metrics`, the probes, every
-//! stream on `/api/streams`). Every status code decision is made here, in one place, and
-//! mirrors `origin/src/serve.rs` (same headers, same 400/404/503 rules).
+//! Viewer HTTP, the one handler both roles answer with: `/live/...` (playlists with
+//! LL-HLS blocking reload, preload hints and delta updates, the multivariant playlist,
+//! init segments, segments, parts), `/play/...`, the player page, the probes and
+//! `/api/streams` (streams anyone may watch), all answered from the node's stream
+//! states and object cache, which its [`crate::upstream::Upstream`] feeds (origins over
+//! QUIC at an edge, the packager in process at an origin); and the admin port
+//! ([`admin`]: `/metrics`, the probes, every stream on `/api/streams`). Every status code
+//! decision is made here, in one place; where a requested object stands and whether a
+//! request is held are pure functions of the playlist ([`ferrocast_media::hls::locate`]).
 //!
 //! What a stream needing a credential (a token, or the admission webhook's yes) sends
 //! is `Cache-Control: private`: a shared cache that ignores the query must not hand it
 //! to someone else.
 
-use crate::metrics::EdgeMetrics;
-use crate::state::{
-    locate_part, locate_segment, Closed, EdgeSnapshot, PartPlace, SegmentPlace, StreamState,
-    Streams,
-};
-use crate::upstream::UpstreamError;
+use crate::metrics::ServeMetrics;
+use crate::state::{Closed, ServeSnapshot, StreamState, Streams};
+use crate::upstream::{EdgePlaylist, UpstreamError};
 use bytes::Bytes;
 use ferrocast_media::hls::names::valid_stream_key;
-use ferrocast_media::hls::{self, names::Object, BlockDecision, SkipRequest};
+use ferrocast_media::hls::{
+    self, locate_part, locate_segment, names::Object, BlockDecision, PartPlace, SegmentPlace,
+    SkipRequest,
+};
 use ferrocast_runtime::http::{Request, Response};
 use ferrocast_runtime::metrics::Metrics;
 use ferrocast_runtime::respond::{self, error, media, media_chunks};
@@ -32,20 +35,61 @@ pub struct HttpState {
     /// The streams held.
     pub streams: Arc<Streams>,
     /// Counters.
-    pub metrics: Arc<EdgeMetrics>,
+    pub metrics: Arc<ServeMetrics>,
     /// The registry rendered on /metrics.
     pub registry: Arc<Metrics>,
     /// False once shutdown begins (or before start-up completes).
     pub ready: AtomicBool,
-    /// The controller link, when the edge is in a cluster (for `/play`).
+    /// The controller link, when the node is in a cluster (for `/play`).
     pub cluster: std::sync::OnceLock<ferrocast_agent::Agent>,
     /// Playback tokens and policies (see [`crate::access`]).
-    pub access: Arc<crate::access::EdgeAccess>,
+    pub access: Arc<crate::access::PlaybackAccess>,
     /// The admission webhook and its viewers' decisions, when configured.
-    pub admission: Option<crate::admission::EdgeAdmission>,
+    pub admission: Option<crate::admission::ViewerAdmission>,
+}
+
+/// How a node's viewer path is put together; what differs between the roles is here,
+/// as data.
+#[derive(Debug)]
+pub struct ServeConfig {
+    /// Which node serves (the names its metrics are exported under).
+    pub role: crate::metrics::Role,
+    /// Most bytes the object cache holds.
+    pub cache_capacity: u64,
+    /// A cached object untouched for this long is dropped.
+    pub cache_idle: std::time::Duration,
+    /// Limits of the stream registry.
+    pub streams: crate::state::StreamsConfig,
+    /// Playback tokens and policies.
+    pub access: Arc<crate::access::PlaybackAccess>,
+    /// The admission webhook and its viewers' decisions, when configured.
+    pub admission: Option<crate::admission::ViewerAdmission>,
 }
 
 impl HttpState {
+    /// The viewer path over `upstream`, its metrics registered into `registry`; not
+    /// ready until the node says so.
+    pub fn new(
+        cfg: ServeConfig,
+        upstream: Arc<dyn crate::upstream::Upstream>,
+        registry: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let metrics = Arc::new(ServeMetrics::new());
+        metrics.register(&registry, cfg.role);
+        let cache =
+            crate::cache::ObjectCache::new(cfg.cache_capacity, cfg.cache_idle, metrics.clone());
+        let streams = Streams::new(cfg.streams, upstream, cache, metrics.clone());
+        Arc::new(Self {
+            streams,
+            metrics,
+            registry,
+            ready: false.into(),
+            cluster: Default::default(),
+            access: cfg.access,
+            admission: cfg.admission,
+        })
+    }
+
     /// Joins the cluster behind `agent` (set once).
     pub fn set_cluster(&self, agent: ferrocast_agent::Agent) {
         let _ = self.cluster.set(agent);
@@ -73,7 +117,7 @@ pub async fn handle(state: Arc<HttpState>, req: Request) -> Response {
 }
 
 /// `GET /play/{stream}`: 302 to the edge the controller places this viewer on (this
-/// one when it has no controller, or when the controller cannot be asked: a viewer is
+/// node when it has no controller link, or when the controller cannot be asked: a viewer is
 /// better served here than refused).
 async fn play(state: &HttpState, stream: &str, req: &Request) -> Response {
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -301,14 +345,14 @@ enum Waited<T> {
     /// The stream's state ended.
     Closed(Closed),
     /// The block timeout passed; the last snapshot seen.
-    TimedOut(Arc<EdgeSnapshot>),
+    TimedOut(Arc<ServeSnapshot>),
 }
 
 /// Runs `decide` on each snapshot until it is done, the state closes, or the block
-/// timeout (taken from the first snapshot, as on the origin) passes.
+/// timeout (taken from the first snapshot: [`hls::hold_limit`]) passes.
 async fn wait_for<T>(
     stream: &StreamState,
-    mut decide: impl FnMut(&EdgeSnapshot) -> Step<T>,
+    mut decide: impl FnMut(&ServeSnapshot) -> Step<T>,
 ) -> Waited<T> {
     // Most requests are decided on the current snapshot: no receiver, no clock, no timer.
     let snap = stream.snapshot();
@@ -339,9 +383,9 @@ async fn wait_for<T>(
 }
 
 async fn next_snapshot(
-    rx: &mut watch::Receiver<Arc<EdgeSnapshot>>,
+    rx: &mut watch::Receiver<Arc<ServeSnapshot>>,
     deadline: tokio::time::Instant,
-) -> Option<Arc<EdgeSnapshot>> {
+) -> Option<Arc<ServeSnapshot>> {
     match tokio::time::timeout_at(deadline, rx.changed()).await {
         Ok(Ok(())) => Some(rx.borrow_and_update().clone()),
         _ => None,
@@ -362,14 +406,11 @@ async fn media_playlist(stream: &Arc<StreamState>, query: &str) -> Response {
         None
     };
     let waited = wait_for(stream, |snap| match &snap.playlist {
-        Some(p) if snap.live() || p.playlist.ended => match q.msn {
-            Some(_) => match hls::blocking_decision(&p.playlist, &q) {
-                BlockDecision::Wait => Step::Wait,
-                d => Step::Done(d),
-            },
-            None => Step::Done(BlockDecision::Ready),
+        Some(p) => match hls::playlist_request(&p.playlist, &q) {
+            BlockDecision::Wait => Step::Wait,
+            d => Step::Done(d),
         },
-        _ => Step::Wait,
+        None => Step::Wait,
     })
     .await;
     match waited {
@@ -426,7 +467,7 @@ async fn multivariant(stream: &StreamState) -> Response {
 
 async fn init(state: &HttpState, stream: &StreamState, id: u64) -> Response {
     const NONE: &str = "no such init segment";
-    // As on the origin: wait only while the stream has no media yet.
+    // Wait only while the stream has no media yet.
     let waited = wait_for(stream, |snap| match &snap.playlist {
         Some(p) if snap.live() || p.playlist.ended => Step::Done(id <= p.playlist.next_init_id),
         _ => Step::Wait,
@@ -533,56 +574,56 @@ enum Listing {
     Operators,
 }
 
+/// Every stream held here and every stream the upstream could serve, by name: what
+/// the upstream knows of a stream (an origin's packager) comes first, else what the
+/// stream's state here shows, else only that it is live somewhere (the cluster's
+/// assignments), so the player page offers a stream nobody here watches yet.
 fn api_streams(state: &HttpState, listing: Listing) -> Response {
-    let mut list: Vec<serde_json::Value> = state
+    let mut entries: std::collections::BTreeMap<String, serde_json::Value> = state
         .streams
         .list()
         .iter()
-        .filter_map(|s| {
-            let open = open_to_anyone(state, s.name());
-            if listing == Listing::Viewers && !open {
-                return None;
-            }
+        .map(|s| {
             let snap = s.snapshot();
             let p = snap.playlist.as_deref();
-            let mut v = serde_json::json!({
-                "name": &**s.name(),
-                "live": snap.live() && !p.is_some_and(|p| p.playlist.ended),
-                "ended": p.is_some_and(|p| p.playlist.ended),
-                "codecs": p.map(|p| p.codecs.as_str()).unwrap_or(""),
-                "width": p.and_then(|p| p.resolution).map(|r| r.0),
-                "height": p.and_then(|p| p.resolution).map(|r| r.1),
-                "bandwidth": p.map_or(0, |p| p.bandwidth),
-                "media_sequence": p.map_or(0, |p| p.playlist.media_sequence),
-            });
-            if listing == Listing::Operators {
-                v["protected"] = (!open).into();
+            let live = snap.live() && !p.is_some_and(|p| p.playlist.ended);
+            (s.name().to_string(), described(s.name(), live, p))
+        })
+        .collect();
+    for listed in state.streams.upstream().listed() {
+        let entry = match &listed.state {
+            Some(known) => described(&listed.name, known.live, Some(&known.playlist)),
+            None if entries.contains_key(&listed.name) => continue,
+            None => serde_json::json!({ "name": &listed.name, "live": true, "ended": false }),
+        };
+        entries.insert(listed.name, entry);
+    }
+    let list: Vec<serde_json::Value> = entries
+        .into_iter()
+        .filter_map(|(name, mut v)| {
+            let open = open_to_anyone(state, &name);
+            match listing {
+                Listing::Viewers if !open => return None,
+                Listing::Viewers => {}
+                Listing::Operators => v["protected"] = (!open).into(),
             }
             Some(v)
         })
         .collect();
-    // Streams the cluster has that nobody here watches yet: listed from the controller's
-    // assignments (live at an origin), so the player page offers them from the start.
-    let held: std::collections::HashSet<String> = state
-        .streams
-        .list()
-        .iter()
-        .map(|s| s.name().to_string())
-        .collect();
-    for name in state.streams.upstream().streams() {
-        if held.contains(&name) {
-            continue;
-        }
-        let open = open_to_anyone(state, &name);
-        if listing == Listing::Viewers && !open {
-            continue;
-        }
-        let mut v = serde_json::json!({ "name": name, "live": true, "ended": false });
-        if listing == Listing::Operators {
-            v["protected"] = (!open).into();
-        }
-        list.push(v);
-    }
     let body = serde_json::json!({ "streams": list }).to_string();
     respond::admin_only(respond::json(body))
+}
+
+/// A stream's `/api/streams` entry.
+fn described(name: &str, live: bool, p: Option<&EdgePlaylist>) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "live": live,
+        "ended": p.is_some_and(|p| p.playlist.ended),
+        "codecs": p.map(|p| p.codecs.as_str()).unwrap_or(""),
+        "width": p.and_then(|p| p.resolution).map(|r| r.0),
+        "height": p.and_then(|p| p.resolution).map(|r| r.1),
+        "bandwidth": p.map_or(0, |p| p.bandwidth),
+        "media_sequence": p.map_or(0, |p| p.playlist.media_sequence),
+    })
 }

@@ -1,5 +1,5 @@
 //! Per-stream state: the one upstream subscription per stream, the task that consumes
-//! its events (objects into the cache, playlists into a watch of [`EdgeSnapshot`]), idle
+//! its events (objects into the cache, playlists into a watch of [`ServeSnapshot`]), idle
 //! unsubscribe, and the negative cache of unknown streams.
 //!
 //! Coalescing of subscriptions: the stream map is a moka cache used only for its
@@ -10,11 +10,11 @@
 //! reaches the upstream at most once per key per TTL.
 
 use crate::cache::ObjectCache;
-use crate::metrics::{EdgeMetrics, StreamLabels};
+use crate::metrics::{ServeMetrics, StreamLabels};
 use crate::upstream::{EdgePlaylist, Subscription, Upstream, UpstreamError, UpstreamEvent};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use ferrocast_media::hls::{self, MediaPlaylist, RenderOptions, SegmentInfo};
+use ferrocast_media::hls::{self, RenderOptions};
 use ferrocast_runtime::respond::Prepared;
 use moka::future::Cache;
 use moka::ops::compute::Op;
@@ -28,17 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-/// How many segments older than the playlist window may still be fetched upstream (the
-/// origin retains a few; asking for anything older would only load the origin).
-const OLDER_SEGMENTS: u64 = 8;
-
-/// How long a blocking request is held when no playlist is known yet.
-const DEFAULT_BLOCK: Duration = Duration::from_secs(6);
-
 /// Why a stream's state ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Closed {
-    /// The origin no longer holds the stream.
+    /// The upstream no longer holds the stream.
     Gone,
     /// The subscription ended with an error; the next viewer request resubscribes.
     Lost,
@@ -48,10 +41,10 @@ pub enum Closed {
     Shutdown,
 }
 
-/// What viewers of one stream read: the playlist as the origin published it, and its
+/// What viewers of one stream read: the playlist as the upstream published it, and its
 /// renderings, made once per change however many viewers ask.
 #[derive(Debug, Default)]
-pub struct EdgeSnapshot {
+pub struct ServeSnapshot {
     /// Bumped on every change.
     pub version: u64,
     /// The latest playlist; None until the first one arrives.
@@ -62,16 +55,16 @@ pub struct EdgeSnapshot {
     rendered_skip: OnceLock<Prepared>,
 }
 
-impl EdgeSnapshot {
-    /// At least one part exists (the origin's notion of a live stream).
+impl ServeSnapshot {
+    /// At least one part exists ([`hls::locate::has_media`]).
     pub fn live(&self) -> bool {
-        self.playlist.as_ref().is_some_and(|p| {
-            !p.playlist.segments.is_empty() || !p.playlist.pending_parts.is_empty()
-        })
+        self.playlist
+            .as_ref()
+            .is_some_and(|p| hls::locate::has_media(&p.playlist))
     }
 
-    /// The media playlist text (delta update with `skip`), rendered by the same pure
-    /// function as the origin's, so both serve identical bytes for the same state.
+    /// The media playlist text (delta update with `skip`), rendered by the pure
+    /// [`hls::render_media`], so every node serves identical bytes for the same state.
     pub fn rendered(&self, skip: bool) -> Option<Bytes> {
         self.prepared(skip).map(|p| p.body().clone())
     }
@@ -95,92 +88,9 @@ impl EdgeSnapshot {
     }
 
     /// How long a blocking request may be held: about three target durations
-    /// (rfc8216bis §6.2.5.2 suggests 503 after that), as on the origin.
+    /// (see [`hls::hold_limit`]).
     pub fn block_timeout(&self) -> Duration {
-        match &self.playlist {
-            Some(p) => Duration::from_secs_f64(3.0 * f64::from(p.playlist.target_duration.max(1))),
-            None => DEFAULT_BLOCK,
-        }
-    }
-}
-
-/// Where a requested part stands against a playlist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PartPlace {
-    /// Listed: pushed to this edge before the playlist named it (or fetch it).
-    Listed,
-    /// Not listed but maybe still held upstream (an old segment's part): fetch it.
-    Fetch,
-    /// The hinted part or close to it: worth holding the request.
-    Soon,
-    /// Does not exist and never will.
-    Never,
-}
-
-/// Where a requested segment stands against a playlist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SegmentPlace {
-    /// Complete and listed with this many parts: serve the parts back to back.
-    Parts(usize),
-    /// Complete but its parts are not listed (or it slid out of the window): fetch it.
-    Fetch,
-    /// The segment being built: wait for it.
-    Soon,
-    /// Does not exist and never will.
-    Never,
-}
-
-fn listed_segment(p: &MediaPlaylist, msn: u64) -> Option<&SegmentInfo> {
-    let idx = usize::try_from(msn.checked_sub(p.media_sequence)?).ok()?;
-    p.segments.get(idx).filter(|s| s.msn == msn)
-}
-
-fn recently_dropped(p: &MediaPlaylist, msn: u64) -> bool {
-    msn < p.media_sequence && msn.saturating_add(OLDER_SEGMENTS) >= p.media_sequence
-}
-
-/// Mirrors the origin's `Snapshot::part` with only what the playlist says.
-pub fn locate_part(p: &MediaPlaylist, msn: u64, i: u32) -> PartPlace {
-    let i = i as usize;
-    if msn < p.next_msn {
-        return match listed_segment(p, msn) {
-            Some(s) if s.parts.is_empty() => PartPlace::Fetch,
-            Some(s) if i < s.parts.len() => PartPlace::Listed,
-            Some(_) => PartPlace::Never,
-            None if recently_dropped(p, msn) => PartPlace::Fetch,
-            None => PartPlace::Never,
-        };
-    }
-    let pending = p.pending_parts.len();
-    if msn == p.next_msn {
-        if i < pending {
-            PartPlace::Listed
-        } else if !p.ended && i <= pending + 1 {
-            // Only the hinted part and the one after are worth holding a request for.
-            PartPlace::Soon
-        } else {
-            PartPlace::Never
-        }
-    } else if !p.ended && msn == p.next_msn + 1 && i == 0 {
-        PartPlace::Soon
-    } else {
-        PartPlace::Never
-    }
-}
-
-/// Mirrors the origin's segment lookup with only what the playlist says.
-pub fn locate_segment(p: &MediaPlaylist, msn: u64) -> SegmentPlace {
-    if msn < p.next_msn {
-        match listed_segment(p, msn) {
-            Some(s) if !s.parts.is_empty() => SegmentPlace::Parts(s.parts.len()),
-            Some(_) => SegmentPlace::Fetch,
-            None if recently_dropped(p, msn) => SegmentPlace::Fetch,
-            None => SegmentPlace::Never,
-        }
-    } else if msn == p.next_msn && !p.ended {
-        SegmentPlace::Soon
-    } else {
-        SegmentPlace::Never
+        hls::hold_limit(self.playlist.as_deref().map(|p| &p.playlist))
     }
 }
 
@@ -266,7 +176,7 @@ impl Drop for BlockingGuard {
 #[derive(Debug)]
 pub struct StreamState {
     name: Arc<str>,
-    tx: watch::Sender<Arc<EdgeSnapshot>>,
+    tx: watch::Sender<Arc<ServeSnapshot>>,
     closed: AtomicBool,
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` of the last viewer request.
@@ -280,7 +190,7 @@ impl StreamState {
     fn new(name: Arc<str>, epoch: Instant, cancel: CancellationToken) -> Arc<Self> {
         let st = Arc::new(Self {
             name,
-            tx: watch::Sender::new(Arc::new(EdgeSnapshot::default())),
+            tx: watch::Sender::new(Arc::new(ServeSnapshot::default())),
             closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             last_seen_ms: AtomicU64::new(0),
@@ -298,12 +208,12 @@ impl StreamState {
     }
 
     /// A receiver of every snapshot change.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<EdgeSnapshot>> {
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ServeSnapshot>> {
         self.tx.subscribe()
     }
 
     /// The current snapshot.
-    pub fn snapshot(&self) -> Arc<EdgeSnapshot> {
+    pub fn snapshot(&self) -> Arc<ServeSnapshot> {
         self.tx.borrow().clone()
     }
 
@@ -352,7 +262,7 @@ impl StreamState {
 
     fn publish(&self, playlist: Arc<EdgePlaylist>) {
         self.tx.send_modify(|s| {
-            *s = Arc::new(EdgeSnapshot {
+            *s = Arc::new(ServeSnapshot {
                 version: s.version + 1,
                 playlist: Some(playlist),
                 closed: None,
@@ -365,7 +275,7 @@ impl StreamState {
     fn close(&self, why: Closed) {
         self.closed.store(true, Ordering::Release);
         self.tx.send_modify(|s| {
-            *s = Arc::new(EdgeSnapshot {
+            *s = Arc::new(ServeSnapshot {
                 version: s.version + 1,
                 playlist: s.playlist.clone(),
                 closed: Some(why),
@@ -417,7 +327,7 @@ pub struct Streams {
     live: ArcSwap<HashMap<Arc<str>, Arc<StreamState>>>,
     upstream: Arc<dyn Upstream>,
     cache: ObjectCache,
-    metrics: Arc<EdgeMetrics>,
+    metrics: Arc<ServeMetrics>,
     cfg: StreamsConfig,
     tasks: TaskTracker,
     cancel: CancellationToken,
@@ -434,7 +344,7 @@ impl Streams {
         cfg: StreamsConfig,
         upstream: Arc<dyn Upstream>,
         cache: ObjectCache,
-        metrics: Arc<EdgeMetrics>,
+        metrics: Arc<ServeMetrics>,
     ) -> Arc<Self> {
         let home = cfg
             .requests_off_runtime
@@ -737,44 +647,7 @@ fn unix_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrocast_serve::testing::playlist;
-
-    #[test]
-    fn parts_are_located_like_the_origin_does() {
-        // Segments 10..12 complete (4 parts each), 2 parts of 12 so far.
-        let p = playlist(10, 2, 4, 2).playlist;
-        assert_eq!(locate_part(&p, 10, 3), PartPlace::Listed);
-        assert_eq!(locate_part(&p, 10, 4), PartPlace::Never);
-        assert_eq!(locate_part(&p, 12, 1), PartPlace::Listed);
-        // The hinted part and the one after are held; further ones are not.
-        assert_eq!(locate_part(&p, 12, 2), PartPlace::Soon);
-        assert_eq!(locate_part(&p, 12, 3), PartPlace::Soon);
-        assert_eq!(locate_part(&p, 12, 4), PartPlace::Never);
-        assert_eq!(locate_part(&p, 13, 0), PartPlace::Soon);
-        assert_eq!(locate_part(&p, 13, 1), PartPlace::Never);
-        assert_eq!(locate_part(&p, 14, 0), PartPlace::Never);
-        // Slid out of the window: maybe still upstream, within reason.
-        assert_eq!(locate_part(&p, 9, 0), PartPlace::Fetch);
-        assert_eq!(locate_part(&p, 2, 0), PartPlace::Fetch);
-        assert_eq!(locate_part(&p, 1, 0), PartPlace::Never);
-        let mut ended = p.clone();
-        ended.ended = true;
-        assert_eq!(locate_part(&ended, 12, 2), PartPlace::Never);
-        assert_eq!(locate_part(&ended, 13, 0), PartPlace::Never);
-    }
-
-    #[test]
-    fn segments_are_located_like_the_origin_does() {
-        let mut p = playlist(10, 2, 4, 2).playlist;
-        assert_eq!(locate_segment(&p, 11), SegmentPlace::Parts(4));
-        assert_eq!(locate_segment(&p, 12), SegmentPlace::Soon);
-        assert_eq!(locate_segment(&p, 13), SegmentPlace::Never);
-        assert_eq!(locate_segment(&p, 5), SegmentPlace::Fetch);
-        p.segments[0].parts.clear();
-        assert_eq!(locate_segment(&p, 10), SegmentPlace::Fetch);
-        p.ended = true;
-        assert_eq!(locate_segment(&p, 12), SegmentPlace::Never);
-    }
+    use crate::testing::playlist;
 
     #[test]
     fn viewers_are_blocking_requests_plus_recent_reloads() {
@@ -798,10 +671,10 @@ mod tests {
 
     #[test]
     fn a_version_is_rendered_once_for_every_viewer() {
-        let snap = EdgeSnapshot {
+        let snap = ServeSnapshot {
             version: 1,
             playlist: Some(Arc::new(playlist(10, 2, 4, 2))),
-            ..EdgeSnapshot::default()
+            ..ServeSnapshot::default()
         };
         let a = snap.prepared(false).expect("rendered").response();
         let b = snap.prepared(false).expect("rendered").response();
@@ -817,7 +690,7 @@ mod tests {
         );
         let skip = snap.rendered(true).unwrap();
         assert_ne!(skip.as_ptr(), pa.as_ptr());
-        assert!(EdgeSnapshot::default().prepared(false).is_none());
+        assert!(ServeSnapshot::default().prepared(false).is_none());
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! The edge's Prometheus metrics (`ferrocast_edge_<what>_<unit>`, `_total` on counters:
-//! prometheus-client appends it when a counter is registered).
+//! The serving path's Prometheus metrics (`_total` on counters: prometheus-client
+//! appends it when a counter is registered). Dashboards and alerts name them per role,
+//! so each role registers them under the names it always had ([`Role`]): an edge every
+//! one as `ferrocast_edge_<what>_<unit>`, an origin its viewer requests and bytes as
+//! `ferrocast_http_requests_total` and `ferrocast_http_response_bytes_total` (its cache
+//! only mirrors the packager's window, nothing an operator watches).
 
 use ferrocast_runtime::metrics::Metrics;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -33,9 +37,18 @@ pub struct StreamLabels {
     pub stream: String,
 }
 
-/// Every metric the edge exports.
+/// Which node serves: the names its serving metrics are exported under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An origin, serving its own packager's streams.
+    Origin,
+    /// An edge, serving streams pulled from origins.
+    Edge,
+}
+
+/// Every metric of the serving path.
 #[derive(Debug)]
-pub struct EdgeMetrics {
+pub struct ServeMetrics {
     /// HTTP requests by kind and status.
     pub http_requests: Family<RequestLabels, Counter>,
     /// HTTP response body bytes sent.
@@ -70,7 +83,7 @@ const HOT_KINDS: [&str; 4] = ["playlist", "part", "segment", "init"];
 const HOT_STATUSES: [u16; 4] = [200, 400, 404, 503];
 const HOT_CACHE: [&str; 3] = ["hit", "miss", "coalesced"];
 
-impl Default for EdgeMetrics {
+impl Default for ServeMetrics {
     fn default() -> Self {
         Self {
             http_requests: Family::default(),
@@ -92,7 +105,7 @@ impl Default for EdgeMetrics {
     }
 }
 
-impl EdgeMetrics {
+impl ServeMetrics {
     /// Fresh metrics, not yet registered.
     pub fn new() -> Self {
         Self::default()
@@ -136,8 +149,24 @@ impl EdgeMetrics {
             .inc();
     }
 
-    /// Registers every metric under `ferrocast_edge_`.
-    pub fn register(&self, metrics: &Metrics) {
+    /// Registers the metrics under the names of `role` (see the module header).
+    pub fn register(&self, metrics: &Metrics, role: Role) {
+        if role == Role::Origin {
+            metrics.register(|r| {
+                let r = r.sub_registry_with_prefix("ferrocast");
+                r.register(
+                    "http_requests",
+                    "HTTP requests by kind and status",
+                    self.http_requests.clone(),
+                );
+                r.register(
+                    "http_response_bytes",
+                    "HTTP response body bytes",
+                    self.http_response_bytes.clone(),
+                );
+            });
+            return;
+        }
         metrics.register(|r| {
             let r = r.sub_registry_with_prefix("ferrocast_edge");
             r.register(

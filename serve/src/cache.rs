@@ -5,7 +5,7 @@
 //! others wait for it. Errors are never cached here (unknown streams are cached
 //! negatively one level up, in `state`).
 
-use crate::metrics::EdgeMetrics;
+use crate::metrics::ServeMetrics;
 use crate::upstream::{Upstream, UpstreamError};
 use bytes::Bytes;
 use ferrocast_media::hls::names::Object;
@@ -47,13 +47,13 @@ impl Source {
 #[derive(Debug, Clone)]
 pub struct ObjectCache {
     inner: Cache<Key, Bytes>,
-    metrics: Arc<EdgeMetrics>,
+    metrics: Arc<ServeMetrics>,
 }
 
 impl ObjectCache {
     /// A cache holding at most `capacity` bytes (plus a small per-entry overhead);
     /// entries untouched for `idle` are dropped.
-    pub fn new(capacity: u64, idle: Duration, metrics: Arc<EdgeMetrics>) -> Self {
+    pub fn new(capacity: u64, idle: Duration, metrics: Arc<ServeMetrics>) -> Self {
         let inner = Cache::builder()
             .max_capacity(capacity)
             .weigher(|k: &Key, v: &Bytes| weight(k, v))

@@ -1,16 +1,16 @@
-//! Viewer admission at the edge: the operator's webhook (see
-//! `ferrocast_runtime::admission`) decides whether a viewer may play a stream. HLS has no
-//! sessions, so a viewer is a (stream, client IP, credential) triple, where the
-//! credential is the request's query without LL-HLS's own `_HLS_*` parameters, with the
-//! one playback token the edge read (and checked, when the stream needs one) first as
-//! `token=…`, whether it came in the path or the query (a request with two is refused
-//! before this, see [`ferrocast_runtime::access::viewer_token`]). The first request of a
-//! viewer asks the webhook; its decision
-//! is cached for the TTL (bounded, byte-free keys: the credential is kept as its
-//! SHA-256), and concurrent first requests of the same viewer share one call. Playlists,
-//! parts and segments all pass the same check, so a denied viewer gets 403 on
-//! everything, while the object cache, keyed by (stream, object) alone, still serves
-//! one copy to every admitted viewer.
+//! Viewer admission (an edge's `--admission-*`; an origin's webhook is asked about
+//! publishers only): the operator's webhook (see `ferrocast_runtime::admission`)
+//! decides whether a viewer may play a stream. HLS has no sessions, so a viewer is a
+//! (stream, client IP, credential) triple, where the credential is the request's query
+//! without LL-HLS's own `_HLS_*` parameters, with the one playback token the edge read
+//! (and checked, when the stream needs one) first as `token=…`, whether it came in the
+//! path or the query (a request with two is refused before this, see
+//! [`ferrocast_runtime::access::viewer_token`]). The first request of a viewer asks the
+//! webhook; its decision is cached for the TTL (bounded, byte-free keys: the credential
+//! is kept as its SHA-256), and concurrent first requests of the same viewer share one
+//! call. Playlists, parts and segments all pass the same check, so a denied viewer gets
+//! 403 on everything, while the object cache, keyed by (stream, object) alone, still
+//! serves one copy to every admitted viewer.
 //!
 //! A call the webhook client refuses as busy (every slot, or this client's share, in
 //! use) is answered 503 and not kept: under `--admission-fail open` only decisions
@@ -51,12 +51,12 @@ impl moka::Expiry<Key, Arc<Decision>> for Lifetime {
 
 /// The webhook client and the viewers' decisions.
 #[derive(Debug)]
-pub struct EdgeAdmission {
+pub struct ViewerAdmission {
     hook: Admission,
     decisions: Cache<Key, Arc<Decision>>,
 }
 
-impl EdgeAdmission {
+impl ViewerAdmission {
     /// A webhook client for `cfg` (validated before) with its decision cache.
     pub fn new(cfg: AdmissionConfig, registry: &Metrics) -> Self {
         let decisions = Cache::builder()
