@@ -4,11 +4,11 @@
 //! socket is bound; an error names the field.
 
 use anyhow::{bail, Context};
+use ferrocast_admission::AdmissionConfig;
 use ferrocast_controller::access::PublishAuth;
 use ferrocast_controller::ControllerConfig;
 use ferrocast_edge::EdgeConfig;
 use ferrocast_origin::OriginConfig;
-use ferrocast_runtime::admission::AdmissionConfig;
 use ferrocast_runtime::telemetry::LogFormat;
 use serde::Deserialize;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -475,7 +475,7 @@ impl Settings {
                 ),
                 _ => bail!("invalid rtmps-cert: rtmps-cert and rtmps-key go together"),
             };
-            let tls = ferrocast_runtime::tls::public_server_config(&cert, &key, &[])
+            let tls = ferrocast_tls::public_server_config(&cert, &key, &[])
                 .context("invalid rtmps-cert/rtmps-key")?;
             origin.rtmps = Some(ferrocast_origin::RtmpsConfig { listen: addr, tls });
         } else if rtmps_pair != (None, None) {
@@ -483,7 +483,7 @@ impl Settings {
         }
         match https_pair {
             (Some(cert), Some(key)) => {
-                let tls = ferrocast_runtime::tls::https_server_config(&cert, &key)
+                let tls = ferrocast_tls::https_server_config(&cert, &key)
                     .context("invalid https-cert/https-key")?;
                 match role {
                     Role::Origin => origin.http.tls = Some(tls),
@@ -611,13 +611,11 @@ impl Settings {
         if role == Role::Controller {
             controller.tls = match (&tls_dir, &operator_ca) {
                 (Some(dir), ca) => Some(ferrocast_controller::server::GrpcTls {
-                    cluster: ferrocast_runtime::tls::TlsFiles::in_dir(dir)
+                    cluster: ferrocast_tls::TlsFiles::in_dir(dir)
                         .load()
                         .context("invalid tls-dir")?,
                     operator_ca: match ca {
-                        Some(ca) => {
-                            ferrocast_runtime::tls::read_certs(ca).context("invalid operator-ca")?
-                        }
+                        Some(ca) => ferrocast_tls::read_certs(ca).context("invalid operator-ca")?,
                         None => Vec::new(),
                     },
                 }),
@@ -706,12 +704,12 @@ fn node_id_from_certificate(
     given: Option<String>,
     controllers: &[String],
 ) -> anyhow::Result<Option<String>> {
-    use ferrocast_runtime::tls::identity::NodeRole;
+    use ferrocast_tls::identity::NodeRole;
     let want = match role {
         Role::Origin => NodeRole::Origin,
         _ => NodeRole::Edge,
     };
-    let ids = ferrocast_runtime::tls::TlsFiles::in_dir(dir)
+    let ids = ferrocast_tls::TlsFiles::in_dir(dir)
         .identities()
         .context("invalid tls-dir")?;
     let mine: Vec<&str> = ids
@@ -988,7 +986,7 @@ mod tests {
     fn every_viewer_node_has_an_admin_port() {
         let certs =
             std::env::temp_dir().join(format!("ferrocast-cfg-admin-{}", std::process::id()));
-        ferrocast_runtime::tls::generate_dev(Some(&certs), &[]).expect("certs");
+        ferrocast_tls::generate_dev(Some(&certs), &[]).expect("certs");
         let edge = [
             "--origin",
             "127.0.0.1:4433",
@@ -1316,7 +1314,7 @@ mod tests {
         let a = s.origin.admission.expect("configured");
         assert_eq!(a.url, "http://127.0.0.1:9000/admit");
         assert_eq!(a.timeout, Duration::from_millis(500));
-        assert_eq!(a.fail, ferrocast_runtime::admission::FailMode::Open);
+        assert_eq!(a.fail, ferrocast_admission::FailMode::Open);
         assert_eq!(a.secret.as_deref(), Some(&b"s"[..]));
         assert_eq!(a.cache_ttl, Duration::from_secs(10));
         assert_eq!(a.node, "o7");
@@ -1329,7 +1327,7 @@ mod tests {
             (a.timeout, a.fail),
             (
                 Duration::from_secs(2),
-                ferrocast_runtime::admission::FailMode::Closed
+                ferrocast_admission::FailMode::Closed
             )
         );
         for (bad, field) in [
@@ -1356,7 +1354,7 @@ mod tests {
     #[test]
     fn admission_over_https_and_the_client_ip_header() {
         let dir = std::env::temp_dir().join(format!("ferrocast-cfg-adm-{}", std::process::id()));
-        ferrocast_runtime::tls::generate_dev(Some(&dir), &[]).expect("certs");
+        ferrocast_tls::generate_dev(Some(&dir), &[]).expect("certs");
         let ca = dir.join("ca.pem");
         let ca = ca.to_str().expect("utf-8");
         let https = ["--admission-url", "https://auth.example/admit"];
@@ -1456,7 +1454,7 @@ mod tests {
     #[test]
     fn tls_flags_are_checked_before_anything_binds() {
         let dir = std::env::temp_dir().join(format!("ferrocast-cfg-tls-{}", std::process::id()));
-        ferrocast_runtime::tls::generate_dev(Some(&dir), &[]).expect("certs");
+        ferrocast_tls::generate_dev(Some(&dir), &[]).expect("certs");
         let (cert, key) = (dir.join("node.pem"), dir.join("node-key.pem"));
         let (cert, key) = (cert.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
         let err = Settings::resolve(args(&["--rtmps-listen", "127.0.0.1:1936"]), Role::Origin)
@@ -1539,7 +1537,7 @@ mod tests {
         assert!(format!("{err:#}").contains("operator-token"), "{err:#}");
         // With certificates, the default faces the network.
         let dir = std::env::temp_dir().join(format!("ferrocast-cfg-grpc-{}", std::process::id()));
-        ferrocast_runtime::tls::generate_dev(Some(&dir), &[]).expect("certs");
+        ferrocast_tls::generate_dev(Some(&dir), &[]).expect("certs");
         let d = dir.to_str().expect("utf-8");
         let err = Settings::resolve(args(&["--tls-dir", d]), Role::Controller)
             .expect_err("no operator credential");
@@ -1555,8 +1553,8 @@ mod tests {
 
     #[test]
     fn a_node_takes_its_id_from_its_certificate() {
-        use ferrocast_runtime::tls::identity::NodeIdentity;
-        use ferrocast_runtime::tls::pki::ClusterCa;
+        use ferrocast_tls::identity::NodeIdentity;
+        use ferrocast_tls::pki::ClusterCa;
         let dir = std::env::temp_dir().join(format!("ferrocast-cfg-id-{}", std::process::id()));
         let ca = ClusterCa::generate("test", 1).expect("CA");
         let o7 = NodeIdentity::from_spec("origin:o7").expect("identity");

@@ -13,7 +13,7 @@ pub mod stream;
 
 use ferrocast_runtime::http::ServerLimits;
 use ferrocast_runtime::metrics::Metrics;
-use ferrocast_runtime::tls::ClusterTls;
+use ferrocast_tls::ClusterTls;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ pub struct OriginConfig {
     /// when the origin has a cluster TLS identity.
     pub quic_listen: SocketAddr,
     /// The admission webhook asked before each publisher is claimed (default: none).
-    pub admission: Option<ferrocast_runtime::admission::AdmissionConfig>,
+    pub admission: Option<ferrocast_admission::AdmissionConfig>,
     /// RTMPS ingest on its own port (default: off).
     pub rtmps: Option<RtmpsConfig>,
     /// Where the playback rules of the HTTP port come from (default: the controller, so
@@ -57,7 +57,7 @@ pub struct OriginConfig {
 pub struct RtmpsConfig {
     /// Listen address (443 is usual for RTMPS; the docs use 1936).
     pub listen: SocketAddr,
-    /// The server configuration ([`ferrocast_runtime::tls::public_server_config`], no
+    /// The server configuration ([`ferrocast_tls::public_server_config`], no
     /// ALPN), whose certificate follows its files.
     pub tls: Arc<rustls::ServerConfig>,
 }
@@ -201,10 +201,7 @@ impl Origin {
         metrics.register(&registry);
         let streams = stream::Streams::new(cfg.streams.clone(), metrics.clone());
         if let Some(a) = &cfg.admission {
-            streams.set_admission(ferrocast_runtime::admission::Admission::new(
-                a.clone(),
-                &registry,
-            ));
+            streams.set_admission(ferrocast_admission::Admission::new(a.clone(), &registry));
         }
         match streams.load_state() {
             Ok(0) => {}

@@ -19,7 +19,7 @@ use ferrocast_proto::relay::{
     code, request, Fetch, FetchReply, FetchStatus, ObjectHeader, PlaylistState, Request, Subscribe,
     SubscribeReply, VariantInfo,
 };
-use ferrocast_runtime::tls::ClusterTls;
+use ferrocast_tls::ClusterTls;
 use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream, VarInt};
 use std::io;
 use std::net::SocketAddr;

@@ -25,7 +25,7 @@ use ferrocast_proto::relay::{
     code, request, Fetch, FetchReply, FetchStatus, ObjectHeader, PlaylistState, Request, Subscribe,
     SubscribeReply,
 };
-use ferrocast_runtime::tls::ClusterTls;
+use ferrocast_tls::ClusterTls;
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;

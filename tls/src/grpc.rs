@@ -9,8 +9,8 @@
 //! `cert:NAME`. The operator CA is separate from the cluster CA, so a node's certificate
 //! never makes its holder an operator.
 
-use super::der::tlv;
-use super::{
+use crate::der::tlv;
+use crate::{
     config_err, provider, read_certs, read_key, ClusterServerVerifier, ClusterTls, TlsError,
 };
 use hyper_util::rt::TokioIo;
@@ -190,7 +190,7 @@ impl ClusterTls {
         let verifier = Arc::new(ClusterServerVerifier {
             roots: roots(&self.ca)?,
             provider: provider.clone(),
-            role: super::identity::NodeRole::Controller,
+            role: crate::identity::NodeRole::Controller,
         });
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -354,10 +354,9 @@ mod tests {
     #[test]
     fn nodes_and_operators_are_told_apart_by_their_ca() {
         let dir = std::env::temp_dir().join(format!("ferrocast-ops-{}", std::process::id()));
-        let cluster = super::super::generate_dev(None, &[]).unwrap();
-        super::super::generate_operator_dev(&dir, &["admin:alice".into(), "read:bob".into()])
-            .unwrap();
-        let op_ca = read_certs(&dir.join(super::super::OPERATOR_CA_FILE)).unwrap();
+        let cluster = crate::generate_dev(None, &[]).unwrap();
+        crate::generate_operator_dev(&dir, &["admin:alice".into(), "read:bob".into()]).unwrap();
+        let op_ca = read_certs(&dir.join(crate::OPERATOR_CA_FILE)).unwrap();
         let (_, classifier) = cluster.grpc_server_config(&op_ca).unwrap();
         let alice = read_certs(&dir.join("operator-admin-alice.pem")).unwrap();
         assert_eq!(
@@ -386,7 +385,7 @@ mod tests {
             nodes_only.classify(Some(&alice)),
             Peer::Unrecognized(_)
         ));
-        assert!(super::super::generate_operator_dev(&dir, &["root:eve".into()]).is_err());
+        assert!(crate::generate_operator_dev(&dir, &["root:eve".into()]).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

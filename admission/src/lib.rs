@@ -10,17 +10,18 @@
 //!
 //! The URL may be `http://` or `https://`; over HTTPS the webhook's certificate is checked
 //! against `--admission-ca` or the system bundle, and an invalid one is an error like a
-//! refused connection. Connections are pooled and reused, TLS ones included
-//! ([`connect`]).
+//! refused connection. Connections are pooled and reused, TLS ones included: hyper-util's
+//! pooling client over hyper-rustls' connector (TCP through `HttpConnector` with the
+//! connect timeout and no Nagle, then rustls naming the URL's host for SNI and the
+//! certificate check), so a handshake is paid once per pooled connection, not per call.
 //!
-//! This module asks; caching the answers (edges, per viewer) is the caller's business.
+//! This crate asks; caching the answers (edges, per viewer) is the caller's business.
 
-mod connect;
-
-use crate::metrics::Metrics;
 use bytes::Bytes;
+use ferrocast_runtime::metrics::Metrics;
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -43,6 +44,8 @@ pub const SIGNATURE_HEADER: &str = "x-ferrocast-signature";
 const MAX_ANSWER: usize = 4096;
 /// Most characters of a deny's reason passed on (to the RTMP error, the log, a 403).
 const MAX_REASON: usize = 200;
+/// ALPN id offered to an HTTPS webhook: the client speaks HTTP/1.1 only.
+const HTTP1_ALPN: &[u8] = b"http/1.1";
 
 /// What the webhook's silence means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,7 +74,7 @@ pub struct AdmissionConfig {
     /// Where to POST (`http://` or `https://`).
     pub url: http::Uri,
     /// `https://`: PEM CA certificate(s) the webhook's certificate must chain to; the
-    /// system bundle ([`crate::tls::SYSTEM_CA_BUNDLE`]) when unset.
+    /// system bundle ([`ferrocast_tls::SYSTEM_CA_BUNDLE`]) when unset.
     pub ca: Option<PathBuf>,
     /// The whole exchange (connect, request, answer) must finish within this; a call
     /// may first wait as long for a free slot ([`AdmissionConfig::max_in_flight`]).
@@ -138,11 +141,11 @@ impl AdmissionConfig {
 
     /// The TLS client configuration for an `https://` URL (`None` for `http://`): the
     /// CA bundle read and checked, ALPN `http/1.1`.
-    pub fn tls_config(&self) -> Result<Option<Arc<rustls::ClientConfig>>, crate::tls::TlsError> {
+    pub fn tls_config(&self) -> Result<Option<Arc<rustls::ClientConfig>>, ferrocast_tls::TlsError> {
         if self.url.scheme() != Some(&http::uri::Scheme::HTTPS) {
             return Ok(None);
         }
-        crate::tls::public_client_config(self.ca.as_deref(), &[connect::HTTP1_ALPN]).map(Some)
+        ferrocast_tls::public_client_config(self.ca.as_deref(), &[HTTP1_ALPN]).map(Some)
     }
 
     /// The viewer's address: the first address of the trusted header when one is
@@ -166,8 +169,8 @@ impl AdmissionConfig {
     }
 
     /// Checks every field; the error names the flag.
-    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
-        let invalid = crate::config::ConfigError::invalid;
+    pub fn validate(&self) -> Result<(), ferrocast_runtime::config::ConfigError> {
+        let invalid = ferrocast_runtime::config::ConfigError::invalid;
         match self.url.scheme_str() {
             Some("http" | "https") if self.url.host().is_some_and(|h| !h.is_empty()) => {}
             _ => {
@@ -299,7 +302,10 @@ fn duration_histogram() -> Histogram {
 #[derive(Debug, Clone)]
 pub struct Admission {
     cfg: Arc<AdmissionConfig>,
-    client: Client<connect::WebhookConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Why an `https://` URL has no TLS configuration (its CA stopped loading after
+    /// validation): every call fails with this, and the fail mode decides.
+    no_tls: Option<Arc<str>>,
     metrics: AdmissionMetrics,
     /// Slots for calls in flight ([`AdmissionConfig::max_in_flight`]).
     in_flight: Arc<tokio::sync::Semaphore>,
@@ -407,13 +413,22 @@ impl Admission {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(cfg.timeout));
-        let tls = cfg.tls_config().unwrap_or_else(|error| {
-            // Validation loaded it; the files changed since. Every call fails (and the
-            // fail mode decides) until a restart.
-            tracing::error!(%error, "admission-ca does not load; https webhook calls will fail");
-            None
-        });
-        let connector = connect::WebhookConnector::new(connector, tls);
+        // hyper-rustls takes https:// URIs from the TCP connector and wraps them.
+        connector.enforce_http(false);
+        let (tls, no_tls) = match cfg.tls_config() {
+            Ok(Some(tls)) => (tls, None),
+            // http://: TLS is never used, but the connector wants a configuration.
+            Ok(None) => (trust_nobody(), None),
+            Err(error) => {
+                // Validation loaded it; the files changed since. Every call fails (and
+                // the fail mode decides) until a restart.
+                tracing::error!(%error, "admission-ca does not load; https webhook calls will fail");
+                (trust_nobody(), Some(error.to_string().into()))
+            }
+        };
+        // From a configuration (not the builder): the builder refuses one with ALPN set,
+        // and the webhook is offered `http/1.1` as it always was.
+        let connector = HttpsConnector::from((connector, tls));
         let client = Client::builder(Home(tokio::runtime::Handle::try_current().ok()))
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
@@ -440,6 +455,7 @@ impl Admission {
             per_client: Default::default(),
             cfg: Arc::new(cfg),
             client,
+            no_tls,
             metrics,
         }
     }
@@ -564,7 +580,11 @@ impl Admission {
                 concat!("ferrocast/", env!("CARGO_PKG_VERSION")),
             );
         if let Some(secret) = &self.cfg.secret {
-            let ts = crate::access::unix_now().to_string();
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+                .to_string();
             builder = builder
                 .header(SIGNATURE_HEADER, sign_body(secret, &ts, &body))
                 .header(TIMESTAMP_HEADER, ts);
@@ -572,16 +592,25 @@ impl Admission {
         let request = builder
             .body(Full::new(body))
             .map_err(|e| CallError::Connect(e.to_string()))?;
+        let host = || {
+            let host = self.cfg.url.host().unwrap_or_default();
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned()
+        };
+        if let Some(why) = &self.no_tls {
+            return Err(CallError::Tls(format!(
+                "TLS handshake with {} failed: no TLS client configuration ({why})",
+                host()
+            )));
+        }
         let resp = self.client.request(request).await.map_err(|e| {
-            // A certificate the webhook's should not be trusted for says so.
-            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            while let Some(inner) = cur {
-                if let Some(tls) = inner.downcast_ref::<connect::TlsHandshakeError>() {
-                    return CallError::Tls(tls.to_string());
-                }
-                cur = inner.source();
+            // A certificate the webhook's should not be trusted for says so, in rustls'
+            // words (`invalid peer certificate: UnknownIssuer`).
+            match rustls_error(&e) {
+                Some(tls) => CallError::Tls(format!("TLS handshake with {} failed: {tls}", host())),
+                None => CallError::Connect(error_chain(&e)),
             }
-            CallError::Connect(error_chain(&e))
         })?;
         let status = resp.status();
         // The body is read whatever the status: a deny's reason is in it, and a response
@@ -636,6 +665,38 @@ fn reason(status: http::StatusCode, body: &[u8]) -> String {
     } else {
         format!("denied by the admission webhook: {clean}")
     }
+}
+
+/// A client configuration that trusts no certificate, for a connector that must have
+/// one but is never to complete a handshake (`http://` URLs, or a CA that stopped
+/// loading, whose calls fail before connecting).
+fn trust_nobody() -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    Arc::new(cfg)
+}
+
+/// The rustls error under a client error, if a handshake failed: hyper-rustls wraps it
+/// in an `io::Error` (twice), whose `source()` skips the wrapped error itself, so each
+/// `io::Error` is opened with `get_ref`.
+fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        cur = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -997,7 +1058,7 @@ mod tests {
     /// An HTTPS webhook on loopback (hyper over tokio-rustls, keep-alive on): `200` with
     /// a small JSON body, `403` when the request body mentions `mallory`.
     async fn tls_webhook(dir: &std::path::Path) -> (u16, Arc<Mutex<TlsSeen>>) {
-        let tls = crate::tls::public_server_config(
+        let tls = ferrocast_tls::public_server_config(
             &dir.join("cert.pem"),
             &dir.join("key.pem"),
             &[b"h2", b"http/1.1"],
@@ -1195,7 +1256,7 @@ mod tests {
         }
         // Without --admission-ca: the system bundle, when this machine has one.
         let system = with("https://hook.example/a", None);
-        if std::path::Path::new(crate::tls::SYSTEM_CA_BUNDLE).exists() {
+        if std::path::Path::new(ferrocast_tls::SYSTEM_CA_BUNDLE).exists() {
             system.unwrap();
         } else {
             let err = system.unwrap_err().to_string();
