@@ -66,7 +66,7 @@ pub const OPERATOR_CA_FILE: &str = "operator-ca.pem";
 
 /// Generates a development operator CA, separate from the cluster CA, and one client
 /// certificate per identity (`admin:alice`, `read:bob`; see
-/// [`grpc::OperatorIdentity`]) into `dir`: `operator-ca.pem`, and
+/// [`crate::grpc::OperatorIdentity`]) into `dir`: `operator-ca.pem`, and
 /// `operator-ROLE-NAME.pem` with `operator-ROLE-NAME-key.pem` for each. An existing
 /// operator CA in `dir` is replaced (its key is not kept).
 pub fn generate_operator_dev(dir: &Path, identities: &[String]) -> Result<(), TlsError> {

@@ -13,7 +13,7 @@
 //!
 //! Keys: rcgen on ring reads PKCS#8 only, while Helm's `genCA` writes a PKCS#1 RSA key and
 //! `openssl ecparam -genkey` a SEC1 EC key. Both are the inner part of a PKCS#8 document,
-//! so they are wrapped (a few DER bytes, [`pkcs8_of`]) rather than bringing another key
+//! so they are wrapped (a few DER bytes, `pkcs8_of`) rather than bringing another key
 //! parser. The issuer's name must be byte-equal to the CA certificate's subject for a
 //! chain to build, so it is rebuilt from that subject and every issued certificate is
 //! verified against the CA before it is written.
