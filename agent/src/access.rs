@@ -23,10 +23,10 @@
 //! stream registry and the cache never see a token: one cached object serves every viewer.
 
 use crate::pb;
-use ferrocast_runtime::access::{self as tokens, Algorithm, Purpose, Token, VerifyKey};
 use ferrocast_runtime::http::Response;
 use ferrocast_runtime::metrics::Metrics;
 use ferrocast_runtime::respond::error;
+use ferrocast_tokens::{self as tokens, Algorithm, Purpose, Token, VerifyKey};
 use http::{StatusCode, Uri};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

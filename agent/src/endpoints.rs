@@ -5,7 +5,7 @@
 
 use crate::AgentError;
 use ferrocast_proto::controller::v1::node_service_client::NodeServiceClient;
-use ferrocast_runtime::tls::grpc::TlsConnector;
+use ferrocast_tls::grpc::TlsConnector;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

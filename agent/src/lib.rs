@@ -63,7 +63,7 @@ pub struct AgentConfig {
     /// Deadline for connecting to one controller.
     pub connect_timeout: Duration,
     /// TLS to the controller (`https://` URLs): the node's cluster client configuration
-    /// ([`ferrocast_runtime::tls::ClusterTls::grpc_client_config`]). `http://` URLs stay
+    /// ([`ferrocast_tls::ClusterTls::grpc_client_config`]). `http://` URLs stay
     /// plaintext; an `https://` URL without it is refused.
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }

@@ -200,7 +200,7 @@ async fn connect(
         .connect_timeout(timeout);
     let connecting = match (ep.uri().scheme_str(), tls) {
         (Some("https"), Some(tls)) => {
-            let connector = ferrocast_runtime::tls::grpc::TlsConnector::new(tls.clone());
+            let connector = ferrocast_tls::grpc::TlsConnector::new(tls.clone());
             tokio::time::timeout(timeout, ep.connect_with_connector(connector)).await
         }
         (Some("https"), None) => {
@@ -228,7 +228,7 @@ impl Ctl {
     async fn open(args: &CtlArgs) -> anyhow::Result<Ctl> {
         let tls = match &args.ca {
             Some(ca) => Some(
-                ferrocast_runtime::tls::grpc::operator_client_config(
+                ferrocast_tls::grpc::operator_client_config(
                     ca,
                     args.cert.as_deref().zip(args.key.as_deref()),
                 )

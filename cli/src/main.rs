@@ -16,7 +16,7 @@ use ferrocast_origin::cluster::Cluster;
 use ferrocast_origin::Origin;
 use ferrocast_relay::client::QuicUpstream;
 use ferrocast_runtime::metrics::Metrics;
-use ferrocast_runtime::tls::{generate_dev, TlsFiles};
+use ferrocast_tls::{generate_dev, TlsFiles};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -67,7 +67,7 @@ enum Command {
         #[arg(long = "dns", alias = "name")]
         dns: Vec<String>,
         /// Days the node certificates are valid (renew before: nodes reload new files).
-        #[arg(long, default_value_t = ferrocast_runtime::tls::pki::DEFAULT_NODE_DAYS)]
+        #[arg(long, default_value_t = ferrocast_tls::pki::DEFAULT_NODE_DAYS)]
         days: u32,
         /// Write the certificate of the one --node into OUTDIR instead of DIR/ROLE-ID.
         #[arg(long = "out", value_name = "OUTDIR")]
@@ -117,7 +117,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             certs(&dir, &nodes, &dns, days, out.as_deref())?;
             if !operators.is_empty() {
-                ferrocast_runtime::tls::generate_operator_dev(&dir, &operators)
+                ferrocast_tls::generate_operator_dev(&dir, &operators)
                     .context("writing operator certificates")?;
                 println!(
                     "wrote {}/operator-ca.pem and a certificate per operator",
@@ -147,8 +147,8 @@ fn certs(
     days: u32,
     out: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
-    use ferrocast_runtime::tls::identity::NodeIdentity;
-    use ferrocast_runtime::tls::pki::{ClusterCa, MAX_NODE_DAYS};
+    use ferrocast_tls::identity::NodeIdentity;
+    use ferrocast_tls::pki::{ClusterCa, MAX_NODE_DAYS};
     if days == 0 || days > MAX_NODE_DAYS {
         anyhow::bail!("invalid days: {days} (1 to {MAX_NODE_DAYS})");
     }
@@ -172,7 +172,7 @@ fn certs(
     }
     if ids.is_empty() {
         let node = ca
-            .issue(&ferrocast_runtime::tls::dev_identities(), dns, days)
+            .issue(&ferrocast_tls::dev_identities(), dns, days)
             .context("issuing the development certificate")?;
         node.write_dir(dir, ca.bundle_pem())
             .context("writing the development certificate")?;
@@ -181,7 +181,7 @@ fn certs(
             "note: a development certificate, valid for {days} days, that is every role \
              (controller, origin, edge) as node \"{}\"; a cluster gets one certificate per \
              node: ferrocast certs {} --node origin:ID --node edge:ID ...",
-            ferrocast_runtime::tls::DEV_NODE_ID,
+            ferrocast_tls::DEV_NODE_ID,
             dir.display()
         );
         return Ok(());

@@ -17,7 +17,7 @@
 
 use crate::store::{Fence, Revision, Store, StoreError};
 use ferrocast_proto::controller::v1 as pb;
-use ferrocast_runtime::access::{self as tokens, Algorithm, Purpose, Token, VerifyKey};
+use ferrocast_tokens::{self as tokens, Algorithm, Purpose, Token, VerifyKey};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -30,7 +30,7 @@ use crate::scheduler::{
 };
 use crate::store::{Fence, LeaseId, Store, StoreError};
 use ferrocast_proto::controller::v1 as pb;
-use ferrocast_runtime::tls::identity::NodeRole;
+use ferrocast_tls::identity::NodeRole;
 use pb::node_service_server::NodeService;
 use pb::operator_service_server::OperatorService;
 use std::collections::{BTreeSet, HashMap};
@@ -1655,7 +1655,7 @@ impl tonic::service::Interceptor for OperatorAuth {
             .get::<crate::tls::GrpcPeer>()
             .map(|p| p.peer.clone());
         if let (true, Some(cert)) = (self.certificates, cert) {
-            use ferrocast_runtime::tls::grpc::{OperatorGrant, Peer};
+            use ferrocast_tls::grpc::{OperatorGrant, Peer};
             match &*cert {
                 Peer::Operator(id) => {
                     let role = match id.role {

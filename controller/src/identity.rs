@@ -1,6 +1,6 @@
 //! Who calls `NodeService`: the node its certificate names ([`NodeCaller`]), and what
 //! that node may do. With mutual TLS on the gRPC port every call is bound to the
-//! caller's `ferrocast://ROLE/ID` identity (contract: `runtime::tls::identity`):
+//! caller's `ferrocast://ROLE/ID` identity (contract: `ferrocast_tls::identity`):
 //!
 //! - `Register` only as itself: the node id and role of the request are the
 //!   certificate's (an edge's certificate cannot register as, and overwrite, an origin);
@@ -18,7 +18,7 @@
 
 use crate::api::ApiError;
 use crate::model::Role;
-use ferrocast_runtime::tls::identity::{NodeIdentity, NodeRole};
+use ferrocast_tls::identity::{NodeIdentity, NodeRole};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tonic::Request;

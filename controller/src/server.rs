@@ -25,7 +25,7 @@ use ferrocast_proto::controller::FILE_DESCRIPTOR_SET;
 use ferrocast_runtime::http::{PeerAddr, Request, Response, ServerLimits};
 use ferrocast_runtime::metrics::Metrics;
 use ferrocast_runtime::respond;
-use ferrocast_runtime::tls::ClusterTls;
+use ferrocast_tls::ClusterTls;
 use pb::node_service_server::NodeServiceServer;
 use pb::operator_service_server::OperatorServiceServer;
 use prometheus_client::metrics::gauge::Gauge;

@@ -11,8 +11,8 @@
 //! doing the handshake here adds no dependency and no second crypto backend.
 
 use crate::identity::NodeCaller;
-use ferrocast_runtime::tls::grpc::{Peer, PeerClassifier};
-use ferrocast_runtime::tls::identity::{self, NodeIdentity};
+use ferrocast_tls::grpc::{Peer, PeerClassifier};
+use ferrocast_tls::identity::{self, NodeIdentity};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;

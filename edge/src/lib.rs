@@ -49,7 +49,7 @@ pub struct EdgeConfig {
     /// HTTP server limits, including the drain grace for in-flight requests.
     pub http: ServerLimits,
     /// The admission webhook asked about each new viewer (default: none).
-    pub admission: Option<ferrocast_runtime::admission::AdmissionConfig>,
+    pub admission: Option<ferrocast_admission::AdmissionConfig>,
     /// Where playback rules come from (default: the controller, so every stream is
     /// refused and `/readyz` fails until its first access snapshot; `None` only for an
     /// edge with no controller, whose streams are all open).

@@ -15,7 +15,7 @@ pub mod stream;
 use ferrocast_relay::server as relay;
 use ferrocast_runtime::http::ServerLimits;
 use ferrocast_runtime::metrics::Metrics;
-use ferrocast_runtime::tls::ClusterTls;
+use ferrocast_tls::ClusterTls;
 use ferrocast_serve::http::{HttpState, ServeConfig};
 use ferrocast_serve::metrics::Role;
 use std::net::SocketAddr;
@@ -45,7 +45,7 @@ pub struct OriginConfig {
     /// when the origin has a cluster TLS identity.
     pub quic_listen: SocketAddr,
     /// The admission webhook asked before each publisher is claimed (default: none).
-    pub admission: Option<ferrocast_runtime::admission::AdmissionConfig>,
+    pub admission: Option<ferrocast_admission::AdmissionConfig>,
     /// RTMPS ingest on its own port (default: off).
     pub rtmps: Option<RtmpsConfig>,
     /// Where the playback rules of the HTTP port come from (default: the controller, so
@@ -61,7 +61,7 @@ pub struct OriginConfig {
 pub struct RtmpsConfig {
     /// Listen address (443 is usual for RTMPS; the docs use 1936).
     pub listen: SocketAddr,
-    /// The server configuration ([`ferrocast_runtime::tls::public_server_config`], no
+    /// The server configuration ([`ferrocast_tls::public_server_config`], no
     /// ALPN), whose certificate follows its files.
     pub tls: Arc<rustls::ServerConfig>,
 }
@@ -244,10 +244,7 @@ impl Origin {
         metrics.register(&registry);
         let streams = stream::Streams::new(cfg.streams.clone(), metrics.clone());
         if let Some(a) = &cfg.admission {
-            streams.set_admission(ferrocast_runtime::admission::Admission::new(
-                a.clone(),
-                &registry,
-            ));
+            streams.set_admission(ferrocast_admission::Admission::new(a.clone(), &registry));
         }
         match streams.load_state() {
             Ok(0) => {}

@@ -11,9 +11,9 @@
 use crate::metrics::{OriginMetrics, ResultLabels};
 use crate::package::{Continuity, PackageError, Packager, PackagerConfig, Snapshot};
 use bytes::Bytes;
+use ferrocast_admission::{Action, Admission, Verdict};
 use ferrocast_media::flv;
-use ferrocast_runtime::access::constant_time_eq;
-use ferrocast_runtime::admission::{Action, Admission, Verdict};
+use ferrocast_tokens::constant_time_eq;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;

@@ -13,7 +13,7 @@ use ferrocast_origin::stream::{StreamConfig, Streams};
 use ferrocast_relay::client::{QuicConfig, QuicUpstream};
 use ferrocast_relay::server::metrics::{KindLabels, ReasonLabels};
 use ferrocast_relay::server::{self as relay, RelayConfig};
-use ferrocast_runtime::tls::{generate_dev, ClusterTls, TlsFiles};
+use ferrocast_tls::{generate_dev, ClusterTls, TlsFiles};
 use ferrocast_serve::upstream::{Subscription, Upstream, UpstreamError, UpstreamEvent};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

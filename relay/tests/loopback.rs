@@ -11,7 +11,7 @@ use ferrocast_relay::server::metrics::{RelayMetrics, ResultLabels};
 use ferrocast_relay::server::source::{self, Lookup, PartRef, Source, SourceStream};
 use ferrocast_relay::server::{self, RelayConfig};
 use ferrocast_relay::wire::VariantInfo;
-use ferrocast_runtime::tls::{generate_dev, ClusterTls};
+use ferrocast_tls::{generate_dev, ClusterTls};
 use ferrocast_serve::upstream::{Subscription, Upstream, UpstreamError, UpstreamEvent};
 use std::collections::HashMap;
 use std::net::SocketAddr;

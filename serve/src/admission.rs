@@ -1,11 +1,11 @@
 //! Viewer admission (an edge's `--admission-*`; an origin's webhook is asked about
-//! publishers only): the operator's webhook (see `ferrocast_runtime::admission`)
+//! publishers only): the operator's webhook (see `ferrocast_admission`)
 //! decides whether a viewer may play a stream. HLS has no sessions, so a viewer is a
 //! (stream, client IP, credential) triple, where the credential is the request's query
 //! without LL-HLS's own `_HLS_*` parameters, with the one playback token the edge read
 //! (and checked, when the stream needs one) first as `token=…`, whether it came in the
 //! path or the query (a request with two is refused before this, see
-//! [`ferrocast_runtime::access::viewer_token`]). The first request of a viewer asks the
+//! `ferrocast_tokens::viewer_token`). The first request of a viewer asks the
 //! webhook; its decision is cached for the TTL (bounded, byte-free keys: the credential
 //! is kept as its SHA-256), and concurrent first requests of the same viewer share one
 //! call. Playlists, parts and segments all pass the same check, so a denied viewer gets
@@ -16,7 +16,7 @@
 //! use) is answered 503 and not kept: under `--admission-fail open` only decisions
 //! already made can let a viewer in past the limit, never a made-up credential.
 
-use ferrocast_runtime::admission::{Action, Admission, AdmissionConfig, Decision, Source, Verdict};
+use ferrocast_admission::{Action, Admission, AdmissionConfig, Decision, Source, Verdict};
 use ferrocast_runtime::http::Response;
 use ferrocast_runtime::metrics::Metrics;
 use moka::future::Cache;

@@ -363,10 +363,7 @@ fn openssl_token(dir: &TempDir, key: &Path, key_id: &str, stream: &str, expiry: 
     ]));
     let sig = std::fs::read(&sig).unwrap();
     assert_eq!(sig.len(), 64, "an Ed25519 signature");
-    format!(
-        "{key_id}.{expiry}.{}",
-        ferrocast_runtime::access::base64url(&sig)
-    )
+    format!("{key_id}.{expiry}.{}", ferrocast_tokens::base64url(&sig))
 }
 
 #[test]

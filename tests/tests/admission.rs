@@ -49,7 +49,7 @@ impl Webhook {
     /// The same webhook over HTTPS with `dir`'s `node.pem` and `node-key.pem` (from
     /// `ferrocast certs`: valid for `localhost`), reached as `https://localhost:PORT`.
     fn start_tls(dir: &Path) -> Self {
-        let tls = ferrocast_runtime::tls::public_server_config(
+        let tls = ferrocast_tls::public_server_config(
             &dir.join("node.pem"),
             &dir.join("node-key.pem"),
             &[b"http/1.1"],
@@ -515,8 +515,8 @@ fn viewers_are_admitted_at_the_edge_once_per_ttl_and_the_webhook_going_down_fail
 /// another CA that did not sign it (`operator-ca.pem`).
 fn webhook_pki(node: &ferrocast_tests::TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
     let dir = node.join("hook-pki");
-    ferrocast_runtime::tls::generate_dev(Some(&dir), &[]).expect("webhook certificates");
-    ferrocast_runtime::tls::generate_operator_dev(&dir, &[]).expect("another CA");
+    ferrocast_tls::generate_dev(Some(&dir), &[]).expect("webhook certificates");
+    ferrocast_tls::generate_operator_dev(&dir, &[]).expect("another CA");
     (dir.join("ca.pem"), dir.join("operator-ca.pem"))
 }
 

@@ -7,14 +7,14 @@
 //! while the edge's HTTPS, the RTMPS port and the controller's gRPC port keep running.
 
 use ferrocast_proto::controller::v1 as pb;
-use ferrocast_runtime::tls::grpc::TlsConnector;
-use ferrocast_runtime::tls::TlsFiles;
 use ferrocast_tests::tls::{first_cert, TlsClient};
 use ferrocast_tests::{
     ferrocast_bin, ffmpeg_publish_live, ffmpeg_publish_live_with, framemd5_raw, free_addr,
     free_port, free_udp_addr, make_certs, parse_framemd5, run_with_timeout, start_controller,
     Launch, Node, Proc, TempDir,
 };
+use ferrocast_tls::grpc::TlsConnector;
+use ferrocast_tls::TlsFiles;
 use pb::node_service_client::NodeServiceClient;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

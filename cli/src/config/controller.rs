@@ -178,12 +178,12 @@ impl ControllerArgs {
             controller_advertise(a.node.advertise_host.as_deref(), controller.grpc_listen)?;
         controller.tls = match (&a.node.tls_dir, &a.operator_ca) {
             (Some(dir), ca) => Some(ferrocast_controller::server::GrpcTls {
-                cluster: ferrocast_runtime::tls::TlsFiles::in_dir(dir)
+                cluster: ferrocast_tls::TlsFiles::in_dir(dir)
                     .load()
                     .context("invalid tls-dir")?,
                 operator_ca: match ca {
                     Some(ca) => {
-                        ferrocast_runtime::tls::read_certs(ca).context("invalid operator-ca")?
+                        ferrocast_tls::read_certs(ca).context("invalid operator-ca")?
                     }
                     None => Vec::new(),
                 },

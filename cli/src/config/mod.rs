@@ -167,12 +167,12 @@ fn node_id_from_certificate(
     given: Option<String>,
     controllers: &[String],
 ) -> anyhow::Result<Option<String>> {
-    use ferrocast_runtime::tls::identity::NodeRole;
+    use ferrocast_tls::identity::NodeRole;
     let want = match role {
         Role::Origin => NodeRole::Origin,
         _ => NodeRole::Edge,
     };
-    let ids = ferrocast_runtime::tls::TlsFiles::in_dir(dir)
+    let ids = ferrocast_tls::TlsFiles::in_dir(dir)
         .identities()
         .context("invalid tls-dir")?;
     let mine: Vec<&str> = ids

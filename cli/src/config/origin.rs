@@ -133,7 +133,7 @@ impl IngestArgs {
                 ),
                 _ => bail!("invalid rtmps-cert: rtmps-cert and rtmps-key go together"),
             };
-            let tls = ferrocast_runtime::tls::public_server_config(cert, key, &[])
+            let tls = ferrocast_tls::public_server_config(cert, key, &[])
                 .context("invalid rtmps-cert/rtmps-key")?;
             origin.rtmps = Some(ferrocast_origin::RtmpsConfig { listen: addr, tls });
         } else if rtmps_pair != (&None, &None) {

@@ -6,7 +6,7 @@
 
 use super::{layered, parse_bytes, seconds, Layer};
 use anyhow::{bail, Context};
-use ferrocast_runtime::admission::AdmissionConfig;
+use ferrocast_admission::AdmissionConfig;
 use ferrocast_runtime::telemetry::LogFormat;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -220,7 +220,7 @@ impl ServingArgs {
     pub fn https(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
         self.https_pair()?
             .map(|(cert, key)| {
-                ferrocast_runtime::tls::https_server_config(&cert, &key)
+                ferrocast_tls::https_server_config(&cert, &key)
                     .context("invalid https-cert/https-key")
             })
             .transpose()

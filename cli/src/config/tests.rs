@@ -70,7 +70,7 @@ fn file_values_yield_to_flags_and_unknown_keys_are_refused() {
 #[test]
 fn every_viewer_node_has_an_admin_port() {
     let certs = std::env::temp_dir().join(format!("ferrocast-cfg-admin-{}", std::process::id()));
-    ferrocast_runtime::tls::generate_dev(Some(&certs), &[]).expect("certs");
+    ferrocast_tls::generate_dev(Some(&certs), &[]).expect("certs");
     let edge = [
         "--origin",
         "127.0.0.1:4433",
@@ -394,7 +394,7 @@ fn admission_flags() {
     let a = s.origin.admission.expect("configured");
     assert_eq!(a.url, "http://127.0.0.1:9000/admit");
     assert_eq!(a.timeout, Duration::from_millis(500));
-    assert_eq!(a.fail, ferrocast_runtime::admission::FailMode::Open);
+    assert_eq!(a.fail, ferrocast_admission::FailMode::Open);
     assert_eq!(a.secret.as_deref(), Some(&b"s"[..]));
     assert_eq!(a.cache_ttl, Duration::from_secs(10));
     assert_eq!(a.node, "o7");
@@ -406,7 +406,7 @@ fn admission_flags() {
         (a.timeout, a.fail),
         (
             Duration::from_secs(2),
-            ferrocast_runtime::admission::FailMode::Closed
+            ferrocast_admission::FailMode::Closed
         )
     );
     for (bad, field) in [
@@ -433,7 +433,7 @@ fn admission_flags() {
 #[test]
 fn admission_over_https_and_the_client_ip_header() {
     let dir = std::env::temp_dir().join(format!("ferrocast-cfg-adm-{}", std::process::id()));
-    ferrocast_runtime::tls::generate_dev(Some(&dir), &[]).expect("certs");
+    ferrocast_tls::generate_dev(Some(&dir), &[]).expect("certs");
     let ca = dir.join("ca.pem");
     let ca = ca.to_str().expect("utf-8");
     let https = ["--admission-url", "https://auth.example/admit"];
@@ -533,7 +533,7 @@ fn admission_over_https_and_the_client_ip_header() {
 #[test]
 fn tls_flags_are_checked_before_anything_binds() {
     let dir = std::env::temp_dir().join(format!("ferrocast-cfg-tls-{}", std::process::id()));
-    ferrocast_runtime::tls::generate_dev(Some(&dir), &[]).expect("certs");
+    ferrocast_tls::generate_dev(Some(&dir), &[]).expect("certs");
     let (cert, key) = (dir.join("node.pem"), dir.join("node-key.pem"));
     let (cert, key) = (cert.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
     let err = resolve(args(&["--rtmps-listen", "127.0.0.1:1936"]), Role::Origin)
@@ -616,7 +616,7 @@ fn a_plaintext_node_api_stays_on_loopback_unless_told_otherwise() {
     assert!(format!("{err:#}").contains("operator-token"), "{err:#}");
     // With certificates, the default faces the network.
     let dir = std::env::temp_dir().join(format!("ferrocast-cfg-grpc-{}", std::process::id()));
-    ferrocast_runtime::tls::generate_dev(Some(&dir), &[]).expect("certs");
+    ferrocast_tls::generate_dev(Some(&dir), &[]).expect("certs");
     let d = dir.to_str().expect("utf-8");
     let err =
         resolve(args(&["--tls-dir", d]), Role::Controller).expect_err("no operator credential");
@@ -632,8 +632,8 @@ fn a_plaintext_node_api_stays_on_loopback_unless_told_otherwise() {
 
 #[test]
 fn a_node_takes_its_id_from_its_certificate() {
-    use ferrocast_runtime::tls::identity::NodeIdentity;
-    use ferrocast_runtime::tls::pki::ClusterCa;
+    use ferrocast_tls::identity::NodeIdentity;
+    use ferrocast_tls::pki::ClusterCa;
     let dir = std::env::temp_dir().join(format!("ferrocast-cfg-id-{}", std::process::id()));
     let ca = ClusterCa::generate("test", 1).expect("CA");
     let o7 = NodeIdentity::from_spec("origin:o7").expect("identity");

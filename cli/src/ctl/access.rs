@@ -5,7 +5,7 @@
 use super::{print_json, table, Ctl};
 use anyhow::Context;
 use ferrocast_proto::controller::v1 as pb;
-use ferrocast_runtime::access::{self as tokens, base64url, Ed25519Signer, Purpose};
+use ferrocast_tokens::{self as tokens, base64url, Ed25519Signer, Purpose};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 

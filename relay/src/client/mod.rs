@@ -29,7 +29,7 @@ use bytes::Bytes;
 use conn::{ConnectError, OriginConn};
 use ferrocast_agent::origins::OriginResolver;
 use ferrocast_media::hls::names::{self, Object};
-use ferrocast_runtime::tls::ClusterTls;
+use ferrocast_tls::ClusterTls;
 use ferrocast_serve::upstream::{BoxFuture, Subscription, Upstream, UpstreamError, UpstreamEvent};
 use quinn::{Connection, Endpoint, VarInt};
 use std::collections::HashMap;

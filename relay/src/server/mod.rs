@@ -21,7 +21,7 @@ pub mod source;
 use crate::wire::code;
 use exchange::RequestCtx;
 use ferrocast_media::hls::names;
-use ferrocast_runtime::tls::ClusterTls;
+use ferrocast_tls::ClusterTls;
 use metrics::{ReasonLabels, RelayMetrics};
 use quinn::{Connection, ConnectionError, Endpoint, VarInt};
 use source::{Source, SourceStream};

@@ -9,21 +9,19 @@
 //! `cert:NAME`. The operator CA is separate from the cluster CA, so a node's certificate
 //! never makes its holder an operator.
 
-use super::der::tlv;
-use super::{
+use crate::der::tlv;
+use crate::{
     config_err, provider, read_certs, read_key, ClusterServerVerifier, ClusterTls, TlsError,
 };
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::net::TcpStream;
 
 /// ALPN id of gRPC (HTTP/2 over TLS).
 pub const H2_ALPN: &[u8] = b"h2";
@@ -190,7 +188,7 @@ impl ClusterTls {
         let verifier = Arc::new(ClusterServerVerifier {
             roots: roots(&self.ca)?,
             provider: provider.clone(),
-            role: super::identity::NodeRole::Controller,
+            role: crate::identity::NodeRole::Controller,
         });
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -225,51 +223,40 @@ pub fn operator_client_config(
 }
 
 /// Connects tonic channels over TLS (`Endpoint::connect_with_connector`): TCP to the
-/// URI's host and port (443 when none), then the handshake with `config`, naming the
-/// host for SNI and the certificate check.
+/// URI's host and port (443 when none, no Nagle), then the handshake with `config`,
+/// naming the host for SNI and the certificate check. hyper-rustls' connector, the one
+/// the admission webhook's client uses too, with `https` enforced: this connector never
+/// speaks plaintext.
 #[derive(Debug, Clone)]
 pub struct TlsConnector {
-    config: Arc<rustls::ClientConfig>,
+    inner: HttpsConnector<HttpConnector>,
 }
 
 impl TlsConnector {
-    /// A connector with this client configuration.
+    /// A connector with this client configuration (its ALPN ids offered as they are).
     pub fn new(config: Arc<rustls::ClientConfig>) -> Self {
-        Self { config }
+        let mut tcp = HttpConnector::new();
+        // hyper-rustls takes https:// URIs from the TCP connector and wraps them.
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        // From a configuration (not the builder, which refuses one with ALPN set).
+        let mut inner = HttpsConnector::from((tcp, config));
+        inner.enforce_https();
+        Self { inner }
     }
 }
 
 impl tower_service::Service<http::Uri> for TlsConnector {
-    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Response = <HttpsConnector<HttpConnector> as tower_service::Service<http::Uri>>::Response;
+    type Error = <HttpsConnector<HttpConnector> as tower_service::Service<http::Uri>>::Error;
+    type Future = <HttpsConnector<HttpConnector> as tower_service::Service<http::Uri>>::Future;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower_service::Service::poll_ready(&mut self.inner, cx)
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let config = self.config.clone();
-        Box::pin(async move {
-            let invalid =
-                |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
-            let host = uri
-                .host()
-                .ok_or_else(|| invalid(format!("{uri}: no host")))?;
-            let host = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
-            let port = uri.port_u16().unwrap_or(443);
-            let name =
-                ServerName::try_from(host.clone()).map_err(|e| invalid(format!("{host}: {e}")))?;
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await?;
-            Ok(TokioIo::new(tls))
-        })
+        tower_service::Service::call(&mut self.inner, uri)
     }
 }
 
@@ -354,10 +341,9 @@ mod tests {
     #[test]
     fn nodes_and_operators_are_told_apart_by_their_ca() {
         let dir = std::env::temp_dir().join(format!("ferrocast-ops-{}", std::process::id()));
-        let cluster = super::super::generate_dev(None, &[]).unwrap();
-        super::super::generate_operator_dev(&dir, &["admin:alice".into(), "read:bob".into()])
-            .unwrap();
-        let op_ca = read_certs(&dir.join(super::super::OPERATOR_CA_FILE)).unwrap();
+        let cluster = crate::generate_dev(None, &[]).unwrap();
+        crate::generate_operator_dev(&dir, &["admin:alice".into(), "read:bob".into()]).unwrap();
+        let op_ca = read_certs(&dir.join(crate::OPERATOR_CA_FILE)).unwrap();
         let (_, classifier) = cluster.grpc_server_config(&op_ca).unwrap();
         let alice = read_certs(&dir.join("operator-admin-alice.pem")).unwrap();
         assert_eq!(
@@ -386,7 +372,7 @@ mod tests {
             nodes_only.classify(Some(&alice)),
             Peer::Unrecognized(_)
         ));
-        assert!(super::super::generate_operator_dev(&dir, &["root:eve".into()]).is_err());
+        assert!(crate::generate_operator_dev(&dir, &["root:eve".into()]).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

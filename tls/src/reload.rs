@@ -13,7 +13,7 @@
 //! change is tried again, so a pair replaced one file at a time is picked up once both
 //! are in place. Established connections keep the certificate they were set up with.
 
-use super::{config_err, read_certs, read_key, TlsError};
+use crate::{config_err, read_certs, read_key, TlsError};
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -78,7 +78,7 @@ fn certified(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<CertifiedKey, TlsError> {
-    let key = super::provider()
+    let key = crate::provider()
         .key_provider
         .load_private_key(key)
         .map_err(config_err)?;
@@ -210,14 +210,14 @@ mod tests {
     #[test]
     fn changed_files_are_picked_up_and_bad_ones_keep_the_old_certificate() {
         let dir = std::env::temp_dir().join(format!("ferrocast-reload-{}", std::process::id()));
-        let files = super::super::TlsFiles::in_dir(&dir);
-        super::super::generate_dev(Some(&dir), &[]).unwrap();
+        let files = crate::TlsFiles::in_dir(&dir);
+        crate::generate_dev(Some(&dir), &[]).unwrap();
         let store = CertStore::from_files_every(&files.cert, &files.key, Duration::ZERO).unwrap();
         let first = store.current().cert[0].clone();
         assert!(!store.reload_now(), "unchanged files are not reloaded");
 
         // A new pair (another CA: the store does not care).
-        super::super::generate_dev(Some(&dir), &["renewed.example".into()]).unwrap();
+        crate::generate_dev(Some(&dir), &["renewed.example".into()]).unwrap();
         let second = store.current().cert[0].clone();
         assert_ne!(first, second, "the next handshake gets the new certificate");
         let on_disk = read_certs(&files.cert).unwrap();
@@ -229,12 +229,12 @@ mod tests {
         assert_eq!(store.current().cert[0], second);
         // A key that does not match: refused too.
         let other = dir.join("other");
-        super::super::generate_dev(Some(&other), &[]).unwrap();
-        std::fs::copy(other.join(super::super::CERT_FILE), &files.cert).unwrap();
+        crate::generate_dev(Some(&other), &[]).unwrap();
+        std::fs::copy(other.join(crate::CERT_FILE), &files.cert).unwrap();
         assert!(!store.reload_now());
         assert_eq!(store.current().cert[0], second);
         // The matching key arrives: loaded.
-        std::fs::copy(other.join(super::super::KEY_FILE), &files.key).unwrap();
+        std::fs::copy(other.join(crate::KEY_FILE), &files.key).unwrap();
         assert!(store.reload_now());
         assert_eq!(store.current().cert[0], read_certs(&files.cert).unwrap()[0]);
         let _ = std::fs::remove_dir_all(&dir);

@@ -1,6 +1,6 @@
 //! The few DER steps the TLS code takes by hand: reading one tag-length-value, writing
 //! one, and an OID's arcs. Enough to walk to a certificate's subject and to wrap a
-//! PKCS#1 or SEC1 key into PKCS#8 ([`super::pki`]); every read is bounds-checked and
+//! PKCS#1 or SEC1 key into PKCS#8 ([`crate::pki`]); every read is bounds-checked and
 //! answers `None` on malformed input (the inputs were verified, or are an operator's
 //! key file).
 

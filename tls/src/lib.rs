@@ -14,26 +14,36 @@
 //!
 //! Certificates loaded from files are reloaded when the files change ([`reload`]); the
 //! CA files are read once.
+//!
+//! This file owns the `--tls-dir` files and the relay's configurations; `verify` holds
+//! the role checks, `dev` the development certificates, `public` the TLS toward the
+//! Internet (viewers, publishers, the admission webhook), [`grpc`] the controller API's.
 
 mod der;
+mod dev;
 pub mod grpc;
 pub mod identity;
 pub mod pki;
+mod public;
 pub mod reload;
+mod verify;
+
+pub use dev::{dev_identities, generate_dev, generate_operator_dev, DEV_NODE_ID, OPERATOR_CA_FILE};
+pub use public::{
+    https_server_config, public_client_config, public_server_config, SYSTEM_CA_BUNDLE,
+};
+pub use verify::{WrongRole, RELAY_CLIENT_ROLES};
+
+pub(crate) use dev::write_private;
+pub(crate) use verify::{ClusterServerVerifier, RoleClientVerifier};
 
 use identity::NodeRole;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 use reload::CertStore;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -245,339 +255,10 @@ impl ClusterTls {
     }
 }
 
-/// Who may be a relay client: edges. Not origins: an origin's certificate must not
-/// pull media as if it were an edge (and be counted, admitted and served as one); a
-/// tier of origins pulling from origins (shields) would get a role of its own.
-pub const RELAY_CLIENT_ROLES: &[NodeRole] = &[NodeRole::Edge];
-
-/// A verified certificate that names none of the roles the peer must have.
-#[derive(thiserror::Error)]
-#[error(
-    "the peer's certificate names no {wanted} identity (ferrocast://{wanted}/ID); it names {found}"
-)]
-pub struct WrongRole {
-    /// The roles that would do.
-    pub wanted: String,
-    /// What it names (`nothing`, or its identities).
-    pub found: String,
-}
-
-// rustls shows a certificate error with `{:?}`: the sentence, not the struct.
-impl std::fmt::Debug for WrongRole {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
-/// Fails with [`WrongRole`] unless `cert` names one of `roles`.
-fn check_role(cert: &CertificateDer<'_>, roles: &[NodeRole]) -> Result<(), rustls::Error> {
-    let ids = identity::identities(cert);
-    if ids.iter().any(|i| roles.contains(&i.role)) {
-        return Ok(());
-    }
-    let join = |v: Vec<String>| v.join(" or ");
-    let err = WrongRole {
-        wanted: join(roles.iter().map(|r| r.to_string()).collect()),
-        found: match ids.as_slice() {
-            [] => "nothing".to_owned(),
-            ids => join(ids.iter().map(|i| i.to_string()).collect()),
-        },
-    };
-    Err(rustls::Error::InvalidCertificate(
-        rustls::CertificateError::Other(rustls::OtherError(Arc::new(err))),
-    ))
-}
-
-/// The cluster CA's client check, then the role check.
-#[derive(Debug)]
-struct RoleClientVerifier {
-    chain: Arc<dyn ClientCertVerifier>,
-    roles: &'static [NodeRole],
-}
-
-impl ClientCertVerifier for RoleClientVerifier {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.chain.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let ok = self
-            .chain
-            .verify_client_cert(end_entity, intermediates, now)?;
-        check_role(end_entity, self.roles)?;
-        Ok(ok)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
-    }
-}
-
-/// Checks that the server's certificate chains to the cluster CA, is valid for
-/// serverAuth and names `role`; the DNS name is not checked (see the module docs).
-#[derive(Debug)]
-struct ClusterServerVerifier {
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-    role: NodeRole,
-}
-
-impl ServerCertVerifier for ClusterServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
-        check_role(end_entity, &[self.role])?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// A fresh self-signed development CA named `name`: its certificate and key (valid
-/// [`pki::CA_DAYS`] days).
-fn dev_ca(name: &str) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, name);
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    pki::valid_for(&mut ca_params, pki::CA_DAYS);
-    let ca = ca_params.self_signed(&ca_key)?;
-    Ok((ca, ca_key))
-}
-
-/// The node id of development certificates ([`generate_dev`], `ferrocast certs DIR`
-/// without `--node`).
-pub const DEV_NODE_ID: &str = "dev";
-
-/// The identities of a development certificate: every role, as node [`DEV_NODE_ID`].
-/// One process that is origin, edge and embedded controller at once (standalone), or a
-/// test that hands one directory to every node, needs a certificate that is all of
-/// them; a cluster gets one certificate per node (`ferrocast certs --node ROLE:ID`).
-pub fn dev_identities() -> Vec<identity::NodeIdentity> {
-    [NodeRole::Controller, NodeRole::Origin, NodeRole::Edge]
-        .into_iter()
-        .filter_map(|r| identity::NodeIdentity::new(r, DEV_NODE_ID))
-        .collect()
-}
-
-/// Generates a development cluster: a fresh CA and one node certificate signed by it
-/// naming every role ([`dev_identities`]), valid for client and server use for
-/// [`pki::DEFAULT_NODE_DAYS`] days, with SANs `localhost`, `127.0.0.1`, `::1` and
-/// `names`. Written to `dir` (created if needed; the key file readable by the owner
-/// only) when given; the CA key is not kept.
-pub fn generate_dev(dir: Option<&Path>, names: &[String]) -> Result<ClusterTls, TlsError> {
-    let ca = pki::ClusterCa::generate("Ferrocast development cluster CA", pki::CA_DAYS)?;
-    let node = ca.issue(&dev_identities(), names, pki::DEFAULT_NODE_DAYS)?;
-    if let Some(dir) = dir {
-        node.write_dir(dir, ca.bundle_pem())?;
-    }
-    ClusterTls::from_der(
-        vec![ca.cert().clone()],
-        vec![node.cert_der.clone()],
-        node.private_key()?,
-    )
-}
-
-/// The operator CA's file name in the directory [`generate_operator_dev`] writes.
-pub const OPERATOR_CA_FILE: &str = "operator-ca.pem";
-
-/// Generates a development operator CA, separate from the cluster CA, and one client
-/// certificate per identity (`admin:alice`, `read:bob`; see
-/// [`grpc::OperatorIdentity`]) into `dir`: `operator-ca.pem`, and
-/// `operator-ROLE-NAME.pem` with `operator-ROLE-NAME-key.pem` for each. An existing
-/// operator CA in `dir` is replaced (its key is not kept).
-pub fn generate_operator_dev(dir: &Path, identities: &[String]) -> Result<(), TlsError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| TlsError::Io { path, source }
-    };
-    let (ca, ca_key) = dev_ca("Ferrocast development operator CA")?;
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let ca_path = dir.join(OPERATOR_CA_FILE);
-    std::fs::write(&ca_path, ca.pem()).map_err(io(&ca_path))?;
-    for id in identities {
-        let parsed = grpc::OperatorIdentity::parse(id).ok_or_else(|| {
-            TlsError::Config(format!(
-                "operator identity {id:?}: must be admin:NAME or read:NAME (NAME: letters, digits, . _ @ -)"
-            ))
-        })?;
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, id.as_str());
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        pki::valid_for(&mut params, pki::DEFAULT_NODE_DAYS);
-        let cert = params.signed_by(&key, &ca, &ca_key)?;
-        let stem = format!("operator-{}-{}", parsed.role.as_str(), parsed.name);
-        let cert_path = dir.join(format!("{stem}.pem"));
-        let key_path = dir.join(format!("{stem}-key.pem"));
-        std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
-        write_private(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
-    }
-    Ok(())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    opts.open(path)?.write_all(bytes)
-}
-
-/// A viewer-facing HTTPS server configuration from PEM files (a public certificate
-/// chain and its key, reloaded when they change): TLS 1.2 and 1.3, ALPN `h2` then
-/// `http/1.1`.
-pub fn https_server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    public_server_config(cert, key, &[b"h2", b"http/1.1"])
-}
-
-/// A server configuration for clients on the Internet (HTTPS viewers, RTMPS
-/// publishers): a public certificate chain and key from PEM files, reloaded when they
-/// change; TLS 1.2 and 1.3; no client certificates; the given ALPN ids (none for RTMPS,
-/// which has no ALPN id and whose encoders send none).
-pub fn public_server_config(
-    cert: &Path,
-    key: &Path,
-    alpn: &[&[u8]],
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let store = Arc::new(CertStore::from_files(cert, key)?);
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(config_err)?
-        .with_no_client_auth()
-        .with_cert_resolver(store);
-    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    Ok(Arc::new(cfg))
-}
-
-/// The system's CA bundle (Debian, and the distroless image Ferrocast ships in), trusted
-/// by a client for a service outside the cluster when it is given no CA.
-pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-/// A client configuration for a service outside the cluster (an operator's HTTPS
-/// admission webhook): trusts the CA certificates in `ca` or, without one, the system
-/// bundle ([`SYSTEM_CA_BUNDLE`]); checks the server's name as any TLS client does; TLS
-/// 1.2 and 1.3; no client certificate; the given ALPN ids.
-///
-/// A certificate of `ca` that rustls cannot use is an error (the operator named that
-/// file); the system bundle's unusable entries are skipped, as long as one is left.
-pub fn public_client_config(
-    ca: Option<&Path>,
-    alpn: &[&[u8]],
-) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            for c in read_certs(path)? {
-                roots.add(c).map_err(|e| TlsError::Pem {
-                    path: path.to_owned(),
-                    reason: format!("not a usable CA certificate: {e}"),
-                })?;
-            }
-        }
-        None => {
-            let path = Path::new(SYSTEM_CA_BUNDLE);
-            let (added, _) = roots.add_parsable_certificates(read_certs(path)?);
-            if added == 0 {
-                return Err(TlsError::Pem {
-                    path: path.to_owned(),
-                    reason: "no usable CA certificate".into(),
-                });
-            }
-        }
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(config_err)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    Ok(Arc::new(cfg))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::ServerName;
     use rustls::{ClientConnection, ServerConnection};
 
     /// Runs a TLS handshake in memory; the first error either side raises.

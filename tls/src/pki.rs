@@ -4,7 +4,7 @@
 //! [`NodeIdentity`] and expiring (default [`DEFAULT_NODE_DAYS`] days).
 //!
 //! Rotation is writing new files: nodes reload their certificate and key when the files
-//! change ([`super::reload`]), so a node certificate is renewed by issuing it again into
+//! change ([`crate::reload`]), so a node certificate is renewed by issuing it again into
 //! the node's directory before it expires. A new CA is introduced as a bundle: `ca.pem`
 //! holding the old and the new CA certificates is rolled out to every node first (the CA
 //! file is read at start, so nodes restart one at a time), then node certificates of the
@@ -13,14 +13,14 @@
 //!
 //! Keys: rcgen on ring reads PKCS#8 only, while Helm's `genCA` writes a PKCS#1 RSA key and
 //! `openssl ecparam -genkey` a SEC1 EC key. Both are the inner part of a PKCS#8 document,
-//! so they are wrapped (a few DER bytes, [`pkcs8_of`]) rather than bringing another key
+//! so they are wrapped (a few DER bytes, `pkcs8_of`) rather than bringing another key
 //! parser. The issuer's name must be byte-equal to the CA certificate's subject for a
 //! chain to build, so it is rebuilt from that subject and every issued certificate is
 //! verified against the CA before it is written.
 
-use super::der::{self, tlv};
-use super::identity::NodeIdentity;
-use super::{config_err, provider, read, write_private, TlsError, CA_FILE};
+use crate::der::{self, tlv};
+use crate::identity::NodeIdentity;
+use crate::{config_err, provider, read, write_private, TlsError, CA_FILE};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
@@ -160,7 +160,7 @@ impl ClusterCa {
     /// the key signs) and `key` (PKCS#8, PKCS#1 RSA or SEC1 EC).
     pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let bundle = read(cert)?;
-        let certs = super::read_certs(cert)?;
+        let certs = crate::read_certs(cert)?;
         let key_pair = load_key(key)?;
         let spki = key_pair.public_key_der();
         let ca_cert = certs
@@ -279,7 +279,7 @@ impl NodeCert {
     /// key readable by its owner only), creating `dir` when needed.
     pub fn write_dir(&self, dir: &Path, ca_bundle: &str) -> Result<PathBuf, TlsError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let files = super::TlsFiles::in_dir(dir);
+        let files = crate::TlsFiles::in_dir(dir);
         write_private(&files.key, self.key_pem.as_bytes()).map_err(io_err(&files.key))?;
         std::fs::write(&files.cert, &self.cert_pem).map_err(io_err(&files.cert))?;
         std::fs::write(&files.ca, ca_bundle).map_err(io_err(&files.ca))?;
@@ -407,7 +407,7 @@ fn distinguished_name(subject: &[u8]) -> Option<DistinguishedName> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::identity::{identities, NodeRole};
+    use crate::identity::{identities, NodeRole};
 
     #[test]
     fn issued_certificates_name_their_node_and_expire() {
@@ -584,7 +584,7 @@ mod tests {
                 ],
             );
             // And the directory loads as a node's --tls-dir.
-            crate::tls::TlsFiles::in_dir(&out_dir)
+            crate::TlsFiles::in_dir(&out_dir)
                 .load()
                 .unwrap_or_else(|e| panic!("{kind}: {e}"));
         }
