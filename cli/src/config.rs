@@ -610,7 +610,7 @@ impl Settings {
         let operator_ca = args.operator_ca.or(file.operator_ca);
         if role == Role::Controller {
             controller.tls = match (&tls_dir, &operator_ca) {
-                (Some(dir), ca) => Some(ferrocast_controller::server::GrpcTls {
+                (Some(dir), ca) => Some(ferrocast_controller::GrpcTls {
                     cluster: ferrocast_runtime::tls::TlsFiles::in_dir(dir)
                         .load()
                         .context("invalid tls-dir")?,

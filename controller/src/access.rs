@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use subtle::ConstantTimeEq as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -264,10 +265,8 @@ impl AccessView {
             if k.stream != stream {
                 return Err(format!("publish key {id:?} is not for this stream"));
             }
-            if !tokens::constant_time_eq(
-                tokens::sha256_hex(secret.as_bytes()).as_bytes(),
-                k.sha256.as_bytes(),
-            ) {
+            let hash = tokens::sha256_hex(secret.as_bytes());
+            if !bool::from(hash.as_bytes().ct_eq(k.sha256.as_bytes())) {
                 return Err(format!("wrong secret for publish key {id:?}"));
             }
             return Ok(());
@@ -428,7 +427,7 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn valid_stream(stream: &str) -> Result<(), AccessError> {
-    if ferrocast_media::hls::names::valid_stream_key(stream) {
+    if ferrocast_names::valid_stream_key(stream) {
         Ok(())
     } else {
         Err(AccessError::Invalid(format!("invalid stream {stream:?}")))

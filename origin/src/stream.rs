@@ -12,7 +12,6 @@ use crate::metrics::{OriginMetrics, ResultLabels};
 use crate::package::{Continuity, PackageError, Packager, PackagerConfig, Snapshot};
 use bytes::Bytes;
 use ferrocast_media::flv;
-use ferrocast_runtime::access::constant_time_eq;
 use ferrocast_runtime::admission::{Action, Admission, Verdict};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -22,6 +21,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use subtle::ConstantTimeEq as _;
 use tokio::sync::watch;
 
 /// A boxed, sendable future.
@@ -84,7 +84,7 @@ impl CredentialHash {
     /// Whether both are the hash of the same credential (in constant time, so the time
     /// taken says nothing about how much of a guess was right).
     pub fn matches(&self, other: &CredentialHash) -> bool {
-        constant_time_eq(&self.0, &other.0)
+        self.0.ct_eq(&other.0).into()
     }
 }
 
