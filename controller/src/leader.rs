@@ -27,6 +27,18 @@ impl Leader {
     }
 }
 
+/// A lone controller (no etcd) leads at once: it wins before serving, so no call sees
+/// a follower. The leadership goes on to [`lead`] as its first.
+pub async fn win_alone(
+    election: &dyn Election,
+    leader: &Leader,
+    cancel: &CancellationToken,
+) -> Option<Leadership> {
+    let won = election.campaign(cancel.clone()).await.ok()?;
+    leader.set(Some(won.fence().clone()));
+    Some(won)
+}
+
 /// The election loop: campaign (unless `first` is already won), publish the fence, hold
 /// until lost or cancelled, repeat.
 pub async fn lead(

@@ -175,7 +175,12 @@ impl Controller {
         let _ = shared.hub.poll_once().await;
         tasks.spawn(shared.hub.clone().run(background.clone()));
         let _ = shared.access.refresh(shared.store.as_ref()).await;
-        tasks.spawn((shared.access.clone()).run(shared.store.clone(), background.clone()));
+        tasks.spawn(
+            shared
+                .access
+                .clone()
+                .run(shared.store.clone(), background.clone()),
+        );
         tasks.spawn(load::share_loads(shared.clone(), background.clone()));
         tasks.spawn(compaction::compact_history(
             shared.store.clone(),
@@ -191,16 +196,11 @@ impl Controller {
         ));
         tasks.close();
 
-        // A lone controller leads at once: win before serving, so no call sees a follower.
         let election_stop = CancellationToken::new();
-        let first = if cfg.etcd.is_empty() {
-            election.campaign(election_stop.clone()).await.ok()
-        } else {
-            None
+        let first = match cfg.etcd.is_empty() {
+            true => leader::win_alone(&*election, &shared.leader, &election_stop).await,
+            false => None,
         };
-        if let Some(l) = &first {
-            shared.leader.set(Some(l.fence().clone()));
-        }
         let election_task = tokio::spawn(leader::lead(
             first,
             election,

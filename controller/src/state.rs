@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// What both services share.
+/// What the gRPC services and the admin HTTP server share.
 #[derive(Debug)]
 pub struct Shared {
     /// Cluster state.
