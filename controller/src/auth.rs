@@ -1,6 +1,6 @@
 //! Who may call the operator API and as whom: [`OperatorAuth`] (the tonic interceptor
 //! that checks bearer tokens and operator certificates, and counts and logs refusals),
-//! the [`Caller`] it attaches to each request with its [`OperatorRole`], and [`admin`],
+//! the [`Caller`] it attaches to each request with its [`OperatorRole`], and [`require_admin`],
 //! the check every changing call makes.
 
 use crate::api::{ApiError, ApiResult};
@@ -42,7 +42,7 @@ impl std::fmt::Display for Caller {
 }
 
 /// The caller of `req`, refused unless an admin.
-pub(crate) fn admin<T>(req: &Request<T>, op: &str) -> ApiResult<Caller> {
+pub(crate) fn require_admin<T>(req: &Request<T>, op: &str) -> ApiResult<Caller> {
     let caller = req.extensions().get::<Caller>().cloned().unwrap_or(Caller {
         // No interceptor in front: operator calls are open.
         name: Arc::from("anonymous"),
@@ -316,10 +316,10 @@ mod tests {
             r
         };
         let ro = roles.call(with("ro")).unwrap();
-        let err = Status::from(admin(&ro, "DrainNode").unwrap_err());
+        let err = Status::from(require_admin(&ro, "DrainNode").unwrap_err());
         assert_eq!(err.code(), tonic::Code::PermissionDenied);
         let adm = roles.call(with("adm")).unwrap();
-        assert_eq!(&*admin(&adm, "DrainNode").unwrap().name, "admin");
+        assert_eq!(&*require_admin(&adm, "DrainNode").unwrap().name, "admin");
         assert!(roles.call(with("nope")).is_err());
         // Same length, one byte off; a prefix; a longer token: all refused.
         for wrong in ["adn", "ad", "adm2", "r", "ro "] {

@@ -2,7 +2,7 @@
 //! controller is degraded, not dead. gRPC health reports `NodeService` (and the server as
 //! a whole) `NOT_SERVING` because writes fail, `OperatorService` stays `SERVING` (reads
 //! answer from the last good view), and `ferrocast_controller_store_up` is 0. (`/readyz`
-//! says `degraded` then: [`crate::admin`].)
+//! says `degraded` then: [`crate::admin_http`].)
 
 use crate::grpc::NODE_SERVICE;
 use prometheus_client::metrics::gauge::Gauge;

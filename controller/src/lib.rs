@@ -12,13 +12,13 @@
 //!
 //! [`api`] serves the gRPC API over the [`state`] both services share, behind [`auth`]
 //! (operators) and [`identity`] (nodes); [`server::Controller`] runs it all as a list of
-//! tasks ([`grpc`], [`admin`], [`compaction`], [`health`], ...).
+//! tasks ([`grpc`], [`admin_http`], [`compaction`], [`health`], ...).
 
 pub use config::{ConfigError, ControllerConfig, GrpcTls};
 pub use server::Controller;
 
 pub mod access;
-pub mod admin;
+pub mod admin_http;
 pub mod api;
 pub mod assign;
 pub mod auth;

@@ -6,7 +6,7 @@
 //! [`crate::health`]): writes are refused, reads and `/play` answer from the last good view.
 
 use crate::access::{Access, PublishAuth};
-use crate::admin::Admin;
+use crate::admin_http::AdminHttp;
 use crate::config::{ConfigError, ControllerConfig};
 use crate::election::{Election, EtcdElection, LocalElection};
 use crate::etcd::EtcdClient;
@@ -212,7 +212,7 @@ impl Controller {
         let grpc_stop = CancellationToken::new();
         let grpc_task = tokio::spawn(grpc_server.serve(grpc, grpc_stop.clone()));
         let http_stop = CancellationToken::new();
-        let admin = Admin {
+        let admin = AdminHttp {
             ready: ready.clone(),
             registry,
             shared,

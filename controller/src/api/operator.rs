@@ -1,7 +1,7 @@
 //! `OperatorService`, called by operators and `ferrocast ctl` (behind
 //! [`OperatorAuth`](crate::auth::OperatorAuth)): list and get nodes and streams, drain,
 //! kick, resolve a viewer, watch events, and the access records (publish keys, signing
-//! keys, tokens, stream policies). Changing calls need an admin ([`admin`]) and are
+//! keys, tokens, stream policies). Changing calls need an admin ([`require_admin`]) and are
 //! audited ([`audited`]); reads are served by every replica, from the last good view
 //! while the store is unreachable. A follower has no load reports of its own, so its
 //! `Resolve` decides on those the leader shared.
@@ -9,7 +9,7 @@
 use super::error::{required, ApiError, ApiResult};
 use super::watch::{watch, BoxStream};
 use crate::access;
-use crate::auth::{admin, Caller};
+use crate::auth::{require_admin, Caller};
 use crate::hub::{ClusterView, Update};
 use crate::load::load_to_pb;
 use crate::model::Role;
@@ -180,7 +180,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::DrainNodeReply>, Status> {
-        let who = admin(&request, "DrainNode")?;
+        let who = require_admin(&request, "DrainNode")?;
         let r = request.into_inner();
         let what = format!("node={} drain={}", r.node_id, r.drain);
         Ok(audited(&who, "DrainNode", &what, self.drain(r).await)?)
@@ -190,7 +190,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<pb::KickPublisherRequest>,
     ) -> Result<Response<pb::KickPublisherReply>, Status> {
-        let who = admin(&request, "KickPublisher")?;
+        let who = require_admin(&request, "KickPublisher")?;
         let r = request.into_inner();
         let what = format!("stream={}", r.stream);
         Ok(audited(&who, "KickPublisher", &what, self.kick(r).await)?)
@@ -200,7 +200,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<pb::CreatePublishKeyRequest>,
     ) -> Result<Response<pb::PublishKeySecret>, Status> {
-        let who = admin(&request, "CreatePublishKey")?;
+        let who = require_admin(&request, "CreatePublishKey")?;
         let r = request.into_inner();
         let what = format!("stream={}", r.stream);
         let out = async {
@@ -234,7 +234,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::PublishKeySecret>, Status> {
-        let who = admin(&request, "RotatePublishKey")?;
+        let who = require_admin(&request, "RotatePublishKey")?;
         let id = request.into_inner().key_id;
         let out = async {
             let fence = self.0.fence().await?;
@@ -253,7 +253,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::RevokeReply>, Status> {
-        let who = admin(&request, "RevokePublishKey")?;
+        let who = require_admin(&request, "RevokePublishKey")?;
         let id = request.into_inner().key_id;
         let out = async {
             let fence = self.0.fence().await?;
@@ -273,7 +273,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<pb::CreateSigningKeyRequest>,
     ) -> Result<Response<pb::SigningKey>, Status> {
-        let who = admin(&request, "CreateSigningKey")?;
+        let who = require_admin(&request, "CreateSigningKey")?;
         let r = request.into_inner();
         let what = format!(
             "purpose={} algorithm={}",
@@ -310,7 +310,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<pb::KeyIdRequest>,
     ) -> Result<Response<pb::RevokeReply>, Status> {
-        let who = admin(&request, "RevokeSigningKey")?;
+        let who = require_admin(&request, "RevokeSigningKey")?;
         let id = request.into_inner().key_id;
         let out = async {
             let fence = self.0.fence().await?;
@@ -330,7 +330,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<pb::IssueTokenRequest>,
     ) -> Result<Response<pb::IssueTokenReply>, Status> {
-        let who = admin(&request, "IssueToken")?;
+        let who = require_admin(&request, "IssueToken")?;
         let r = request.into_inner();
         let what = format!(
             "purpose={} stream={} ttl={}s",
@@ -350,7 +350,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeReply>, Status> {
-        let who = admin(&request, "RevokeToken")?;
+        let who = require_admin(&request, "RevokeToken")?;
         let token = request.into_inner().token;
         // The signature identifies the token; the log gets no usable token.
         let what = format!("token_key={}", token.split('.').next().unwrap_or(""));
@@ -367,7 +367,7 @@ impl OperatorService for OperatorApi {
         &self,
         request: Request<pb::StreamAccess>,
     ) -> Result<Response<pb::StreamAccess>, Status> {
-        let who = admin(&request, "SetStreamAccess")?;
+        let who = require_admin(&request, "SetStreamAccess")?;
         let r = request.into_inner();
         let what = format!(
             "stream={} token_required={} blocked={}",

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The admin HTTP server's state.
 #[derive(Debug)]
-pub struct Admin {
+pub struct AdminHttp {
     /// Whether `/readyz` says ready (off again at shutdown).
     pub ready: Arc<AtomicBool>,
     /// What `/metrics` renders.
@@ -26,7 +26,7 @@ pub struct Admin {
     pub region_header: Option<String>,
 }
 
-impl Admin {
+impl AdminHttp {
     /// Serves the admin port on `listener` under `limits` (with the HTTP metrics) until
     /// `stop`, then drains.
     pub async fn serve(self, listener: TcpListener, limits: ServerLimits, stop: CancellationToken) {
