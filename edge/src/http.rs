@@ -209,13 +209,19 @@ fn open_to_anyone(state: &HttpState, stream: &str) -> bool {
 /// `/api/streams` with every stream held (protected ones included, marked), for
 /// operators and their monitoring; nothing a viewer needs.
 pub async fn admin(state: Arc<HttpState>, req: Request) -> Response {
-    respond_admin(&state, req.method(), req.uri().path())
+    let accept = req.headers().get(http::header::ACCEPT);
+    respond_admin(&state, req.method(), req.uri().path(), accept)
 }
 
 /// Answers `method path` on the admin port (the entry point tests use).
-pub fn respond_admin(state: &HttpState, method: &Method, path: &str) -> Response {
+pub fn respond_admin(
+    state: &HttpState,
+    method: &Method,
+    path: &str,
+    accept: Option<&http::HeaderValue>,
+) -> Response {
     let ready = state.ready.load(Ordering::Relaxed);
-    let (kind, resp) = match respond::admin(method, path, ready, &state.registry) {
+    let (kind, resp) = match respond::admin(method, path, accept, ready, &state.registry) {
         Some(handled) => handled,
         None if path == "/api/streams" => ("api", api_streams(state, Listing::Operators)),
         None => ("other", error(StatusCode::NOT_FOUND, "not found")),

@@ -459,7 +459,7 @@ async fn page_admin_and_metrics_are_served() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     // Metrics are the admin port's, not the viewers'.
     assert_eq!(get(&state, "/metrics").await.0, StatusCode::NOT_FOUND);
-    let resp = crate::http::respond_admin(&state, &Method::GET, "/metrics");
+    let resp = crate::http::respond_admin(&state, &Method::GET, "/metrics", None);
     assert_eq!(resp.status(), StatusCode::OK);
     let body = http_body_util::BodyExt::collect(resp.into_body())
         .await

@@ -87,7 +87,8 @@ async fn route(state: &HttpState, req: &Request) -> (&'static str, Response) {
 pub async fn admin(state: Arc<HttpState>, req: Request) -> Response {
     let ready = state.ready.load(Ordering::Relaxed);
     let path = req.uri().path();
-    let (kind, resp) = match respond::admin(req.method(), path, ready, &state.registry) {
+    let accept = req.headers().get(http::header::ACCEPT);
+    let (kind, resp) = match respond::admin(req.method(), path, accept, ready, &state.registry) {
         Some(handled) => handled,
         None if path == "/api/streams" => ("api", api_streams(&state.streams, |_| true)),
         None => ("other", error(StatusCode::NOT_FOUND, "not found")),

@@ -184,12 +184,13 @@ fn cors_preflight() -> Response {
 pub fn common(
     method: &Method,
     path: &str,
+    accept: Option<&HeaderValue>,
     ready: bool,
     registry: &Metrics,
     valid_stream: impl Fn(&str) -> bool,
 ) -> Option<(&'static str, Response)> {
     if path == "/metrics" && (method == Method::GET || method == Method::HEAD) {
-        return Some(("admin", metrics(registry)));
+        return Some(("admin", metrics(registry, accept)));
     }
     viewer(method, path, ready, valid_stream)
 }
@@ -238,12 +239,17 @@ fn probe(path: &str, ready: bool) -> Option<(&'static str, Response)> {
     }
 }
 
-fn metrics(registry: &Metrics) -> Response {
-    ok(
-        Bytes::from(registry.render()),
-        crate::metrics::CONTENT_TYPE,
+fn metrics(registry: &Metrics, accept: Option<&HeaderValue>) -> Response {
+    let format = crate::metrics::Format::negotiate(accept.and_then(|a| a.to_str().ok()));
+    let mut resp = ok(
+        Bytes::from(registry.render_as(format)),
+        format.content_type(),
         "no-store",
-    )
+    );
+    // The answer depends on `Accept`: a cache in between must not mix the two formats.
+    resp.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept"));
+    resp
 }
 
 /// The admin port's common routes (`--admin-listen`): `/metrics`, `/healthz`,
@@ -253,6 +259,7 @@ fn metrics(registry: &Metrics) -> Response {
 pub fn admin(
     method: &Method,
     path: &str,
+    accept: Option<&HeaderValue>,
     ready: bool,
     registry: &Metrics,
 ) -> Option<(&'static str, Response)> {
@@ -261,7 +268,7 @@ pub fn admin(
         return Some(("admin", admin_only(r)));
     }
     let r = match path {
-        "/metrics" => Some(("admin", metrics(registry))),
+        "/metrics" => Some(("admin", metrics(registry, accept))),
         _ => probe(path, ready),
     };
     r.map(|(k, r)| (k, admin_only(r)))
@@ -332,21 +339,31 @@ mod tests {
     fn common_routes_and_headers() {
         let reg = Metrics::new();
         let any = |_: &str| true;
-        let (kind, r) = common(&Method::GET, "/healthz", true, &reg, any).expect("handled");
+        let (kind, r) = common(&Method::GET, "/healthz", None, true, &reg, any).expect("handled");
         assert_eq!((kind, r.status()), ("admin", StatusCode::OK));
         assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
-        let (_, r) = common(&Method::GET, "/readyz", false, &reg, any).expect("handled");
+        let (_, r) = common(&Method::GET, "/readyz", None, false, &reg, any).expect("handled");
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let (kind, r) = common(&Method::GET, "/watch/demo", true, &reg, any).expect("handled");
+        let (kind, r) =
+            common(&Method::GET, "/watch/demo", None, true, &reg, any).expect("handled");
         assert_eq!((kind, r.status()), ("page", StatusCode::OK));
-        let (_, r) = common(&Method::GET, "/watch/x", true, &reg, |_| false).expect("handled");
-        assert_eq!(r.status(), StatusCode::NOT_FOUND);
-        let (_, r) = common(&Method::POST, "/live/x/index.m3u8", true, &reg, any).expect("handled");
-        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         let (_, r) =
-            common(&Method::OPTIONS, "/live/x/index.m3u8", true, &reg, any).expect("handled");
+            common(&Method::GET, "/watch/x", None, true, &reg, |_| false).expect("handled");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let (_, r) =
+            common(&Method::POST, "/live/x/index.m3u8", None, true, &reg, any).expect("handled");
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let (_, r) = common(
+            &Method::OPTIONS,
+            "/live/x/index.m3u8",
+            None,
+            true,
+            &reg,
+            any,
+        )
+        .expect("handled");
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
-        assert!(common(&Method::GET, "/live/x/index.m3u8", true, &reg, any).is_none());
+        assert!(common(&Method::GET, "/live/x/index.m3u8", None, true, &reg, any).is_none());
         let r = media_chunks(vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")]);
         assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         assert_eq!(r.headers()[header::CONTENT_LENGTH], "3");
@@ -360,20 +377,32 @@ mod tests {
         assert!(viewer(&Method::GET, "/metrics", true, any).is_none());
         let (_, r) = viewer(&Method::GET, "/healthz", true, any).expect("probe");
         assert_eq!(r.status(), StatusCode::OK);
-        let (_, r) = admin(&Method::GET, "/metrics", true, &reg).expect("metrics");
+        let (_, r) = admin(&Method::GET, "/metrics", None, true, &reg).expect("metrics");
         assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        assert_eq!(r.headers()[header::VARY], "accept");
+        let om =
+            HeaderValue::from_static("application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1");
+        let (_, r) = admin(&Method::GET, "/metrics", Some(&om), true, &reg).expect("metrics");
+        assert!(r.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"));
         assert!(r
             .headers()
             .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
             .is_none());
-        let (_, r) = admin(&Method::GET, "/readyz", false, &reg).expect("probe");
+        let (_, r) = admin(&Method::GET, "/readyz", None, false, &reg).expect("probe");
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let (_, r) = admin(&Method::POST, "/metrics", true, &reg).expect("405");
+        let (_, r) = admin(&Method::POST, "/metrics", None, true, &reg).expect("405");
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
-        assert!(admin(&Method::GET, "/api/streams", true, &reg).is_none());
-        assert!(admin(&Method::GET, "/", true, &reg).is_none());
+        assert!(admin(&Method::GET, "/api/streams", None, true, &reg).is_none());
+        assert!(admin(&Method::GET, "/", None, true, &reg).is_none());
         // The controller's operator-only port keeps /metrics.
-        let (_, r) = common(&Method::GET, "/metrics", true, &reg, any).expect("metrics");
+        let (_, r) = common(&Method::GET, "/metrics", None, true, &reg, any).expect("metrics");
         assert_eq!(r.status(), StatusCode::OK);
     }
 

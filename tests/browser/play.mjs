@@ -115,6 +115,7 @@ const result = {
   engine: null,
   source: null,
   errors: [],
+  warnings: {},
   consoleErrors: [],
   httpErrors: [],
   // The slowest requests (ms from the page's start to the end of the response), so that a
@@ -202,6 +203,7 @@ function snapshot(page) {
       hasParts: s.hasParts,
       partTarget: s.partTarget,
       errors: s.errorLog.slice(),
+      warnings: Object.assign({}, s.warnings || {}),
       engine: s.engine,
       source: s.source,
       videoError: v.error ? `${v.error.code} ${v.error.message || ''}`.trim() : null,
@@ -313,6 +315,7 @@ async function run() {
       hasParts: snap.hasParts,
       partTarget: snap.partTarget,
       errors: snap.errors,
+      warnings: snap.warnings,
       engine: snap.engine,
       source: snap.source,
     });

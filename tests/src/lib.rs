@@ -273,7 +273,12 @@ impl Node {
 
     /// Fetches a path on the node's admin port.
     pub fn admin_get(&self, path: &str) -> HttpResponse {
-        http_get(self.admin, path, Duration::from_secs(15))
+        self.admin_get_with(path, &[])
+    }
+
+    /// [`Node::admin_get`] with extra request headers.
+    pub fn admin_get_with(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        http_get_with(self.admin, path, headers, Duration::from_secs(15))
             .unwrap_or_else(|e| panic!("GET {path} on the admin port: {e}"))
     }
 
@@ -354,8 +359,18 @@ impl HttpResponse {
 
 /// A minimal HTTP/1.1 GET with `Connection: close` and a deadline on the whole exchange.
 pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<HttpResponse> {
+    http_get_with(addr, path, &[], timeout)
+}
+
+/// [`http_get`] with extra request headers.
+pub fn http_get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> std::io::Result<HttpResponse> {
     let s = TcpStream::connect_timeout(&addr, timeout)?;
-    http_get_on(s, addr, path, timeout)
+    exchange(s, addr, path, headers, timeout)
 }
 
 fn parse_response(raw: &[u8], elapsed: Duration) -> std::io::Result<HttpResponse> {
@@ -868,17 +883,31 @@ impl Cluster {
 /// [`http_get`] on a stream connected beforehand (so many requests can be sent at the
 /// same instant): `GET path` with `Connection: close` and a deadline on the exchange.
 pub fn http_get_on(
+    s: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<HttpResponse> {
+    exchange(s, addr, path, &[], timeout)
+}
+
+fn exchange(
     mut s: TcpStream,
     addr: SocketAddr,
     path: &str,
+    headers: &[(&str, &str)],
     timeout: Duration,
 ) -> std::io::Result<HttpResponse> {
     let start = Instant::now();
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n"
     )?;
     let mut raw = Vec::new();
     let mut buf = [0u8; 64 * 1024];

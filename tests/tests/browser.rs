@@ -51,15 +51,30 @@ fn player_page_plays_demo_in_low_latency_mode() {
         "hls.js {latency:.3} s behind live (goal ≤ 1.5 s)"
     );
 
-    // hls.js with low latency off plays the very same playlist the classic way.
-    let v = play_in_browser(&format!("{url}?ll=0"), 10, &["--no-require-ll"], || {
+    assert!(
+        v["warnings"].get("bufferSeekOverHole").is_none(),
+        "a hole in the timeline: {line}"
+    );
+
+    // hls.js with low latency off plays the very same playlist the classic way, across
+    // two loop points of the demo clip (8 s each) without a hole or a stall: the loop
+    // leaves no gap in either track's timeline.
+    let v = play_in_browser(&format!("{url}?ll=0"), 20, &["--no-require-ll"], || {
         node.log()
     });
     let line = v.to_string();
     assert_eq!(v["started"], true);
     assert_eq!(v["lowLatencyMode"], false, "{line}");
     assert!(
-        v["framesDecoded"].as_u64().unwrap_or(0) > 150,
+        v["framesDecoded"].as_u64().unwrap_or(0) > 400,
         "frames decoded: {line}"
+    );
+    assert!(
+        v["warnings"].get("bufferSeekOverHole").is_none(),
+        "a hole in the timeline: {line}"
+    );
+    assert!(
+        v["warnings"].get("bufferStalledError").is_none() && v["stalls"] == 0,
+        "classic hls.js stalled: {line}"
     );
 }

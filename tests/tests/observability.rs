@@ -76,36 +76,6 @@ fn watch(node: &Node, key: &str) -> usize {
     uris.len()
 }
 
-/// prometheus-client writes OpenMetrics, where a counter family `x` has samples
-/// `x_total`; promtool's linter reads the Prometheus text format, where the family is
-/// named like its samples. This is the mapping Prometheus itself applies when it
-/// ingests OpenMetrics; nothing else changes.
-fn openmetrics_to_prometheus_text(text: &str) -> String {
-    let counters: BTreeSet<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(_, t)| t.trim() == "counter")
-        .map(|(n, _)| n)
-        .collect();
-    let mut out = String::new();
-    for line in text.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
-            let rest = line.strip_prefix(p)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(name)
-                .then(|| format!("{p}{name}_total {tail}"))
-        });
-        out.push_str(renamed.as_deref().unwrap_or(line));
-        out.push('\n');
-    }
-    out
-}
-
 /// Runs `promtool check metrics` on `text`; its complaints, if any.
 fn promtool_check(text: &str) -> Result<(), String> {
     let mut child = Command::new("promtool")
@@ -187,10 +157,33 @@ fn metrics_pass_promtool_and_cover_the_dashboard_and_alerts() {
 
     let mut all = String::new();
     for (what, n) in [("standalone", &node), ("controller", &ctl)] {
+        // As operators run it: `curl -s host/metrics | promtool check metrics` (no
+        // Accept header: the Prometheus text format).
         let r = n.admin_get("/metrics");
         assert_eq!(r.status, 200, "{what} /metrics");
-        let text = openmetrics_to_prometheus_text(&r.text());
+        assert_eq!(
+            r.header("content-type"),
+            Some("text/plain; version=0.0.4; charset=utf-8"),
+            "{what}"
+        );
+        let text = r.text();
         assert!(text.contains("# HELP ferrocast_"), "{what}: {text}");
+        assert!(!text.contains("# EOF"), "{what}: {text}");
+        // What a Prometheus server asks for: OpenMetrics, the same samples.
+        let accept =
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3";
+        let om = n.admin_get_with("/metrics", &[("Accept", accept)]);
+        assert_eq!(om.status, 200, "{what} /metrics as OpenMetrics");
+        assert!(
+            om.header("content-type")
+                .is_some_and(|t| t.starts_with("application/openmetrics-text; version=1.0.0")),
+            "{what}: {:?}",
+            om.header("content-type")
+        );
+        assert!(
+            om.text().ends_with("# EOF\n"),
+            "{what}: OpenMetrics ends with # EOF"
+        );
         if let Err(complaints) = promtool_check(&text) {
             panic!("promtool check metrics on the {what}'s /metrics:\n{complaints}\n---\n{text}");
         }
