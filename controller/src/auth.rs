@@ -1,6 +1,6 @@
 //! Who may call the operator API and as whom: [`OperatorAuth`] (the tonic interceptor
 //! that checks bearer tokens and operator certificates, and counts and logs refusals),
-//! the [`Caller`] it attaches to each request with its [`OperatorRole`], and [`require_admin`],
+//! the [`Caller`] it attaches to each request with its [`OperatorRole`], and `require_admin`,
 //! the check every changing call makes.
 
 use crate::api::{ApiError, ApiResult};

@@ -1,7 +1,7 @@
-//! The gRPC API as thin tonic impls: [`NodeApi`] (`NodeService`, [`node`]) and
-//! [`OperatorApi`] (`OperatorService`, [`operator`]) over the [`Shared`](crate::state::Shared)
+//! The gRPC API as thin tonic impls: [`NodeApi`] (`NodeService`, `node`) and
+//! [`OperatorApi`] (`OperatorService`, `operator`) over the [`Shared`](crate::state::Shared)
 //! state, the pure [`scheduler`](crate::scheduler) and the leader's fence; every failure
-//! becomes a `Status` in one place ([`error`]); the server streams come from [`watch`].
+//! becomes a `Status` in one place (`error`); the server streams come from `watch`.
 //!
 //! - Writes (register, heartbeat, claim, release, drain, kick, access records) are served
 //!   only by the leader. A follower answers them with `UNAVAILABLE` and the leader's gRPC

@@ -1,8 +1,8 @@
 //! `OperatorService`, called by operators and `ferrocast ctl` (behind
 //! [`OperatorAuth`](crate::auth::OperatorAuth)): list and get nodes and streams, drain,
 //! kick, resolve a viewer, watch events, and the access records (publish keys, signing
-//! keys, tokens, stream policies). Changing calls need an admin ([`require_admin`]) and are
-//! audited ([`audited`]); reads are served by every replica, from the last good view
+//! keys, tokens, stream policies). Changing calls need an admin (`require_admin`) and are
+//! audited (`audited`); reads are served by every replica, from the last good view
 //! while the store is unreachable. A follower has no load reports of its own, so its
 //! `Resolve` decides on those the leader shared.
 
