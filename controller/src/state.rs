@@ -51,7 +51,7 @@ pub struct Shared {
 const PLACEMENT_MAX_AGE: Duration = Duration::from_millis(200);
 
 /// The placement snapshot of the hub's view with the load reports, rebuilt when the view
-/// changes or every [`PLACEMENT_MAX_AGE`], so a `/play` decision costs no copy of the
+/// changes or every `PLACEMENT_MAX_AGE`, so a `/play` decision costs no copy of the
 /// cluster.
 #[derive(Debug, Default)]
 pub struct PlacementCache {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// `OperatorService`, called by operators and `ferrocast ctl` (behind the token check of
-/// [`OperatorAuth`]).
+/// [`OperatorAuth`](crate::auth::OperatorAuth)).
 #[derive(Debug, Clone)]
 pub struct OperatorApi(pub Arc<Shared>);
 
