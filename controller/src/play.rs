@@ -69,7 +69,7 @@ pub fn decide(
     policy: &PlacementPolicy,
     query: Option<&str>,
 ) -> Result<PlayDecision, PlayError> {
-    if !ferrocast_media::hls::names::valid_stream_key(stream) {
+    if !ferrocast_names::valid_stream_key(stream) {
         return Err(PlayError::BadKey);
     }
     let placement = place_viewer(snapshot, stream, region, policy)?;

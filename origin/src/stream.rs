@@ -13,7 +13,7 @@ use crate::package::{Continuity, PackageError, Packager, PackagerConfig, Snapsho
 use bytes::Bytes;
 use ferrocast_admission::{Action, Admission, Verdict};
 use ferrocast_media::flv;
-use ferrocast_tokens::constant_time_eq;
+use ferrocast_admission::{Action, Admission, Verdict};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -84,7 +84,7 @@ impl CredentialHash {
     /// Whether both are the hash of the same credential (in constant time, so the time
     /// taken says nothing about how much of a guess was right).
     pub fn matches(&self, other: &CredentialHash) -> bool {
-        constant_time_eq(&self.0, &other.0)
+        ferrocast_tokens::constant_time_eq(&self.0, &other.0)
     }
 }
 

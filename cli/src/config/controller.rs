@@ -177,7 +177,7 @@ impl ControllerArgs {
         controller.advertise =
             controller_advertise(a.node.advertise_host.as_deref(), controller.grpc_listen)?;
         controller.tls = match (&a.node.tls_dir, &a.operator_ca) {
-            (Some(dir), ca) => Some(ferrocast_controller::server::GrpcTls {
+            (Some(dir), ca) => Some(ferrocast_controller::GrpcTls {
                 cluster: ferrocast_tls::TlsFiles::in_dir(dir)
                     .load()
                     .context("invalid tls-dir")?,

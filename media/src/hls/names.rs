@@ -79,14 +79,9 @@ fn canonical_u64(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
-/// Whether `key` can name a stream: 1 to 64 of `A-Z a-z 0-9 _ -`. The same rule holds on
-/// every node, so a name no origin could accept is refused anywhere without a lookup.
-pub fn valid_stream_key(key: &str) -> bool {
-    (1..=64).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
+// The stream key rule lives in `ferrocast-names`, where roles without media code (the
+// controller) use it too.
+pub use ferrocast_names::valid_stream_key;
 
 #[cfg(test)]
 mod tests {

@@ -21,14 +21,14 @@ pub use server::{ServerEvent, ServerSession};
 use crate::amf0::Amf0Error;
 
 /// Longest application or stream name (the part before any `?query`) a server session
-/// passes on: the stream key rule's length (`hls::names::valid_stream_key`, 64 bytes),
-/// so an oversized name is refused before anything else reads it.
-pub const MAX_NAME_LEN: usize = 64;
+/// passes on: the stream key rule's length (`ferrocast_names::valid_stream_key`), so an
+/// oversized name is refused before anything else reads it.
+pub const MAX_NAME_LEN: usize = ferrocast_names::MAX_STREAM_KEY_LEN;
 
 /// Longest `?query` a server session passes on, on a publish name or a connect `app`:
-/// where publish credentials travel (`key=`, `token=`), which are tens to hundreds of
-/// bytes. The controller refuses a longer credential too.
-pub const MAX_QUERY_LEN: usize = 4096;
+/// where publish credentials travel (`key=`, `token=`). The cap is the cluster's
+/// ([`ferrocast_names::MAX_CREDENTIAL_LEN`]): the controller refuses a longer credential too.
+pub const MAX_QUERY_LEN: usize = ferrocast_names::MAX_CREDENTIAL_LEN;
 
 /// Longest connect `tcUrl` (`rtmp://host:port/app?query`): a query and room for the
 /// rest.
