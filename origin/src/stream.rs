@@ -13,7 +13,6 @@ use crate::package::{Continuity, PackageError, Packager, PackagerConfig, Snapsho
 use bytes::Bytes;
 use ferrocast_admission::{Action, Admission, Verdict};
 use ferrocast_media::flv;
-use ferrocast_admission::{Action, Admission, Verdict};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
