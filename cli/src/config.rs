@@ -154,6 +154,24 @@ pub struct NodeArgs {
     /// lone controller).
     #[arg(long, env = "FERROCAST_ETCD", value_delimiter = ',')]
     pub etcd: Vec<String>,
+    /// Controller: PEM CA certificate(s) of the etcd members; turns on TLS to etcd
+    /// (default: none, plaintext).
+    #[arg(long, env = "FERROCAST_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// Controller: PEM client certificate for etcd's `--client-cert-auth` (needs --etcd-ca
+    /// and --etcd-key; default: none).
+    #[arg(long, env = "FERROCAST_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// Controller: PEM private key of --etcd-cert.
+    #[arg(long, env = "FERROCAST_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// Controller: etcd user to authenticate as; the password comes from
+    /// FERROCAST_ETCD_PASSWORD or --etcd-password-file, never a flag (default: none).
+    #[arg(long, env = "FERROCAST_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// Controller: a file holding the password of --etcd-user (one line).
+    #[arg(long, env = "FERROCAST_ETCD_PASSWORD_FILE")]
+    pub etcd_password_file: Option<PathBuf>,
     /// Controller: bearer token operator calls must carry (default: none, operator calls
     /// are open).
     #[arg(long, env = "FERROCAST_OPERATOR_TOKEN")]
@@ -286,6 +304,11 @@ struct FileConfig {
     grpc_listen: Option<SocketAddr>,
     insecure_node_api: Option<bool>,
     etcd: Option<Vec<String>>,
+    etcd_ca: Option<PathBuf>,
+    etcd_cert: Option<PathBuf>,
+    etcd_key: Option<PathBuf>,
+    etcd_user: Option<String>,
+    etcd_password_file: Option<PathBuf>,
     operator_token: Option<String>,
     operator_read_token: Option<String>,
     publish_auth: Option<String>,
@@ -535,10 +558,19 @@ impl Settings {
         controller.insecure_node_api =
             args.insecure_node_api || file.insecure_node_api.unwrap_or(false);
         if !args.etcd.is_empty() {
-            controller.etcd = args.etcd;
+            controller.etcd.endpoints = args.etcd;
         } else if let Some(e) = file.etcd {
-            controller.etcd = e;
+            controller.etcd.endpoints = e;
         }
+        controller.etcd.tls = etcd_tls(
+            args.etcd_ca.or(file.etcd_ca),
+            args.etcd_cert.or(file.etcd_cert),
+            args.etcd_key.or(file.etcd_key),
+        )?;
+        controller.etcd.auth = etcd_auth(
+            args.etcd_user.or(file.etcd_user),
+            args.etcd_password_file.or(file.etcd_password_file),
+        )?;
         controller.operator_token = args.operator_token.or(file.operator_token);
         controller.operator_read_token = args.operator_read_token.or(file.operator_read_token);
         controller.publish_auth = match args.publish_auth.or(file.publish_auth) {
@@ -932,6 +964,56 @@ fn controller_advertise(host: Option<&str>, grpc: SocketAddr) -> anyhow::Result<
     }
 }
 
+/// TLS to etcd: `--etcd-ca` turns it on; a client certificate needs it.
+fn etcd_tls(
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> anyhow::Result<Option<ferrocast_controller::etcd::EtcdTls>> {
+    let identity = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => bail!("invalid etcd-cert: etcd-cert and etcd-key go together"),
+    };
+    match (ca, identity) {
+        (Some(ca), identity) => Ok(Some(ferrocast_controller::etcd::EtcdTls { ca, identity })),
+        (None, Some(_)) => bail!("invalid etcd-cert: needs --etcd-ca (TLS to etcd)"),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The etcd user, with its password from `FERROCAST_ETCD_PASSWORD` or a file: a flag
+/// would show it to everyone who can list processes.
+fn etcd_auth(
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+) -> anyhow::Result<Option<ferrocast_controller::etcd::EtcdAuth>> {
+    let from_env = std::env::var("FERROCAST_ETCD_PASSWORD").ok();
+    let Some(user) = user else {
+        if password_file.is_some() || from_env.is_some() {
+            bail!("invalid etcd-password-file: needs --etcd-user");
+        }
+        return Ok(None);
+    };
+    let password = match (from_env, password_file) {
+        (Some(_), Some(_)) => {
+            bail!("invalid etcd-password-file: FERROCAST_ETCD_PASSWORD is set too")
+        }
+        (Some(p), None) => p,
+        (None, Some(f)) => std::fs::read_to_string(&f)
+            .with_context(|| format!("invalid etcd-password-file: {}", f.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        (None, None) => bail!(
+            "invalid etcd-user: needs a password (FERROCAST_ETCD_PASSWORD or --etcd-password-file)"
+        ),
+    };
+    Ok(Some(ferrocast_controller::etcd::EtcdAuth {
+        user,
+        password,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1218,6 +1300,65 @@ mod tests {
     }
 
     #[test]
+    fn etcd_tls_and_user_flags() {
+        let dir = std::env::temp_dir().join(format!("ferrocast-etcd-flags-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let password = dir.join("password");
+        std::fs::write(&password, "s3cret\n").unwrap();
+        let err = Settings::resolve(
+            args(&[
+                "--etcd",
+                "e:2379",
+                "--etcd-cert",
+                "c.pem",
+                "--etcd-key",
+                "k.pem",
+            ]),
+            Role::Controller,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid etcd-cert: needs --etcd-ca (TLS to etcd)"
+        );
+        let err = Settings::resolve(
+            args(&["--etcd", "e:2379", "--etcd-ca", "/nonexistent/ca.pem"]),
+            Role::Controller,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("etcd-ca: /nonexistent/ca.pem"),
+            "{err}"
+        );
+        let err = Settings::resolve(
+            args(&["--etcd", "e:2379", "--etcd-user", "fc"]),
+            Role::Controller,
+        );
+        if std::env::var_os("FERROCAST_ETCD_PASSWORD").is_none() {
+            assert!(err.unwrap_err().to_string().contains("needs a password"));
+        }
+        let pw = password.display().to_string();
+        let s = Settings::resolve(
+            args(&[
+                "--etcd",
+                "e:2379",
+                "--etcd-user",
+                "fc",
+                "--etcd-password-file",
+                &pw,
+            ]),
+            Role::Controller,
+        )
+        .expect("valid");
+        let auth = s.controller.etcd.auth.expect("a user");
+        assert_eq!(
+            (auth.user.as_str(), auth.password.as_str()),
+            ("fc", "s3cret")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn controller_flags() {
         let s = Settings::resolve(
             args(&[
@@ -1232,7 +1373,10 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(s.controller.grpc_listen.port(), 6000);
-        assert_eq!(s.controller.etcd, ["10.0.0.1:2379", "10.0.0.2:2379"]);
+        assert_eq!(
+            s.controller.etcd.endpoints,
+            ["10.0.0.1:2379", "10.0.0.2:2379"]
+        );
         assert_eq!(s.controller.operator_token.as_deref(), Some("t0k"));
         assert_eq!(s.controller.http_listen.port(), 8090);
         assert_eq!(

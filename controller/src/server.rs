@@ -11,7 +11,7 @@
 
 use crate::api::{Leader, Loads, NodeApi, OperatorApi, OperatorAuth, Shared};
 use crate::election::{Election, EtcdElection, Leadership, LocalElection};
-use crate::etcd::EtcdClient;
+use crate::etcd::{EtcdClient, EtcdConfig, EtcdConfigError};
 use crate::hub::{self, Hub};
 use crate::play;
 use crate::region::{RegionCidr, RegionTable};
@@ -56,8 +56,9 @@ pub struct ControllerConfig {
     pub grpc_listen: SocketAddr,
     /// Admin HTTP (`/healthz`, `/readyz`, `/metrics`) listen address.
     pub http_listen: SocketAddr,
-    /// etcd endpoints; empty: in-memory store and a lone, always-leading controller.
-    pub etcd: Vec<String>,
+    /// etcd endpoints, TLS and user; no endpoint: in-memory store and a lone,
+    /// always-leading controller.
+    pub etcd: EtcdConfig,
     /// TTL of node leases (and of the leader's lease on etcd).
     pub lease_ttl: Duration,
     /// Bearer token operator calls must carry (admin role); `None`: operator calls are open.
@@ -105,7 +106,7 @@ impl Default for ControllerConfig {
         ControllerConfig {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8090)),
-            etcd: Vec::new(),
+            etcd: EtcdConfig::default(),
             lease_ttl: Duration::from_secs(5),
             compact_every: Duration::from_secs(300),
             http: {
@@ -166,14 +167,14 @@ impl ControllerConfig {
         {
             return invalid("lease-ttl", "must be between 100ms and 300s");
         }
-        if !self.etcd.is_empty() && self.lease_ttl < Duration::from_secs(2) {
+        if self.etcd.is_enabled() && self.lease_ttl < Duration::from_secs(2) {
             return invalid(
                 "lease-ttl",
                 "must be at least 2s with etcd (its minimum TTL)",
             );
         }
-        if self.etcd.iter().any(|e| e.trim().is_empty()) {
-            return invalid("etcd", "an endpoint is empty");
+        if let Err(EtcdConfigError::Invalid { field, reason }) = self.etcd.validate() {
+            return Err(ConfigError::Invalid { field, reason });
         }
         if let Some(t) = &self.operator_token {
             if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -270,15 +271,15 @@ impl Controller {
         let grpc = bind("grpc-listen", cfg.grpc_listen).await?;
         let http = bind("http-listen", cfg.http_listen).await?;
         let grpc_addr = grpc.local_addr().unwrap_or(cfg.grpc_listen);
-        let (store, election): (Arc<dyn Store>, Arc<dyn Election>) = if cfg.etcd.is_empty() {
+        let (store, election): (Arc<dyn Store>, Arc<dyn Election>) = if !cfg.etcd.is_enabled() {
             (Arc::new(MemoryStore::new()), Arc::new(LocalElection))
         } else {
-            let client = EtcdClient::new(&cfg.etcd, Duration::from_secs(2)).map_err(|e| {
-                ConfigError::Invalid {
+            let client = EtcdClient::connect(&cfg.etcd, Duration::from_secs(2))
+                .await
+                .map_err(|e| ConfigError::Invalid {
                     field: "etcd",
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             let advertise = cfg
                 .advertise
                 .clone()
@@ -360,7 +361,7 @@ impl Controller {
         } = self;
         tracing::info!(grpc = %grpc.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             http = %http.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            store = if cfg.etcd.is_empty() { "memory" } else { "etcd" },
+            store = if !cfg.etcd.is_enabled() { "memory" } else { "etcd" },
             grpc_tls = match &cfg.tls {
                 None => "off",
                 Some(t) if t.operator_ca.is_empty() => "mutual TLS for nodes",
@@ -432,7 +433,7 @@ impl Controller {
 
         let election_token = CancellationToken::new();
         // A lone controller leads at once: win before serving, so no call sees a follower.
-        let first = if cfg.etcd.is_empty() {
+        let first = if !cfg.etcd.is_enabled() {
             election.campaign(election_token.clone()).await.ok()
         } else {
             None

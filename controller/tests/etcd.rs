@@ -55,7 +55,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_disappears_when_its_lease_expires() {
     let etcd = EtcdServer::start().await;
-    let store = EtcdStore::new(etcd.client(CALL), DEFAULT_PREFIX);
+    let store = EtcdStore::new(etcd.client(CALL).await, DEFAULT_PREFIX);
     let a = store.register_node(origin("a"), TTL).await.unwrap();
     let b = store.register_node(origin("b"), TTL).await.unwrap();
     assert_eq!(ids(&store.nodes().await.unwrap()), ["a", "b"]);
@@ -90,7 +90,7 @@ async fn a_node_disappears_when_its_lease_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_revisions_epochs_and_leaders_cannot_write() {
     let etcd = EtcdServer::start().await;
-    let client = etcd.client(CALL);
+    let client = etcd.client(CALL).await;
     let store = EtcdStore::new(client.clone(), DEFAULT_PREFIX);
     let election = EtcdElection::new(client.clone(), ELECTION, "c1", TTL);
     let leader = timeout(
@@ -229,8 +229,8 @@ async fn stale_revisions_epochs_and_leaders_cannot_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_and_a_takeover_within_lease_plus_one_second() {
     let etcd = EtcdServer::start().await;
-    let a = EtcdElection::new(etcd.client(CALL), ELECTION, "controller-a", TTL);
-    let b = EtcdElection::new(etcd.client(CALL), ELECTION, "controller-b", TTL);
+    let a = EtcdElection::new(etcd.client(CALL).await, ELECTION, "controller-a", TTL);
+    let b = EtcdElection::new(etcd.client(CALL).await, ELECTION, "controller-b", TTL);
     let cancel = CancellationToken::new();
     let mut ca = tokio::spawn({
         let cancel = cancel.clone();
@@ -240,7 +240,7 @@ async fn one_leader_and_a_takeover_within_lease_plus_one_second() {
         let cancel = cancel.clone();
         async move { b.campaign(cancel).await }
     });
-    let observer = EtcdElection::new(etcd.client(CALL), ELECTION, "observer", TTL);
+    let observer = EtcdElection::new(etcd.client(CALL).await, ELECTION, "observer", TTL);
 
     // Exactly one wins; the other keeps campaigning.
     let (first, first_name, mut other) = tokio::select! {
@@ -277,7 +277,7 @@ async fn one_leader_and_a_takeover_within_lease_plus_one_second() {
     );
 
     // The old leader's fence no longer writes; the new one does.
-    let store = EtcdStore::new(etcd.client(CALL), DEFAULT_PREFIX);
+    let store = EtcdStore::new(etcd.client(CALL).await, DEFAULT_PREFIX);
     let a = Assignment {
         stream: "s".into(),
         origin: "o1".into(),
@@ -297,7 +297,7 @@ async fn one_leader_and_a_takeover_within_lease_plus_one_second() {
     // Resigning hands over at once; a cancelled campaign ends.
     second.resign().await;
     assert_eq!(observer.leader().await.unwrap(), None);
-    let c = EtcdElection::new(etcd.client(CALL), ELECTION, "controller-c", TTL);
+    let c = EtcdElection::new(etcd.client(CALL).await, ELECTION, "controller-c", TTL);
     let cancel_c = CancellationToken::new();
     cancel_c.cancel();
     assert_eq!(
@@ -310,7 +310,12 @@ async fn one_leader_and_a_takeover_within_lease_plus_one_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_etcd_steps_down_within_its_lease() {
     let etcd = EtcdServer::start().await;
-    let election = EtcdElection::new(etcd.client(Duration::from_secs(1)), ELECTION, "c1", TTL);
+    let election = EtcdElection::new(
+        etcd.client(Duration::from_secs(1)).await,
+        ELECTION,
+        "c1",
+        TTL,
+    );
     let leader = timeout(
         Duration::from_secs(10),
         election.campaign(CancellationToken::new()),
