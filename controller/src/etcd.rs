@@ -165,19 +165,35 @@ impl EtcdConfig {
     }
 }
 
-/// Maps a failure of etcd to a store error.
+/// Maps a failure of etcd to a store error. A transport failure reads "transport error"
+/// alone; its causes say which (e.g. that etcd wants a client certificate), so they are
+/// part of the message.
 pub(crate) fn etcd_error(e: etcd_client::Error) -> StoreError {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => {
-            StoreError::Unavailable(format!("etcd: {:?}: {}", s.code(), s.message()))
+    let (mut msg, cause) = match &e {
+        etcd_client::Error::GRpcStatus(s) => (
+            format!("etcd: {:?}: {}", s.code(), s.message()),
+            std::error::Error::source(s),
+        ),
+        etcd_client::Error::TransportError(t) => {
+            (format!("etcd: {t}"), std::error::Error::source(t))
         }
-        // The transport error alone says "transport error": its source says which.
-        etcd_client::Error::TransportError(t) => match std::error::Error::source(&t) {
-            Some(cause) => StoreError::Unavailable(format!("etcd: {t}: {cause}")),
-            None => StoreError::Unavailable(format!("etcd: {t}")),
-        },
-        other => StoreError::Unavailable(format!("etcd: {other}")),
+        other => (format!("etcd: {other}"), None),
+    };
+    let mut cause = cause;
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.ends_with(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
     }
+    // etcd's `--client-cert-auth` answers a missing or unknown client certificate with a
+    // bare TLS alert: say what it means.
+    if msg.contains("BadCertificate") || msg.contains("CertificateRequired") {
+        msg.push_str(" (etcd wants a client certificate its CA signed: --etcd-cert, --etcd-key)");
+    }
+    StoreError::Unavailable(msg)
 }
 
 /// Whether etcd refused a call for want of a (valid, current) auth token: after a restart
