@@ -6,15 +6,19 @@
 //! etcd failures to [`StoreError`], here and nowhere else.
 
 use crate::store::StoreError;
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use etcd_client::{Client, ConnectOptions};
+use ferrocast_runtime::tls::grpc::{operator_client_config, TlsConnector};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tonic::transport::Endpoint;
 
 /// Where etcd is and how to prove who we are to it.
 #[derive(Debug, Clone, Default)]
@@ -78,7 +82,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> EtcdConfigError {
 }
 
 /// Reads a PEM file of certificates, at least one.
-fn read_certs(field: &'static str, path: &PathBuf) -> Result<Vec<u8>, EtcdConfigError> {
+fn read_certs(field: &'static str, path: &PathBuf) -> Result<(), EtcdConfigError> {
     let pem =
         std::fs::read(path).map_err(|e| invalid(field, format!("{}: {e}", path.display())))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
@@ -90,7 +94,7 @@ fn read_certs(field: &'static str, path: &PathBuf) -> Result<Vec<u8>, EtcdConfig
             format!("{}: no PEM certificate in it", path.display()),
         ));
     }
-    Ok(pem)
+    Ok(())
 }
 
 impl EtcdConfig {
@@ -113,8 +117,8 @@ impl EtcdConfig {
         self.options().map(drop)
     }
 
-    /// The endpoints with their scheme, and the connect options of `etcd-client`.
-    fn options(&self) -> Result<(Vec<String>, Option<ConnectOptions>), EtcdConfigError> {
+    /// The endpoints with their scheme (`https` with TLS), after checking every field.
+    fn options(&self) -> Result<Vec<String>, EtcdConfigError> {
         if self.endpoints.iter().any(|e| e.trim().is_empty()) {
             return Err(invalid("etcd", "an endpoint is empty"));
         }
@@ -148,20 +152,17 @@ impl EtcdConfig {
                 return Err(invalid("etcd-password", "is empty"));
             }
         }
-        let Some(tls) = &self.tls else {
-            return Ok((endpoints, None));
-        };
-        let mut opts = TlsOptions::new()
-            .ca_certificate(Certificate::from_pem(read_certs("etcd-ca", &tls.ca)?));
-        if let Some((cert, key)) = &tls.identity {
-            let cert = read_certs("etcd-cert", cert)?;
-            let key_pem = std::fs::read(key)
-                .map_err(|e| invalid("etcd-key", format!("{}: {e}", key.display())))?;
-            PrivateKeyDer::from_pem_slice(&key_pem)
-                .map_err(|e| invalid("etcd-key", format!("{}: {e}", key.display())))?;
-            opts = opts.identity(Identity::from_pem(cert, key_pem));
+        if let Some(tls) = &self.tls {
+            read_certs("etcd-ca", &tls.ca)?;
+            if let Some((cert, key)) = &tls.identity {
+                read_certs("etcd-cert", cert)?;
+                let key_pem = std::fs::read(key)
+                    .map_err(|e| invalid("etcd-key", format!("{}: {e}", key.display())))?;
+                PrivateKeyDer::from_pem_slice(&key_pem)
+                    .map_err(|e| invalid("etcd-key", format!("{}: {e}", key.display())))?;
+            }
         }
-        Ok((endpoints, Some(ConnectOptions::new().with_tls(opts))))
+        Ok(endpoints)
     }
 }
 
@@ -190,11 +191,16 @@ pub(crate) fn etcd_error(e: etcd_client::Error) -> StoreError {
     }
     // etcd's `--client-cert-auth` answers a missing or unknown client certificate with a
     // bare TLS alert: say what it means.
-    if msg.contains("BadCertificate") || msg.contains("CertificateRequired") {
-        msg.push_str(" (etcd wants a client certificate its CA signed: --etcd-cert, --etcd-key)");
+    if (msg.contains("BadCertificate") || msg.contains("CertificateRequired"))
+        && !msg.contains(CERT_WANTED)
+    {
+        msg.push_str(&format!(" ({CERT_WANTED})"));
     }
     StoreError::Unavailable(msg)
 }
+
+/// What a refusal by etcd's `--client-cert-auth` means.
+const CERT_WANTED: &str = "etcd wants a client certificate its CA signed: --etcd-cert, --etcd-key";
 
 /// Whether etcd refused a call for want of a (valid, current) auth token: after a restart
 /// etcd forgets simple tokens, and a token from before an auth change is refused as old.
@@ -206,6 +212,111 @@ fn needs_token(e: &etcd_client::Error) -> bool {
                 || s.message().contains("revision of auth store is old")
         }
         _ => false,
+    }
+}
+
+/// Dials the etcd members over TLS for one tonic channel: each new connection goes to the
+/// next member in turn, skipping those that do not answer within the timeout, so a lost
+/// member costs one reconnect. (etcd-client balances plaintext endpoints itself; with
+/// our own TLS connector it is handed one channel, `raw-channel`.)
+#[derive(Debug, Clone)]
+struct Members {
+    uris: Arc<[http::Uri]>,
+    next: Arc<AtomicUsize>,
+    tls: TlsConnector,
+    /// Set when we have no client certificate.
+    asked: Option<Arc<NoClientCert>>,
+    timeout: Duration,
+}
+
+/// Presents no client certificate, and remembers that a server asked for one.
+#[derive(Debug, Default)]
+struct NoClientCert {
+    asked: AtomicBool,
+}
+
+impl rustls::client::ResolvesClientCert for NoClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.asked.store(true, Ordering::Relaxed);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
+}
+
+impl Members {
+    fn new(
+        endpoints: &[String],
+        tls: TlsConnector,
+        asked: Option<Arc<NoClientCert>>,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let uris = endpoints
+            .iter()
+            .map(|e| {
+                e.parse::<http::Uri>()
+                    .map_err(|err| StoreError::Unavailable(format!("etcd endpoint {e:?}: {err}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Members {
+            uris: uris.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+            tls,
+            asked,
+            timeout,
+        })
+    }
+}
+
+impl tower_service::Service<http::Uri> for Members {
+    type Response = <TlsConnector as tower_service::Service<http::Uri>>::Response;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _channel: http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let n = this.uris.len();
+            let first = this.next.fetch_add(1, Ordering::Relaxed);
+            let mut last = None;
+            for i in 0..n {
+                let uri = this.uris[(first + i) % n].clone();
+                let mut tls = this.tls.clone();
+                let attempt = tower_service::Service::call(&mut tls, uri.clone());
+                match tokio::time::timeout(this.timeout, attempt).await {
+                    Ok(Ok(_))
+                        if this
+                            .asked
+                            .as_ref()
+                            .is_some_and(|a| a.asked.load(Ordering::Relaxed)) =>
+                    {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::PermissionDenied,
+                            format!("{uri}: {CERT_WANTED}"),
+                        ));
+                    }
+                    Ok(Ok(io)) => return Ok(io),
+                    Ok(Err(e)) => last = Some(std::io::Error::new(e.kind(), format!("{uri}: {e}"))),
+                    Err(_) => {
+                        last = Some(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("{uri}: no answer within {:?}", this.timeout),
+                        ))
+                    }
+                }
+            }
+            Err(last.unwrap_or_else(|| std::io::Error::other("no etcd endpoint")))
+        })
     }
 }
 
@@ -237,18 +348,46 @@ impl EtcdClient {
         if !cfg.is_enabled() {
             return Err(StoreError::Unavailable("no etcd endpoint".into()));
         }
-        let (endpoints, options) = cfg
+        let endpoints = cfg
             .options()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         // The user is not handed to etcd-client: it would authenticate inside `connect`,
         // which then fails while etcd is down. `authenticate` does it on first use instead.
-        let options = options
-            .unwrap_or_default()
-            .with_connect_timeout(timeout)
-            .with_keep_alive(Duration::from_secs(10), timeout);
-        let client = Client::connect(&endpoints, Some(options))
-            .await
-            .map_err(etcd_error)?;
+        let options = ConnectOptions::new().with_keep_alive(Duration::from_secs(10), timeout);
+        let client = match &cfg.tls {
+            None => {
+                let options = options.with_connect_timeout(timeout);
+                Client::connect(&endpoints, Some(options)).await
+            }
+            Some(tls) => {
+                let identity = tls
+                    .identity
+                    .as_ref()
+                    .map(|(c, k)| (c.as_path(), k.as_path()));
+                let config = operator_client_config(&tls.ca, identity)
+                    .map_err(|e| StoreError::Unavailable(format!("etcd TLS: {e}")))?;
+                // Without a certificate of our own, note when etcd asks for one: its
+                // --client-cert-auth refuses us with a bare alert that hyper reports as
+                // "connection closed", which says nothing.
+                let (config, asked) = if identity.is_some() {
+                    (config, None)
+                } else {
+                    let asked = Arc::new(NoClientCert::default());
+                    let mut config = (*config).clone();
+                    config.client_auth_cert_resolver = asked.clone();
+                    (Arc::new(config), Some(asked))
+                };
+                let members = Members::new(&endpoints, TlsConnector::new(config), asked, timeout)?;
+                // The URI only names the channel: `Members` dials the members, each by
+                // its own name. `http` keeps tonic from asking for TLS of its own.
+                let channel = Endpoint::from_static("http://etcd.members")
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(timeout)
+                    .connect_with_connector_lazy(members);
+                Client::from_channel(etcd_client::Channel::Tonic(channel), Some(options)).await
+            }
+        }
+        .map_err(etcd_error)?;
         Ok(EtcdClient {
             client,
             timeout,
@@ -403,11 +542,10 @@ mod tests {
 
     #[test]
     fn endpoints_take_the_scheme_tls_asks_for() {
-        let (eps, opts) = EtcdConfig::plain(["10.0.0.1:2379", "http://b:2379"])
+        let eps = EtcdConfig::plain(["10.0.0.1:2379", "http://b:2379"])
             .options()
             .unwrap();
         assert_eq!(eps, ["http://10.0.0.1:2379", "http://b:2379"]);
-        assert!(opts.is_none());
     }
 
     #[test]
