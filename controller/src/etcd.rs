@@ -2,8 +2,9 @@
 //! checked before anything binds, and [`EtcdClient`], a thin layer over the `etcd-client`
 //! crate that adds what the store and the election rely on: a lazy start (a controller
 //! starts while etcd is down, and the data path never waits for it), a deadline on every
-//! unary call, authentication that is renewed when etcd forgets a token, and the mapping of
-//! etcd failures to [`StoreError`], here and nowhere else.
+//! unary call, authentication that is renewed when etcd forgets a token, TLS through the
+//! tree's own rustls connector (so that tonic's TLS feature stays off for the whole
+//! workspace), and the mapping of etcd failures to [`StoreError`], here and nowhere else.
 
 use crate::store::StoreError;
 use etcd_client::{Client, ConnectOptions};
