@@ -238,6 +238,46 @@ for role, w in workloads.items():
         svc = [s["metadata"]["name"] for s in find("Service", "controller") if s["spec"].get("type") == "ClusterIP" and s["spec"].get("clusterIP") != "None"]
         check(svc and any(n.startswith(svc[0] + ".") for n in dns), "controller: certificate names the controller Service")
 
+# etcd: the bundled members speak TLS on the client port and admit only certificates of
+# the cluster CA (on by default); the controllers present theirs; an external etcd's
+# password comes from a Secret, never a flag.
+ctrl_args = ctrl_main["args"]
+etcd_urls = [a.split("=", 1)[1] for a in ctrl_args if a.startswith("--etcd=")]
+check(len(etcd_urls) == 1, "controller: one --etcd")
+check(not any(a.startswith("--etcd-password") for a in ctrl_args), "controller: no etcd password on the command line")
+for sts in find("StatefulSet", "etcd"):
+    spec = sts["spec"]["template"]["spec"]
+    em = spec["containers"][0]
+    ecmd = em["command"]
+    etcd_tls = "--client-cert-auth" in ecmd
+    if name == "defaults":
+        check(etcd_tls, "defaults: etcd --client-cert-auth (TLS on the client port)")
+    check(etcd_urls and all(u.startswith("https://" if etcd_tls else "http://") for u in etcd_urls[0].split(",")),
+          f"controller: --etcd {'https' if etcd_tls else 'http'} URLs, as etcd listens")
+    check(any(a.startswith("--listen-client-urls=" + ("https://" if etcd_tls else "http://")) for a in ecmd),
+          "etcd: --listen-client-urls scheme matches its TLS")
+    probes = [em.get("livenessProbe", {}), em.get("readinessProbe", {})]
+    check(all(p.get("httpGet", {}).get("port") == "metrics" for p in probes), "etcd: probes on the plain metrics port")
+    check(any(a.startswith("--listen-metrics-urls=http://") for a in ecmd), "etcd: --listen-metrics-urls")
+    has = lambda flag: any(a.startswith(flag + "=") for a in ctrl_args)
+    check(all(has(f) == etcd_tls for f in ("--etcd-ca", "--etcd-cert", "--etcd-key")),
+          "controller: --etcd-ca/--etcd-cert/--etcd-key exactly when etcd wants client certificates")
+    if etcd_tls:
+        for flag in ("--cert-file", "--key-file", "--trusted-ca-file"):
+            check(any(a.startswith(flag + "=") for a in ecmd), f"etcd: {flag}")
+        mounts = {m["name"]: m["mountPath"] for m in em.get("volumeMounts", [])}
+        check("cluster-tls" in mounts and "cluster-ca" not in mounts, "etcd: mounts its certificate, never the CA key")
+        if not cert_manager:
+            inits = [c for c in spec.get("initContainers", []) if c.get("args", [])[:1] == ["certs"]]
+            check(len(inits) == 1 and "--node=edge:$(POD_NAME)" in inits[0]["args"], "etcd: a `ferrocast certs` init container")
+        cmounts = {m["name"]: m["mountPath"] for m in ctrl_main.get("volumeMounts", [])}
+        check("cluster-tls" in cmounts, "controller: mounts its certificate for etcd")
+if not find("StatefulSet", "etcd"):
+    ext_user = [a for a in ctrl_args if a.startswith("--etcd-user=")]
+    if ext_user:
+        pw = env_of(ctrl_main).get("FERROCAST_ETCD_PASSWORD", {})
+        check("secretKeyRef" in pw.get("valueFrom", {}), "controller: FERROCAST_ETCD_PASSWORD from a Secret")
+
 # Admin ports: origins and edges get --admin-listen, scraping goes there, never a viewer Service.
 admin = {}
 for role in ("origin", "edge"):
@@ -444,6 +484,7 @@ refuse "an admission CA from a Secret and a ConfigMap" --set admission.url=https
 refuse "an unknown admission fail mode" --set admission.url=http://auth:8080/ --set admission.fail=maybe
 refuse "a grace period shorter than the drain" --set edge.drain.terminationGracePeriodSeconds=5
 refuse "no etcd at all" --set etcd.enabled=false
+refuse "an external etcd user without a password Secret" --set etcd.enabled=false --set 'etcd.external.endpoints={http://etcd:2379}' --set etcd.external.user=fc
 refuse "the removed shared node certificate (tls.existingSecret)" --set tls.existingSecret=ferrocast-tls
 refuse "operator certificates without gRPC TLS" --set controller.grpcTls.enabled=false --set controller.grpcTls.operatorCaSecret.name=ca
 refuse "a node certificate valid 0 days" --set tls.certDays=0

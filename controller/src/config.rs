@@ -2,6 +2,7 @@
 //! ([`ControllerConfig::validate`]): every field is checked before anything binds, and a
 //! bad value is a [`ConfigError`] naming the field as its flag is named.
 
+use crate::etcd::{EtcdConfig, EtcdConfigError};
 use crate::region::RegionCidr;
 use ferrocast_runtime::http::ServerLimits;
 use ferrocast_tls::ClusterTls;
@@ -18,8 +19,9 @@ pub struct ControllerConfig {
     pub grpc_listen: SocketAddr,
     /// Admin HTTP (`/healthz`, `/readyz`, `/metrics`) listen address.
     pub http_listen: SocketAddr,
-    /// etcd endpoints; empty: in-memory store and a lone, always-leading controller.
-    pub etcd: Vec<String>,
+    /// etcd endpoints, TLS and user; no endpoint: in-memory store and a lone,
+    /// always-leading controller.
+    pub etcd: EtcdConfig,
     /// TTL of node leases (and of the leader's lease on etcd).
     pub lease_ttl: Duration,
     /// Bearer token operator calls must carry (admin role); `None`: operator calls are open.
@@ -67,7 +69,7 @@ impl Default for ControllerConfig {
         ControllerConfig {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8090)),
-            etcd: Vec::new(),
+            etcd: EtcdConfig::default(),
             lease_ttl: Duration::from_secs(5),
             compact_every: Duration::from_secs(300),
             http: {
@@ -128,14 +130,14 @@ impl ControllerConfig {
         {
             return invalid("lease-ttl", "must be between 100ms and 300s");
         }
-        if !self.etcd.is_empty() && self.lease_ttl < Duration::from_secs(2) {
+        if self.etcd.is_enabled() && self.lease_ttl < Duration::from_secs(2) {
             return invalid(
                 "lease-ttl",
                 "must be at least 2s with etcd (its minimum TTL)",
             );
         }
-        if self.etcd.iter().any(|e| e.trim().is_empty()) {
-            return invalid("etcd", "an endpoint is empty");
+        if let Err(EtcdConfigError::Invalid { field, reason }) = self.etcd.validate() {
+            return Err(ConfigError::Invalid { field, reason });
         }
         if let Some(t) = &self.operator_token {
             if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {

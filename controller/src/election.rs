@@ -1,5 +1,6 @@
 //! Leader election behind the [`Election`] trait: [`EtcdElection`] (etcd lease + the
-//! Election service's campaign) for replicated controllers, [`LocalElection`] for a lone one.
+//! Election service's campaign, through `etcd-client`) for replicated controllers,
+//! [`LocalElection`] for a lone one.
 //!
 //! A [`Leadership`] holds a [`Fence`] that the store checks with every write, and a `lost`
 //! token. The etcd lease is renewed every third of its TTL; the token fires as soon as the
@@ -10,7 +11,6 @@
 
 use crate::etcd::EtcdClient;
 use crate::store::{BoxFuture, Fence, StoreError};
-use ferrocast_proto::etcd::v3electionpb::{CampaignRequest, LeaderRequest};
 use std::fmt::Debug;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -191,8 +191,9 @@ async fn keep_lease(
                 break;
             }
             r = client.keep_alive_once(lease) => match r {
-                Ok(granted) => {
-                    valid_until = sent + granted;
+                // A renewal restores the TTL the lease was granted.
+                Ok(()) => {
+                    valid_until = sent + ttl;
                     delay = interval;
                 }
                 Err(StoreError::LeaseExpired(_)) => {
@@ -249,26 +250,25 @@ impl Election for EtcdElection {
                     stop,
                     task: Some(task),
                 };
-                let req = CampaignRequest {
-                    name: self.name.clone().into_bytes(),
-                    lease,
-                    value: self.value.clone().into_bytes(),
-                };
-                let mut election = self.client.election();
                 // No deadline: a campaign waits as long as another replica leads.
+                let campaign = self.client.unbounded(|c| {
+                    let mut election = c.election();
+                    let (name, value) = (self.name.clone(), self.value.clone());
+                    async move { election.campaign(name, value, lease).await }
+                });
                 let r = tokio::select! {
                     _ = cancel.cancelled() => {
                         leadership.resign().await;
                         return Err(ElectionError::Cancelled);
                     }
                     _ = lost.cancelled() => continue,
-                    r = election.campaign(req) => r,
+                    r = campaign => r,
                 };
-                match r.map(|r| r.into_inner().leader) {
+                match r.map(|mut r| r.take_leader()) {
                     Ok(Some(key)) if !lost.is_cancelled() => {
                         leadership.fence = Fence {
-                            key: String::from_utf8_lossy(&key.key).into_owned(),
-                            revision: key.rev,
+                            key: String::from_utf8_lossy(key.key()).into_owned(),
+                            revision: key.rev(),
                         };
                         tracing::info!(candidate = %self.value, lease, "elected leader");
                         return Ok(leadership);
@@ -286,13 +286,18 @@ impl Election for EtcdElection {
 
     fn leader(&self) -> BoxFuture<'_, Result<Option<String>, ElectionError>> {
         Box::pin(async move {
-            let req = LeaderRequest {
-                name: self.name.clone().into_bytes(),
-            };
-            match self.client.call(self.client.election().leader(req)).await {
-                Ok(r) => {
-                    Ok(r.kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
-                }
+            let r = self
+                .client
+                .call(|c| {
+                    let mut election = c.election();
+                    let name = self.name.clone();
+                    async move { election.leader(name).await }
+                })
+                .await;
+            match r {
+                Ok(r) => Ok(r
+                    .kv()
+                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
                 // etcd answers "election: no leader" as an error.
                 Err(StoreError::Unavailable(m)) if m.contains("no leader") => Ok(None),
                 Err(e) => Err(e.into()),

@@ -67,15 +67,15 @@ impl Controller {
         let grpc = bind("grpc-listen", cfg.grpc_listen).await?;
         let http = bind("http-listen", cfg.http_listen).await?;
         let grpc_addr = grpc.local_addr().unwrap_or(cfg.grpc_listen);
-        let (store, election): (Arc<dyn Store>, Arc<dyn Election>) = if cfg.etcd.is_empty() {
+        let (store, election): (Arc<dyn Store>, Arc<dyn Election>) = if !cfg.etcd.is_enabled() {
             (Arc::new(MemoryStore::new()), Arc::new(LocalElection))
         } else {
-            let client = EtcdClient::new(&cfg.etcd, Duration::from_secs(2)).map_err(|e| {
-                ConfigError::Invalid {
+            let client = EtcdClient::connect(&cfg.etcd, Duration::from_secs(2))
+                .await
+                .map_err(|e| ConfigError::Invalid {
                     field: "etcd",
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             let advertise = cfg
                 .advertise
                 .clone()
@@ -197,7 +197,7 @@ impl Controller {
         tasks.close();
 
         let election_stop = CancellationToken::new();
-        let first = match cfg.etcd.is_empty() {
+        let first = match !cfg.etcd.is_enabled() {
             true => leader::win_alone(&*election, &shared.leader, &election_stop).await,
             false => None,
         };
@@ -247,7 +247,7 @@ fn announce(cfg: &ControllerConfig, grpc: &TcpListener, http: &TcpListener) {
     let grpc_addr = grpc.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(grpc = %grpc_addr,
         http = %http.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        store = if cfg.etcd.is_empty() { "memory" } else { "etcd" },
+        store = if !cfg.etcd.is_enabled() { "memory" } else { "etcd" },
         grpc_tls = match &cfg.tls {
             None => "off",
             Some(t) if t.operator_ca.is_empty() => "mutual TLS for nodes",

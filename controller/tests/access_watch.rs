@@ -27,7 +27,7 @@ async fn watch_access_is_unavailable_until_the_replica_has_read_the_rules() {
     let cfg = ControllerConfig {
         grpc_listen: "127.0.0.1:0".parse().unwrap(),
         http_listen: "127.0.0.1:0".parse().unwrap(),
-        etcd: vec![etcd.endpoint.clone()],
+        etcd: etcd.config(),
         lease_ttl: Duration::from_secs(2),
         ..Default::default()
     };

@@ -488,7 +488,7 @@ async fn etcd_leader_serves_writes_follower_redirects_and_takeover_works() {
     let etcd = EtcdServer::start().await;
     let ttl = Duration::from_secs(2);
     let cfg = ControllerConfig {
-        etcd: vec![etcd.endpoint.clone()],
+        etcd: etcd.config(),
         lease_ttl: ttl,
         ..ControllerConfig::default()
     };

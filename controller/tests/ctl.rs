@@ -316,7 +316,7 @@ async fn ctl_tables_json_token_and_errors() {
 async fn a_write_sent_to_a_follower_is_retried_on_the_leader() {
     let etcd = EtcdServer::start().await;
     let cfg = ControllerConfig {
-        etcd: vec![etcd.endpoint.clone()],
+        etcd: etcd.config(),
         lease_ttl: Duration::from_secs(2),
         ..ControllerConfig::default()
     };

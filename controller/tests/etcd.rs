@@ -1,16 +1,19 @@
 //! The controller's etcd path against a real etcd server: node leases, conditional
-//! assignment writes fenced by revision, epoch and leadership, and leader election.
+//! assignment writes fenced by revision, epoch and leadership, and leader election; the
+//! same over TLS with client certificates, and with an etcd user and password.
 
 mod support;
 
 use ferrocast_controller::assign::{self, AssignError};
 use ferrocast_controller::election::{Election, ElectionError, EtcdElection};
+use ferrocast_controller::etcd::{EtcdAuth, EtcdClient, EtcdConfig};
 use ferrocast_controller::model::{Assignment, AssignmentState, Capacity, Continuity, Node, Role};
 use ferrocast_controller::scheduler::{ClaimDecision, GrantKind, Refusal};
 use ferrocast_controller::store::etcd::{EtcdStore, DEFAULT_PREFIX};
 use ferrocast_controller::store::{Fence, Store, StoreError};
 use std::collections::HashMap;
 use std::time::Duration;
+use support::cluster::{node, register, Running};
 use support::EtcdServer;
 use tokio::time::{sleep, timeout, Instant};
 use tokio_util::sync::CancellationToken;
@@ -55,7 +58,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_disappears_when_its_lease_expires() {
     let etcd = EtcdServer::start().await;
-    let store = EtcdStore::new(etcd.client(CALL), DEFAULT_PREFIX);
+    let store = EtcdStore::new(etcd.client(CALL).await, DEFAULT_PREFIX);
     let a = store.register_node(origin("a"), TTL).await.unwrap();
     let b = store.register_node(origin("b"), TTL).await.unwrap();
     assert_eq!(ids(&store.nodes().await.unwrap()), ["a", "b"]);
@@ -90,7 +93,7 @@ async fn a_node_disappears_when_its_lease_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_revisions_epochs_and_leaders_cannot_write() {
     let etcd = EtcdServer::start().await;
-    let client = etcd.client(CALL);
+    let client = etcd.client(CALL).await;
     let store = EtcdStore::new(client.clone(), DEFAULT_PREFIX);
     let election = EtcdElection::new(client.clone(), ELECTION, "c1", TTL);
     let leader = timeout(
@@ -229,8 +232,8 @@ async fn stale_revisions_epochs_and_leaders_cannot_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_and_a_takeover_within_lease_plus_one_second() {
     let etcd = EtcdServer::start().await;
-    let a = EtcdElection::new(etcd.client(CALL), ELECTION, "controller-a", TTL);
-    let b = EtcdElection::new(etcd.client(CALL), ELECTION, "controller-b", TTL);
+    let a = EtcdElection::new(etcd.client(CALL).await, ELECTION, "controller-a", TTL);
+    let b = EtcdElection::new(etcd.client(CALL).await, ELECTION, "controller-b", TTL);
     let cancel = CancellationToken::new();
     let mut ca = tokio::spawn({
         let cancel = cancel.clone();
@@ -240,7 +243,7 @@ async fn one_leader_and_a_takeover_within_lease_plus_one_second() {
         let cancel = cancel.clone();
         async move { b.campaign(cancel).await }
     });
-    let observer = EtcdElection::new(etcd.client(CALL), ELECTION, "observer", TTL);
+    let observer = EtcdElection::new(etcd.client(CALL).await, ELECTION, "observer", TTL);
 
     // Exactly one wins; the other keeps campaigning.
     let (first, first_name, mut other) = tokio::select! {
@@ -277,7 +280,7 @@ async fn one_leader_and_a_takeover_within_lease_plus_one_second() {
     );
 
     // The old leader's fence no longer writes; the new one does.
-    let store = EtcdStore::new(etcd.client(CALL), DEFAULT_PREFIX);
+    let store = EtcdStore::new(etcd.client(CALL).await, DEFAULT_PREFIX);
     let a = Assignment {
         stream: "s".into(),
         origin: "o1".into(),
@@ -297,7 +300,7 @@ async fn one_leader_and_a_takeover_within_lease_plus_one_second() {
     // Resigning hands over at once; a cancelled campaign ends.
     second.resign().await;
     assert_eq!(observer.leader().await.unwrap(), None);
-    let c = EtcdElection::new(etcd.client(CALL), ELECTION, "controller-c", TTL);
+    let c = EtcdElection::new(etcd.client(CALL).await, ELECTION, "controller-c", TTL);
     let cancel_c = CancellationToken::new();
     cancel_c.cancel();
     assert_eq!(
@@ -310,7 +313,12 @@ async fn one_leader_and_a_takeover_within_lease_plus_one_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_etcd_steps_down_within_its_lease() {
     let etcd = EtcdServer::start().await;
-    let election = EtcdElection::new(etcd.client(Duration::from_secs(1)), ELECTION, "c1", TTL);
+    let election = EtcdElection::new(
+        etcd.client(Duration::from_secs(1)).await,
+        ELECTION,
+        "c1",
+        TTL,
+    );
     let leader = timeout(
         Duration::from_secs(10),
         election.campaign(CancellationToken::new()),
@@ -337,4 +345,146 @@ async fn a_leader_cut_off_from_etcd_steps_down_within_its_lease() {
         "stepped down {took:?} after etcd froze (lease {:?})",
         leader.ttl()
     );
+}
+
+/// What a controller does with etcd, done through `client`: a node under a lease, an
+/// election won, a claim granted with the leader's fence, the assignment read back.
+async fn store_claim_and_lead(client: EtcdClient) {
+    let store = EtcdStore::new(client.clone(), DEFAULT_PREFIX);
+    let election = EtcdElection::new(client, ELECTION, "c1", TTL);
+    let leader = timeout(
+        Duration::from_secs(10),
+        election.campaign(CancellationToken::new()),
+    )
+    .await
+    .expect("elected in time")
+    .expect("elected");
+    assert_eq!(election.leader().await.unwrap().as_deref(), Some("c1"));
+    let lease = store.register_node(origin("o1"), TTL).await.unwrap();
+    store.keep_alive(lease).await.unwrap();
+    let snap = assign::snapshot(&store, &HashMap::new()).await.unwrap();
+    let d = assign::claim(&store, leader.fence(), &snap, "o1", "s")
+        .await
+        .unwrap();
+    assert!(matches!(d, ClaimDecision::Grant { .. }), "{d:?}");
+    let a = store.assignment("s".into()).await.unwrap().expect("stored");
+    assert_eq!(a.value.origin, "o1");
+    store.revoke(lease).await.unwrap();
+    leader.resign().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_stores_claims_and_leads_through_etcd_with_tls_and_client_certificates() {
+    let etcd = EtcdServer::start_tls().await;
+    assert!(etcd.endpoints().starts_with("https://"));
+    store_claim_and_lead(etcd.client(CALL).await).await;
+
+    // The whole controller too: it leads and registers nodes through TLS etcd.
+    let c = Running::start(ferrocast_controller::ControllerConfig {
+        etcd: etcd.config(),
+        lease_ttl: TTL,
+        ..Default::default()
+    })
+    .await;
+    let mut n = ferrocast_proto::controller::v1::node_service_client::NodeServiceClient::new(
+        c.channel().await,
+    );
+    let role = ferrocast_proto::controller::v1::NodeRole::Origin;
+    assert!(register(&mut n, node("o2", role, "eu", 0)).await > 0);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_client_certificate_etcd_refuses_the_controller_with_a_clear_error() {
+    let etcd = EtcdServer::start_tls().await;
+    let mut cfg = etcd.config();
+    cfg.tls.as_mut().expect("tls").identity = None;
+    let client = EtcdClient::connect(&cfg, CALL).await.expect("lazy connect");
+    let store = EtcdStore::new(client, DEFAULT_PREFIX);
+    let err = store
+        .nodes()
+        .await
+        .expect_err("etcd let in a client without a certificate");
+    eprintln!("refused: {err}");
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(msg.contains("etcd: "), "{msg}");
+    assert!(msg.contains("--etcd-cert"), "{msg}");
+}
+
+/// Makes `fc` (password `fc-pw`) a user allowed the `/ferrocast/` prefix, then turns
+/// etcd's authentication on.
+fn enable_auth(etcd: &EtcdServer) {
+    let run = |args: &[&str]| {
+        let out = etcd.etcdctl(args);
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["user", "add", "root:root-pw"]);
+    run(&["user", "grant-role", "root", "root"]);
+    run(&["user", "add", "fc:fc-pw"]);
+    run(&["role", "add", "fc"]);
+    run(&[
+        "role",
+        "grant-permission",
+        "fc",
+        "--prefix=true",
+        "readwrite",
+        "/ferrocast/",
+    ]);
+    run(&["user", "grant-role", "fc", "fc"]);
+    run(&["auth", "enable"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_and_password_authenticate_and_a_stale_token_is_renewed() {
+    let etcd = EtcdServer::start().await;
+    enable_auth(&etcd);
+    let with = |user: &str, password: &str| EtcdConfig {
+        auth: Some(EtcdAuth {
+            user: user.into(),
+            password: password.into(),
+        }),
+        ..etcd.config()
+    };
+
+    // No user, or a wrong password: refused, saying why.
+    let anonymous = EtcdStore::new(etcd.client(CALL).await, DEFAULT_PREFIX);
+    let err = anonymous.nodes().await.unwrap_err().to_string();
+    assert!(err.contains("user name is empty"), "{err}");
+    let wrong = EtcdClient::connect(&with("fc", "nope"), CALL)
+        .await
+        .unwrap();
+    let err = EtcdStore::new(wrong, DEFAULT_PREFIX)
+        .nodes()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("authentication failed"), "{err}");
+
+    let client = EtcdClient::connect(&with("fc", "fc-pw"), CALL)
+        .await
+        .unwrap();
+    store_claim_and_lead(client.clone()).await;
+
+    // A change of the auth rules makes etcd refuse the token as old: the client
+    // authenticates again on its own.
+    let out = etcd.etcdctl(&[
+        "--user=root:root-pw",
+        "role",
+        "grant-permission",
+        "fc",
+        "read",
+        "/elsewhere",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = EtcdStore::new(client, DEFAULT_PREFIX);
+    assert!(store.assignment("s".into()).await.unwrap().is_some());
 }

@@ -19,7 +19,7 @@ const TTL: Duration = Duration::from_secs(2);
 
 fn etcd_config(etcd: &EtcdServer) -> ControllerConfig {
     ControllerConfig {
-        etcd: vec![etcd.endpoint.clone()],
+        etcd: etcd.config(),
         lease_ttl: TTL,
         ..ControllerConfig::default()
     }
@@ -381,9 +381,9 @@ async fn a_follower_places_viewers_with_the_leaders_load_reports() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_compacts_the_store_history() {
-    use ferrocast_proto::etcd::etcdserverpb::RangeRequest;
+    use etcd_client::GetOptions;
     let etcd = EtcdServer::start().await;
-    let raw = etcd.client(WAIT);
+    let raw = etcd.client(WAIT).await;
     let c = Running::start(ControllerConfig {
         compact_every: Duration::from_millis(300),
         ..etcd_config(&etcd)
@@ -397,24 +397,27 @@ async fn the_leader_compacts_the_store_history() {
         claim(&mut n, "o1", "s").await.outcome(),
         pb::ClaimOutcome::Granted
     );
-    let at = |revision: i64| RangeRequest {
-        key: b"/".to_vec(),
-        range_end: vec![0],
-        revision,
-        count_only: true,
-        ..Default::default()
+    // A count of every key from `/` on as of `revision` (0: now); answers at the revision it read.
+    let count_at = |revision: i64| {
+        raw.call(move |c| {
+            let mut kv = c.kv();
+            let opts = GetOptions::new()
+                .with_from_key()
+                .with_revision(revision)
+                .with_count_only();
+            async move { kv.get("/", Some(opts)).await }
+        })
     };
-    let old = raw
-        .call(raw.kv().range(at(0)))
+    let old = count_at(0)
         .await
         .expect("range")
-        .header
+        .header()
         .expect("header")
-        .revision;
+        .revision();
     // Within a few periods, the history before `old` is gone: reading at it is refused
     // as compacted, while the present reads as before.
     let compacted = eventually(Duration::from_secs(10), || async {
-        match raw.call(raw.kv().range(at(old))).await {
+        match count_at(old).await {
             Err(e) if e.to_string().contains("compacted") => Some(()),
             _ => None,
         }

@@ -24,13 +24,6 @@ fn generate(out: &Path) {
         .file_descriptor_set_path(out.join("controller_descriptor.bin"))
         .compile_protos(&["controller.proto"], &["."])
         .expect("compile controller.proto");
-    // Client stubs only: the controller talks to etcd, it does not serve its API.
-    tonic_build::configure()
-        .build_client(true)
-        .build_server(false)
-        .out_dir(out)
-        .compile_protos(&["etcd/rpc.proto", "etcd/v3election.proto"], &["etcd"])
-        .expect("compile the etcd protos");
 }
 
 #[test]

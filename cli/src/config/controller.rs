@@ -103,18 +103,99 @@ pub struct EtcdArgs {
     /// controller).
     #[arg(long, env = "FERROCAST_ETCD", value_delimiter = ',')]
     pub etcd: Vec<String>,
+    /// PEM CA certificate(s) of the etcd members; turns on TLS to etcd (default: none,
+    /// plaintext).
+    #[arg(long, env = "FERROCAST_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd's `--client-cert-auth` (needs --etcd-ca and
+    /// --etcd-key; default: none).
+    #[arg(long, env = "FERROCAST_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM private key of --etcd-cert.
+    #[arg(long, env = "FERROCAST_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user to authenticate as; the password comes from FERROCAST_ETCD_PASSWORD or
+    /// --etcd-password-file, never a flag (default: none).
+    #[arg(long, env = "FERROCAST_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// A file holding the password of --etcd-user (one line).
+    #[arg(long, env = "FERROCAST_ETCD_PASSWORD_FILE")]
+    pub etcd_password_file: Option<PathBuf>,
 }
-layered!(EtcdArgs { etcd });
+layered!(EtcdArgs {
+    etcd,
+    etcd_ca,
+    etcd_cert,
+    etcd_key,
+    etcd_user,
+    etcd_password_file
+});
 
 impl EtcdArgs {
     /// Sets what was given on `controller`. Fallible for what joins this group: the
     /// etcd client's certificate files and credentials are checked here.
     pub fn apply(&self, controller: &mut ControllerConfig) -> anyhow::Result<()> {
         if !self.etcd.is_empty() {
-            controller.etcd = self.etcd.clone();
+            controller.etcd.endpoints = self.etcd.clone();
         }
+        controller.etcd.tls = etcd_tls(
+            self.etcd_ca.clone(),
+            self.etcd_cert.clone(),
+            self.etcd_key.clone(),
+        )?;
+        controller.etcd.auth = etcd_auth(self.etcd_user.clone(), self.etcd_password_file.clone())?;
         Ok(())
     }
+}
+
+/// TLS to etcd: `--etcd-ca` turns it on; a client certificate needs it.
+fn etcd_tls(
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> anyhow::Result<Option<ferrocast_controller::etcd::EtcdTls>> {
+    let identity = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => anyhow::bail!("invalid etcd-cert: etcd-cert and etcd-key go together"),
+    };
+    match (ca, identity) {
+        (Some(ca), identity) => Ok(Some(ferrocast_controller::etcd::EtcdTls { ca, identity })),
+        (None, Some(_)) => anyhow::bail!("invalid etcd-cert: needs --etcd-ca (TLS to etcd)"),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The etcd user, with its password from `FERROCAST_ETCD_PASSWORD` or a file: a flag
+/// would show it to everyone who can list processes.
+fn etcd_auth(
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+) -> anyhow::Result<Option<ferrocast_controller::etcd::EtcdAuth>> {
+    let from_env = std::env::var("FERROCAST_ETCD_PASSWORD").ok();
+    let Some(user) = user else {
+        if password_file.is_some() || from_env.is_some() {
+            anyhow::bail!("invalid etcd-password-file: needs --etcd-user");
+        }
+        return Ok(None);
+    };
+    let password = match (from_env, password_file) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("invalid etcd-password-file: FERROCAST_ETCD_PASSWORD is set too")
+        }
+        (Some(p), None) => p,
+        (None, Some(f)) => std::fs::read_to_string(&f)
+            .map_err(|e| anyhow::anyhow!("invalid etcd-password-file: {}: {e}", f.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        (None, None) => anyhow::bail!(
+            "invalid etcd-user: needs a password (FERROCAST_ETCD_PASSWORD or --etcd-password-file)"
+        ),
+    };
+    Ok(Some(ferrocast_controller::etcd::EtcdAuth {
+        user,
+        password,
+    }))
 }
 
 /// `ferrocast controller`.
@@ -182,9 +263,7 @@ impl ControllerArgs {
                     .load()
                     .context("invalid tls-dir")?,
                 operator_ca: match ca {
-                    Some(ca) => {
-                        ferrocast_tls::read_certs(ca).context("invalid operator-ca")?
-                    }
+                    Some(ca) => ferrocast_tls::read_certs(ca).context("invalid operator-ca")?,
                     None => Vec::new(),
                 },
             }),

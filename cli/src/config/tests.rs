@@ -312,7 +312,10 @@ fn controller_flags() {
     )
     .expect("valid");
     assert_eq!(s.controller.grpc_listen.port(), 6000);
-    assert_eq!(s.controller.etcd, ["10.0.0.1:2379", "10.0.0.2:2379"]);
+    assert_eq!(
+        s.controller.etcd.endpoints,
+        ["10.0.0.1:2379", "10.0.0.2:2379"]
+    );
     assert_eq!(s.controller.operator_token.as_deref(), Some("t0k"));
     assert_eq!(s.controller.http_listen.port(), 8090);
     assert_eq!(
@@ -920,7 +923,7 @@ fn a_file_key_the_role_does_not_read_is_refused_by_name() {
     .expect("write");
     let s = resolve(args(&["--config", f]), Role::Controller).expect("valid");
     assert_eq!(s.controller.grpc_listen.port(), 6001);
-    assert_eq!(s.controller.etcd, ["10.0.0.1:2379"]);
+    assert_eq!(s.controller.etcd.endpoints, ["10.0.0.1:2379"]);
     assert_eq!(s.controller.http.idle_timeout, Duration::from_secs(4));
     assert_eq!(s.log_format, LogFormat::Json);
     assert!(s.controller.insecure_node_api);
@@ -1004,7 +1007,7 @@ fn assert_layer(s: &Settings, role: Role, i: usize) {
                 "layer {i}"
             );
             assert_eq!(s.controller.lease_ttl, secs("lease-ttl"), "layer {i}");
-            assert_eq!(s.controller.etcd, [value("etcd")], "layer {i}");
+            assert_eq!(s.controller.etcd.endpoints, [value("etcd")], "layer {i}");
         }
         _ => assert_eq!(s.controllers, [value("controller")], "layer {i}"),
     }
@@ -1070,4 +1073,63 @@ fn the_environment_lies_between_flags_and_file() {
         let s = resolve(layered_flags(role, &file), role).expect("flags over the environment");
         assert_layer(&s, role, 2);
     }
+}
+
+#[test]
+fn etcd_tls_and_user_flags() {
+    let dir = std::env::temp_dir().join(format!("ferrocast-etcd-flags-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let password = dir.join("password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let err = resolve(
+        args(&[
+            "--etcd",
+            "e:2379",
+            "--etcd-cert",
+            "c.pem",
+            "--etcd-key",
+            "k.pem",
+        ]),
+        Role::Controller,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid etcd-cert: needs --etcd-ca (TLS to etcd)"
+    );
+    let err = resolve(
+        args(&["--etcd", "e:2379", "--etcd-ca", "/nonexistent/ca.pem"]),
+        Role::Controller,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("etcd-ca: /nonexistent/ca.pem"),
+        "{err}"
+    );
+    let err = resolve(
+        args(&["--etcd", "e:2379", "--etcd-user", "fc"]),
+        Role::Controller,
+    );
+    if std::env::var_os("FERROCAST_ETCD_PASSWORD").is_none() {
+        assert!(err.unwrap_err().to_string().contains("needs a password"));
+    }
+    let pw = password.display().to_string();
+    let s = resolve(
+        args(&[
+            "--etcd",
+            "e:2379",
+            "--etcd-user",
+            "fc",
+            "--etcd-password-file",
+            &pw,
+        ]),
+        Role::Controller,
+    )
+    .expect("valid");
+    let auth = s.controller.etcd.auth.expect("a user");
+    assert_eq!(
+        (auth.user.as_str(), auth.password.as_str()),
+        ("fc", "s3cret")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -12,13 +12,12 @@
 //! that lost leadership or read a stale record fails with nothing written.
 
 use super::{BoxFuture, Fence, LeaseId, Revision, Store, StoreError, Versioned};
-use crate::etcd::{prefix_end, EtcdClient};
+use crate::etcd::EtcdClient;
 use crate::model::{Assignment, Node};
-use ferrocast_proto::etcd::etcdserverpb::{
-    compare, request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest,
-    RangeRequest, RequestOp, TxnRequest, TxnResponse,
+use etcd_client::{
+    Compare, CompareOp, GetOptions, GetResponse, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
 };
-use ferrocast_proto::etcd::mvccpb::KeyValue;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -34,8 +33,8 @@ pub struct EtcdStore {
 }
 
 fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T, StoreError> {
-    serde_json::from_slice(&kv.value).map_err(|e| StoreError::Corrupt {
-        key: String::from_utf8_lossy(&kv.key).into_owned(),
+    serde_json::from_slice(kv.value()).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
         reason: e.to_string(),
     })
 }
@@ -44,59 +43,16 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records serialize")
 }
 
-fn put(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
-    RequestOp {
-        request: Some(request_op::Request::RequestPut(PutRequest {
-            key,
-            value,
-            ..Default::default()
-        })),
-    }
-}
-
-fn delete(key: Vec<u8>) -> RequestOp {
-    RequestOp {
-        request: Some(request_op::Request::RequestDeleteRange(
-            DeleteRangeRequest {
-                key,
-                ..Default::default()
-            },
-        )),
-    }
-}
-
-fn get(key: Vec<u8>) -> RequestOp {
-    RequestOp {
-        request: Some(request_op::Request::RequestRange(RangeRequest {
-            key,
-            ..Default::default()
-        })),
-    }
-}
-
-fn compare_revision(key: Vec<u8>, target: compare::CompareTarget, revision: i64) -> Compare {
-    let target_union = match target {
-        compare::CompareTarget::Create => compare::TargetUnion::CreateRevision(revision),
-        _ => compare::TargetUnion::ModRevision(revision),
-    };
-    Compare {
-        result: compare::CompareResult::Equal.into(),
-        target: target.into(),
-        key,
-        target_union: Some(target_union),
-        range_end: Vec::new(),
-    }
-}
-
-/// The compare that holds while `fence`'s leader key lives; `Fenced` for the standalone
-/// fence, which means nothing in a shared store.
+/// The compare that holds while `fence`'s leader key lives (its creation revision is the
+/// one the election gave); `Fenced` for the standalone fence, which means nothing in a
+/// shared store.
 fn fence_compare(fence: &Fence) -> Result<Compare, StoreError> {
     if fence.key.is_empty() {
         return Err(StoreError::Fenced);
     }
-    Ok(compare_revision(
-        fence.key.as_bytes().to_vec(),
-        compare::CompareTarget::Create,
+    Ok(Compare::create_revision(
+        fence.key.as_bytes(),
+        CompareOp::Equal,
         fence.revision,
     ))
 }
@@ -104,11 +60,16 @@ fn fence_compare(fence: &Fence) -> Result<Compare, StoreError> {
 /// Whether a failed transaction's read of the fence key (its only failure op) shows the
 /// fence broken.
 fn fence_broken(r: &TxnResponse, fence: &Fence) -> bool {
-    let kvs = r.responses.first().and_then(|op| match &op.response {
-        Some(response_op::Response::ResponseRange(range)) => Some(&range.kvs),
-        _ => None,
-    });
-    !kvs.is_some_and(|kvs| kvs.iter().any(|kv| kv.create_revision == fence.revision))
+    let read = r.op_responses().into_iter().next();
+    !matches!(read, Some(TxnOpResponse::Get(range))
+        if range.kvs().iter().any(|kv| kv.create_revision() == fence.revision))
+}
+
+/// The revision an answer was given at.
+fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> Result<Revision, StoreError> {
+    header
+        .map(|h| h.revision())
+        .ok_or_else(|| StoreError::Unavailable("etcd answered without a header".into()))
 }
 
 impl EtcdStore {
@@ -129,34 +90,40 @@ impl EtcdStore {
         format!("{}{kind}/{name}", self.prefix).into_bytes()
     }
 
+    async fn get(&self, key: Vec<u8>, opts: Option<GetOptions>) -> Result<GetResponse, StoreError> {
+        self.client
+            .call(|c| {
+                let (mut kv, key, opts) = (c.kv(), key.clone(), opts.clone());
+                async move { kv.get(key, opts).await }
+            })
+            .await
+    }
+
     async fn range_prefix(&self, kind: &str) -> Result<Vec<KeyValue>, StoreError> {
         let key = self.key(kind, "");
-        let req = RangeRequest {
-            range_end: prefix_end(&key),
-            key,
-            ..Default::default()
-        };
-        Ok(self.client.call(self.client.kv().range(req)).await?.kvs)
+        Ok(self
+            .get(key, Some(GetOptions::new().with_prefix()))
+            .await?
+            .take_kvs())
     }
 
     /// Applies `op` only while `fence` holds (this controller still leads).
-    async fn fenced_write(&self, op: RequestOp, fence: &Fence) -> Result<(), StoreError> {
-        let r = self
-            .txn(TxnRequest {
-                compare: vec![fence_compare(fence)?],
-                success: vec![op],
-                failure: Vec::new(),
-            })
-            .await?;
-        if r.succeeded {
+    async fn fenced_write(&self, op: TxnOp, fence: &Fence) -> Result<(), StoreError> {
+        let txn = Txn::new().when([fence_compare(fence)?]).and_then([op]);
+        if self.txn(txn).await?.succeeded() {
             Ok(())
         } else {
             Err(StoreError::Fenced)
         }
     }
 
-    async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, StoreError> {
-        self.client.call(self.client.kv().txn(req)).await
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+        self.client
+            .call(|c| {
+                let (mut kv, txn) = (c.kv(), txn.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await
     }
 }
 
@@ -168,19 +135,22 @@ impl Store for EtcdStore {
     ) -> BoxFuture<'_, Result<LeaseId, StoreError>> {
         Box::pin(async move {
             let (lease, _) = self.client.grant(ttl).await?;
-            let req = PutRequest {
-                key: self.key("nodes", &node.id),
-                value: encode(&node),
-                lease,
-                ..Default::default()
-            };
-            self.client.call(self.client.kv().put(req)).await?;
+            let (key, value) = (self.key("nodes", &node.id), encode(&node));
+            self.client
+                .call(|c| {
+                    let (mut kv, key, value) = (c.kv(), key.clone(), value.clone());
+                    async move {
+                        kv.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                            .await
+                    }
+                })
+                .await?;
             Ok(LeaseId(lease))
         })
     }
 
     fn keep_alive(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move { self.client.keep_alive_once(lease.0).await.map(|_| ()) })
+        Box::pin(async move { self.client.keep_alive_once(lease.0).await })
     }
 
     fn revoke(&self, lease: LeaseId) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -210,9 +180,9 @@ impl Store for EtcdStore {
         Box::pin(async move {
             let key = self.key("drain", &node);
             let op = if draining {
-                put(key, Vec::new())
+                TxnOp::put(key, Vec::new(), None)
             } else {
-                delete(key)
+                TxnOp::delete(key, None)
             };
             self.fenced_write(op, &fence).await
         })
@@ -225,7 +195,7 @@ impl Store for EtcdStore {
                 .range_prefix("drain")
                 .await?
                 .iter()
-                .map(|kv| String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned())
+                .map(|kv| String::from_utf8_lossy(&kv.key()[prefix.len()..]).into_owned())
                 .collect())
         })
     }
@@ -235,17 +205,13 @@ impl Store for EtcdStore {
         stream: String,
     ) -> BoxFuture<'_, Result<Option<Versioned<Assignment>>, StoreError>> {
         Box::pin(async move {
-            let req = RangeRequest {
-                key: self.key("streams", &stream),
-                ..Default::default()
-            };
-            let r = self.client.call(self.client.kv().range(req)).await?;
-            r.kvs
+            let r = self.get(self.key("streams", &stream), None).await?;
+            r.kvs()
                 .first()
                 .map(|kv| {
                     Ok(Versioned {
                         value: decode(kv)?,
-                        revision: kv.mod_revision,
+                        revision: kv.mod_revision(),
                     })
                 })
                 .transpose()
@@ -259,7 +225,7 @@ impl Store for EtcdStore {
                 match decode(&kv) {
                     Ok(value) => all.push(Versioned {
                         value,
-                        revision: kv.mod_revision,
+                        revision: kv.mod_revision(),
                     }),
                     Err(e) => tracing::warn!(error = %e, "skipping an assignment record"),
                 }
@@ -278,18 +244,16 @@ impl Store for EtcdStore {
             let key = self.key("streams", &next.stream);
             // An absent key has create revision 0; a present one is matched on its mod revision.
             let record = match expected {
-                None => compare_revision(key.clone(), compare::CompareTarget::Create, 0),
-                Some(rev) => compare_revision(key.clone(), compare::CompareTarget::Mod, rev),
+                None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                Some(rev) => Compare::mod_revision(key.clone(), CompareOp::Equal, rev),
             };
-            let r = self
-                .txn(TxnRequest {
-                    compare: vec![fence_compare(&fence)?, record],
-                    success: vec![put(key, encode(&next))],
-                    failure: vec![get(fence.key.as_bytes().to_vec())],
-                })
-                .await?;
-            if r.succeeded {
-                Ok(r.header.map_or(0, |h| h.revision))
+            let txn = Txn::new()
+                .when([fence_compare(&fence)?, record])
+                .and_then([TxnOp::put(key, encode(&next), None)])
+                .or_else([TxnOp::get(fence.key.as_bytes(), None)]);
+            let r = self.txn(txn).await?;
+            if r.succeeded() {
+                Ok(r.header().map_or(0, |h| h.revision()))
             } else if fence_broken(&r, &fence) {
                 Err(StoreError::Fenced)
             } else {
@@ -310,8 +274,11 @@ impl Store for EtcdStore {
                 .await?
                 .into_iter()
                 .map(|kv| {
-                    let name = String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned();
-                    (name, kv.value)
+                    let (key, value) = kv.into_key_value();
+                    (
+                        String::from_utf8_lossy(&key[prefix.len()..]).into_owned(),
+                        value,
+                    )
                 })
                 .collect())
         })
@@ -321,23 +288,18 @@ impl Store for EtcdStore {
         Box::pin(async move {
             // One range over `access/`: etcd answers it at one revision, named in the header.
             let prefix = self.key("access", "");
-            let req = RangeRequest {
-                range_end: prefix_end(&prefix),
-                key: prefix.clone(),
-                ..Default::default()
-            };
-            let r = self.client.call(self.client.kv().range(req)).await?;
-            let revision = r
-                .header
-                .map(|h| h.revision)
-                .ok_or_else(|| StoreError::Unavailable("etcd answered without a header".into()))?;
+            let mut r = self
+                .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+                .await?;
+            let revision = revision_of(r.header())?;
             let records = r
-                .kvs
+                .take_kvs()
                 .into_iter()
                 .filter_map(|kv| {
-                    let rest = String::from_utf8_lossy(&kv.key[prefix.len()..]).into_owned();
+                    let (key, value) = kv.into_key_value();
+                    let rest = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
                     let (kind, name) = rest.split_once('/')?;
-                    Some((kind.to_owned(), name.to_owned(), kv.value))
+                    Some((kind.to_owned(), name.to_owned(), value))
                 })
                 .collect();
             Ok(super::AllRecords { revision, records })
@@ -354,8 +316,8 @@ impl Store for EtcdStore {
         Box::pin(async move {
             let key = self.key(&format!("access/{kind}"), &name);
             let op = match value {
-                Some(v) => put(key, v),
-                None => delete(key),
+                Some(v) => TxnOp::put(key, v, None),
+                None => TxnOp::delete(key, None),
             };
             self.fenced_write(op, &fence).await
         })
@@ -363,36 +325,31 @@ impl Store for EtcdStore {
 
     fn shared_loads(&self) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
         Box::pin(async move {
-            let req = RangeRequest {
-                key: self.key("loads", "shared"),
-                ..Default::default()
-            };
-            let r = self.client.call(self.client.kv().range(req)).await?;
-            Ok(r.kvs.into_iter().next().map(|kv| kv.value))
+            let mut r = self.get(self.key("loads", "shared"), None).await?;
+            Ok(r.take_kvs()
+                .into_iter()
+                .next()
+                .map(|kv| kv.into_key_value().1))
         })
     }
 
     fn revision(&self) -> BoxFuture<'_, Result<Revision, StoreError>> {
         Box::pin(async move {
-            let req = RangeRequest {
-                key: self.key("loads", "shared"),
-                count_only: true,
-                ..Default::default()
-            };
-            let r = self.client.call(self.client.kv().range(req)).await?;
-            r.header
-                .map(|h| h.revision)
-                .ok_or_else(|| StoreError::Unavailable("etcd answered without a header".into()))
+            let opts = GetOptions::new().with_count_only();
+            let r = self.get(self.key("loads", "shared"), Some(opts)).await?;
+            revision_of(r.header())
         })
     }
 
     fn compact(&self, revision: Revision) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let req = CompactionRequest {
-                revision,
-                physical: false,
-            };
-            self.client.call(self.client.kv().compact(req)).await?;
+            // Not physical: etcd frees the space in the background, and no caller waits.
+            self.client
+                .call(|c| {
+                    let mut kv = c.kv();
+                    async move { kv.compact(revision, None).await }
+                })
+                .await?;
             Ok(())
         })
     }
@@ -400,7 +357,8 @@ impl Store for EtcdStore {
     fn share_loads(&self, value: Vec<u8>, fence: Fence) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let key = self.key("loads", "shared");
-            self.fenced_write(put(key, value), &fence).await
+            self.fenced_write(TxnOp::put(key, value, None), &fence)
+                .await
         })
     }
 }

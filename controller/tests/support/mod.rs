@@ -1,120 +1,60 @@
-//! A real etcd server for tests: `etcd` (Debian `etcd-server`) on free loopback ports with
-//! a temporary data dir (on tmpfs when there is one), killed by PID and cleaned up on drop. Every wait is bounded.
+//! Support for the controller's tests: a real etcd from the one launcher of the test
+//! suite (`ferrocast_tests::etcd`), started off the runtime's threads, and the
+//! controller's view of it (an [`EtcdConfig`] with its TLS files, an [`EtcdClient`]).
 
 pub mod cluster;
 
-use ferrocast_controller::etcd::EtcdClient;
-use ferrocast_proto::etcd::etcdserverpb::RangeRequest;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use ferrocast_controller::etcd::{EtcdClient, EtcdConfig, EtcdTls};
+use ferrocast_tests::etcd::Etcd;
+use std::ops::Deref;
 use std::time::Duration;
-use tokio::time::{sleep, Instant};
 
-/// A running etcd.
+/// A running single-member etcd (dereferences to the launcher's [`Etcd`]).
 #[derive(Debug)]
-pub struct EtcdServer {
-    child: Child,
-    dir: PathBuf,
-    /// `http://127.0.0.1:PORT`.
-    pub endpoint: String,
+pub struct EtcdServer(Etcd);
+
+impl Deref for EtcdServer {
+    type Target = Etcd;
+    fn deref(&self) -> &Etcd {
+        &self.0
+    }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
+// Not every test binary that includes this module uses every item.
+#[allow(dead_code)]
 impl EtcdServer {
-    /// Starts etcd and waits (at most 20 s) until it answers a read.
+    /// Starts a plaintext member and waits until it is healthy.
     pub async fn start() -> EtcdServer {
-        // A port can be taken between probing and binding: try again on new ones.
-        for attempt in 0..3 {
-            let (client, peer) = (free_port(), free_port());
-            // etcd fsyncs every write: on tmpfs a busy disk cannot stall it past a lease.
-            let base = Some(PathBuf::from("/dev/shm"))
-                .filter(|p| p.is_dir())
-                .unwrap_or_else(std::env::temp_dir);
-            let dir = base.join(format!(
-                "ferrocast-etcd-{}-{client}-{attempt}",
-                std::process::id()
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            let endpoint = format!("http://127.0.0.1:{client}");
-            let peer_url = format!("http://127.0.0.1:{peer}");
-            let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
-            let child = Command::new("etcd")
-                .arg("--name=test")
-                .arg(format!("--data-dir={}", dir.join("data").display()))
-                .arg(format!("--listen-client-urls={endpoint}"))
-                .arg(format!("--advertise-client-urls={endpoint}"))
-                .arg(format!("--listen-peer-urls={peer_url}"))
-                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-                .arg(format!("--initial-cluster=test={peer_url}"))
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("etcd runs (apt-get install etcd-server)");
-            let mut server = EtcdServer {
-                child,
-                dir,
-                endpoint,
-            };
-            if server.wait_ready(Duration::from_secs(20)).await {
-                return server;
-            }
-            let log = std::fs::read_to_string(server.dir.join("etcd.log")).unwrap_or_default();
-            eprintln!("etcd attempt {attempt} failed:\n{log}");
-        }
-        panic!("etcd did not start");
+        EtcdServer(
+            tokio::task::spawn_blocking(|| Etcd::start(1))
+                .await
+                .unwrap(),
+        )
     }
 
-    async fn wait_ready(&mut self, within: Duration) -> bool {
-        let client = self.client(Duration::from_millis(500));
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return false;
-            }
-            let req = RangeRequest {
-                key: b"ready".to_vec(),
-                ..Default::default()
-            };
-            if client.call(client.kv().range(req)).await.is_ok() {
-                return true;
-            }
-            sleep(Duration::from_millis(100)).await;
+    /// Starts a member that speaks TLS only and requires a client certificate.
+    pub async fn start_tls() -> EtcdServer {
+        EtcdServer(
+            tokio::task::spawn_blocking(|| Etcd::start_tls(1))
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// The controller's configuration for this server, with the client certificate when
+    /// it speaks TLS.
+    pub fn config(&self) -> EtcdConfig {
+        EtcdConfig {
+            tls: self.tls().map(|t| EtcdTls {
+                ca: t.ca.clone(),
+                identity: Some((t.client_cert.clone(), t.client_key.clone())),
+            }),
+            ..EtcdConfig::plain(self.endpoint_list())
         }
-        false
     }
 
     /// A client of this server with call deadline `timeout`.
-    pub fn client(&self, timeout: Duration) -> EtcdClient {
-        EtcdClient::new(std::slice::from_ref(&self.endpoint), timeout).unwrap()
-    }
-
-    /// Sends `signal` (e.g. "STOP", "CONT") to the etcd process.
-    // Not every test binary that includes this module uses it.
-    #[allow(dead_code)]
-    pub fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{signal} etcd");
-    }
-}
-
-impl Drop for EtcdServer {
-    fn drop(&mut self) {
-        // SIGKILL works on a stopped process too.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+    pub async fn client(&self, timeout: Duration) -> EtcdClient {
+        EtcdClient::connect(&self.config(), timeout).await.unwrap()
     }
 }

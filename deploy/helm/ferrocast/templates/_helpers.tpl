@@ -52,13 +52,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* etcd client URLs the controllers use: bundled members or external endpoints. */}}
+{{/* etcd client URLs the controllers use: bundled members (https with etcd.tls) or
+external endpoints. */}}
 {{- define "ferrocast.etcdEndpoints" -}}
 {{- if .Values.etcd.enabled }}
 {{- $full := include "ferrocast.fullname" . }}
+{{- $scheme := ternary "https" "http" .Values.etcd.tls.enabled }}
 {{- $eps := list }}
 {{- range $i := until (int .Values.etcd.replicas) }}
-{{- $eps = append $eps (printf "http://%s-etcd-%d.%s-etcd-headless.%s.svc:2379" $full $i $full $.Release.Namespace) }}
+{{- $eps = append $eps (printf "%s://%s-etcd-%d.%s-etcd-headless.%s.svc:2379" $scheme $full $i $full $.Release.Namespace) }}
 {{- end }}
 {{- join "," $eps }}
 {{- else }}
@@ -83,8 +85,8 @@ tools that dial an origin by its headless name. */}}
 {{- if eq .component "controller" }}
 {{- $svc := printf "%s-controller" $full }}
 {{- $names = list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns .ctx.Values.tls.clusterDomain) }}
-{{- else if eq .component "origin" }}
-{{- $headless := printf "%s-origin-headless.%s.svc" $full $ns }}
+{{- else if or (eq .component "origin") (eq .component "etcd") }}
+{{- $headless := printf "%s-%s-headless.%s.svc" $full .component $ns }}
 {{- $names = list (printf "%s.%s" .pod $headless) $headless }}
 {{- else }}
 {{- $names = list (printf "%s-%s.%s.svc" $full .component $ns) }}
@@ -93,7 +95,9 @@ tools that dial an origin by its headless name. */}}
 {{- end }}
 
 {{/* The init container that issues this pod's own certificate into the cluster-tls
-emptyDir before the node starts: SAN URI ferrocast://ROLE/POD_NAME, valid tls.certDays.
+emptyDir before the node starts: SAN URI ferrocast://ROLE/POD_NAME, valid tls.certDays
+(ROLE: "role" when given, else "component"; etcd members, which `ferrocast certs` has no
+role for, are issued the least one, edge, and present it to no Ferrocast node).
 It is the only container that mounts the CA key. Nothing with cert-manager (the
 csi-driver issues it). Call with (dict "ctx" $ "component" "edge"). */}}
 {{- define "ferrocast.certsInitContainer" -}}
@@ -104,7 +108,7 @@ csi-driver issues it). Call with (dict "ctx" $ "component" "edge"). */}}
   args:
     - certs
     - /etc/ferrocast/ca
-    - --node={{ .component }}:$(POD_NAME)
+    - --node={{ .role | default .component }}:$(POD_NAME)
     - --out={{ .ctx.Values.tls.mountPath }}
     {{- range splitList "," (include "ferrocast.certDnsNames" (dict "ctx" .ctx "component" .component "pod" "$(POD_NAME)")) }}
     - --dns={{ . }}
@@ -165,7 +169,7 @@ renewed in place. */}}
       csi.cert-manager.io/issuer-kind: {{ $issuer.kind | quote }}
       csi.cert-manager.io/issuer-group: {{ $issuer.group | quote }}
       csi.cert-manager.io/common-name: "${POD_NAME}"
-      csi.cert-manager.io/uri-sans: {{ printf "ferrocast://%s/${POD_NAME}" .component | quote }}
+      csi.cert-manager.io/uri-sans: {{ printf "ferrocast://%s/${POD_NAME}" (.role | default .component) | quote }}
       {{- /* localhost and the loopback addresses, as `ferrocast certs` adds them: a
       kubectl port-forward to the controller checks out. */}}
       csi.cert-manager.io/dns-names: {{ printf "localhost,%s" (include "ferrocast.certDnsNames" (dict "ctx" .ctx "component" .component "pod" "${POD_NAME}")) | quote }}
@@ -354,4 +358,12 @@ seccompProfile:
 {{- define "ferrocast.controllerUrl" -}}
 {{- $scheme := ternary "https" "http" .Values.controller.grpcTls.enabled -}}
 {{- printf "%s://%s-controller.%s.svc:%v" $scheme (include "ferrocast.fullname" .) .Release.Namespace .Values.controller.grpcPort -}}
+{{- end }}
+
+{{/* "true" when the controllers talk TLS to etcd with a client certificate of the cluster
+CA (the bundled etcd with etcd.tls.enabled). Call with $. */}}
+{{- define "ferrocast.etcdClusterTls" -}}
+{{- if and .Values.etcd.enabled .Values.etcd.tls.enabled -}}
+true
+{{- end }}
 {{- end }}
