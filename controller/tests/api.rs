@@ -332,29 +332,19 @@ async fn memory_store_register_claim_takeover_resolve_and_list() {
     assert_eq!(err.code(), Code::NotFound);
 
     // Admin HTTP.
-    let body = http_get(ctl.http, "/metrics").await;
-    assert!(body.contains("ferrocast_controller_leader 1"), "{body}");
-    assert!(http_get(ctl.http, "/readyz")
+    let body = support::cluster::http_get(ctl.http, "/metrics", &[])
         .await
-        .starts_with("HTTP/1.0 200"));
+        .body;
+    assert!(body.contains("ferrocast_controller_leader 1"), "{body}");
+    assert_eq!(
+        support::cluster::http_get(ctl.http, "/readyz", &[])
+            .await
+            .status,
+        200
+    );
 
     claim_and_takeover(&mut node, ttl, "t").await;
     ctl.stop().await;
-}
-
-/// A minimal HTTP/1.0 GET; returns the whole response.
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
-    };
-    timeout(WAIT, fut).await.expect("http in time")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

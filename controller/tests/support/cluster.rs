@@ -197,38 +197,28 @@ pub struct HttpResponse {
     pub body: String,
 }
 
-/// `GET path` over HTTP/1.1 with `headers`, `Connection: close`.
+/// `GET path` with `headers`, through the end-to-end tests' one HTTP client
+/// ([`ferrocast_tests::http_get_with`]) on a blocking thread.
 pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.unwrap();
-        raw
-    };
-    let raw = timeout(WAIT, fut).await.expect("http in time");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("a status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+    let path = path.to_owned();
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    let r = tokio::task::spawn_blocking(move || {
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        ferrocast_tests::http_get_with(addr, &path, &h, WAIT)
+    })
+    .await
+    .expect("http task")
+    .expect("http in time");
     HttpResponse {
-        status,
-        headers,
-        body: body.to_owned(),
+        status: r.status,
+        body: r.text(),
+        headers: r.headers.into_iter().collect(),
     }
 }
 
