@@ -160,6 +160,11 @@ fn ll_hls_live_follows_the_spec() {
     assert!(r
         .header("cache-control")
         .is_some_and(|c| c.contains("no-cache")));
+    // The origin answers `/play/` like an edge (one serving path): without a controller
+    // it sends the viewer to its own playlist, with the query (a token) kept.
+    let r = node.get("/play/ll?token=t");
+    assert_eq!(r.status, 302, "{}", r.text());
+    assert_eq!(r.header("location"), Some("/live/ll/index.m3u8?token=t"));
 
     let start = Instant::now();
     let (mut last_msn, mut last_seq) = (0u64, 0u64);
