@@ -228,6 +228,34 @@ mod tests {
     use crate::package::tests::{cfg, Clip};
     use crate::package::Packager;
 
+    /// Stream "s" on a packager fed `seconds` of a 30 fps A/V clip, and the origin's
+    /// viewer path over it.
+    fn origin_serving(
+        seconds: f64,
+    ) -> (
+        Arc<Streams>,
+        crate::stream::Publisher,
+        Arc<ferrocast_serve::http::HttpState>,
+    ) {
+        use crate::metrics::OriginMetrics;
+        use crate::stream::StreamConfig;
+        use ferrocast_agent::access::{PlaybackAccess, RulesSource};
+        use ferrocast_runtime::metrics::Metrics;
+        let streams = Streams::new(StreamConfig::default(), Arc::new(OriginMetrics::new()));
+        let publisher = streams.claim("s").expect("claim");
+        publisher
+            .stream()
+            .with_packager(|p| Clip::av(30.0, 60, seconds).feed(p));
+        let origin = crate::serving_state(
+            LocalUpstream::new(streams.clone()),
+            &streams,
+            &Default::default(),
+            Arc::new(PlaybackAccess::new(RulesSource::None, "origin")),
+            Arc::new(Metrics::new()),
+        );
+        (streams, publisher, origin)
+    }
+
     fn parts_of(events: &[UpstreamEvent]) -> Vec<(u64, u32)> {
         events
             .iter()
@@ -299,27 +327,12 @@ mod tests {
     /// every URL of the same moment with the same status, headers and bytes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn origin_and_edge_answer_the_same_moment_byte_for_byte() {
-        use crate::metrics::OriginMetrics;
-        use crate::stream::StreamConfig;
-        use ferrocast_agent::access::{PlaybackAccess, RulesSource};
         use ferrocast_media::hls::names;
-        use ferrocast_runtime::metrics::Metrics;
         use ferrocast_serve::testing::{open_state, MemoryUpstream};
         use http::{Method, Uri};
         use std::time::Duration;
 
-        let streams = Streams::new(StreamConfig::default(), Arc::new(OriginMetrics::new()));
-        let publisher = streams.claim("s").expect("claim");
-        publisher
-            .stream()
-            .with_packager(|p| Clip::av(30.0, 60, 9.5).feed(p));
-        let origin = crate::serving_state(
-            LocalUpstream::new(streams.clone()),
-            &streams,
-            &Default::default(),
-            Arc::new(PlaybackAccess::new(RulesSource::None, "origin")),
-            Arc::new(Metrics::new()),
-        );
+        let (streams, publisher, origin) = origin_serving(9.5);
         origin
             .ready
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -407,26 +420,11 @@ mod tests {
     /// through this upstream to the serving side with no polling.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn held_requests_wake_when_the_packager_publishes() {
-        use crate::metrics::OriginMetrics;
-        use crate::stream::StreamConfig;
-        use ferrocast_agent::access::{PlaybackAccess, RulesSource};
         use ferrocast_media::hls::names;
-        use ferrocast_runtime::metrics::Metrics;
         use http::{Method, StatusCode, Uri};
         use std::time::{Duration, Instant};
 
-        let streams = Streams::new(StreamConfig::default(), Arc::new(OriginMetrics::new()));
-        let publisher = streams.claim("s").expect("claim");
-        publisher
-            .stream()
-            .with_packager(|p| Clip::av(30.0, 60, 4.5).feed(p));
-        let origin = crate::serving_state(
-            LocalUpstream::new(streams.clone()),
-            &streams,
-            &Default::default(),
-            Arc::new(PlaybackAccess::new(RulesSource::None, "origin")),
-            Arc::new(Metrics::new()),
-        );
+        let (_streams, publisher, origin) = origin_serving(4.5);
         let p = publisher.stream().snapshot().playlist.clone();
         let hint = u32::try_from(p.pending_parts.len()).expect("few parts");
         let held = |path: String| {
