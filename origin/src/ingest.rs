@@ -23,7 +23,9 @@ use tracing::Instrument;
 /// Limits and deadlines of the RTMP listener.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
-    /// The handshake must complete within this time.
+    /// A connection must have completed the handshake and started publishing within
+    /// this time; until then, traffic does not extend it (a client that trickles part of
+    /// a message, or never publishes, holds a connection for this long at most).
     pub handshake_timeout: Duration,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
@@ -411,18 +413,21 @@ impl<'a, S: IngestIo> Connection<'a, S> {
                 return Ok(());
             }
             let now = Instant::now();
-            if self.session.handshake_done()
-                && idle_from.is_none_or(|t| now - t >= Duration::from_secs(1))
-            {
-                idle_from = Some(now);
-                deadline.as_mut().reset(now + self.cfg.idle_timeout);
-            }
             let fed = self.session.feed(&buf[..n]);
             // Events parsed before an error still count: media already accepted is kept.
             let handled = self.handle_events().await;
             self.flush().await?;
             fed?;
             handled?;
+            // Only a publisher earns the idle deadline (from the read that carried its
+            // publish on): before that, bytes that never make a publish (a partial
+            // message, a trickle) do not keep the connection open past the handshake's.
+            if self.publisher.is_some()
+                && idle_from.is_none_or(|t| now - t >= Duration::from_secs(1))
+            {
+                idle_from = Some(now);
+                deadline.as_mut().reset(now + self.cfg.idle_timeout);
+            }
             if let Some(lowat) = pacer.on_read(n, now, self.publisher.is_some()) {
                 if let Err(error) = ferrocast_runtime::net::set_recv_lowat(self.sock.tcp(), lowat) {
                     tracing::debug!(%error, "SO_RCVLOWAT not applied");

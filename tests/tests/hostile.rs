@@ -119,6 +119,24 @@ fn hostile_clients_are_closed_and_the_origin_keeps_working() {
             "trickling handshake not closed"
         );
 
+        // A handshake, then part of a message trickled a byte at a time for longer than
+        // the handshake deadline: traffic that never makes a publish does not keep the
+        // connection open (the idle timeout alone would, as every read resets it).
+        let mut s = handshake(&node);
+        let start = Instant::now();
+        let partial = chunk0(3, 20, 200, 0, &[0u8; 16]);
+        let mut closed = s.write_all(&partial).is_err();
+        while !closed && start.elapsed() < Duration::from_secs(6) {
+            std::thread::sleep(Duration::from_millis(200));
+            closed =
+                s.write_all(&[0]).is_err() || closed_within(&mut s, Duration::from_millis(150));
+        }
+        assert!(
+            closed && start.elapsed() < Duration::from_secs(6),
+            "a trickled partial message kept the connection open for {:?}",
+            start.elapsed()
+        );
+
         // Continuation header on a chunk stream never opened.
         let mut s = handshake(&node);
         s.write_all(&[0x45, 0, 0, 1, 0, 0, 4, 20]).expect("write");

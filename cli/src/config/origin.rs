@@ -53,7 +53,8 @@ pub struct IngestArgs {
     /// Most RTMP connections from one IP address (default 32).
     #[arg(long, env = "FERROCAST_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
-    /// Seconds an RTMP client has to complete the handshake (default 10).
+    /// Seconds an RTMP client has to complete the handshake and start publishing; until
+    /// it publishes, its traffic does not extend the deadline (default 10).
     #[arg(long, env = "FERROCAST_HANDSHAKE_TIMEOUT")]
     pub handshake_timeout: Option<f64>,
     /// Seconds of silence after which an RTMP connection is closed (default 30).
